@@ -1,0 +1,251 @@
+"""The FAUST catalog: targets, Setups, spectral windows and imaging defaults.
+
+Values come from the package data file ``data/faust_facts.toml`` (a verbatim
+copy of the project's reference facts), so there is exactly one place where a
+number lives. Nothing here touches CASA or the filesystem beyond reading that
+file; the plan layer and the run-file validator rely on that.
+
+Lookups by name raise :class:`~faust_hpc.errors.CatalogError` with a
+"did you mean" suggestion, because a typo in a label is the most common
+mistake in a run file.
+"""
+from __future__ import annotations
+
+import copy as _copy
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Iterable, Mapping
+
+from faust_hpc.errors import CatalogError
+
+C_KMS = 299_792.458
+C_M_S = 299_792_458.0
+
+_QUANTITY_RE = re.compile(r"^\s*([-+0-9.eE]+)\s*([A-Za-z/]*)\s*$")
+_FREQ_UNITS = {"hz": 1.0, "khz": 1e3, "mhz": 1e6, "ghz": 1e9}
+_VEL_UNITS = {"km/s": 1.0, "m/s": 1e-3}
+
+
+def parse_frequency_hz(text: str | float) -> float:
+    """``"244.9355565GHz"`` -> 244.9355565e9 (a bare number is taken as Hz)."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    match = _QUANTITY_RE.match(text)
+    if not match:
+        raise ValueError(f"not a frequency quantity: {text!r}")
+    value, unit = match.groups()
+    unit = unit.lower() or "hz"
+    if unit not in _FREQ_UNITS:
+        raise ValueError(f"unknown frequency unit in {text!r} (use Hz, kHz, MHz or GHz)")
+    return float(value) * _FREQ_UNITS[unit]
+
+
+def parse_velocity_kms(text: str | float) -> float:
+    """``"20km/s"`` -> 20.0 (a bare number is taken as km/s)."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    match = _QUANTITY_RE.match(text)
+    if not match:
+        raise ValueError(f"not a velocity quantity: {text!r}")
+    value, unit = match.groups()
+    unit = unit.lower() or "km/s"
+    if unit not in _VEL_UNITS:
+        raise ValueError(f"unknown velocity unit in {text!r} (use km/s or m/s)")
+    return float(value) * _VEL_UNITS[unit]
+
+
+@dataclass
+class Target:
+    """A FAUST target: field name, target beam HPBW (arcsec), vsys (km/s, LSRK)."""
+
+    name: str
+    res: float
+    vsys: float
+
+    def vlsr_from_window(self, velo_width: str) -> str:
+        """Start velocity (CASA quantity) of a window of full width ``velo_width``
+        centred on vsys, as tclean's ``start`` wants it in velocity mode."""
+        half = parse_velocity_kms(velo_width) / 2.0
+        return f"{self.vsys - half:.4f}km/s"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One FAUST correlator Setup: band, frequency span and arrays observed."""
+
+    index: int
+    band: int
+    low_ghz: float
+    high_ghz: float
+    arrays: tuple[str, ...]
+
+
+@dataclass
+class Spw:
+    """A FAUST spectral window, with the original pipeline's constructor.
+
+    ``chan_width`` is in kHz and ``tot_bw`` in MHz (TOPO) as documented;
+    ``restfreq`` and ``ms_restfreq`` are CASA quantity strings. The label is
+    derived from ``restfreq`` and ``mol_name`` every time it is read, so a
+    :meth:`copy` re-targeted at another line (the cookbook's CH3CHO example)
+    gets its own file names.
+    """
+
+    setup: int
+    restfreq: str
+    mol_name: str
+    name: str
+    ms_restfreq: str
+    spw_id: int
+    ot_name: str
+    nchan: int
+    chan_width: float
+    tot_bw: float
+    chunk: Any = field(default=None, compare=False)
+
+    @property
+    def restfreq_hz(self) -> float:
+        return parse_frequency_hz(self.restfreq)
+
+    @property
+    def short_restfreq(self) -> str:
+        return f"{self.restfreq_hz / 1e9:.3f}GHz"
+
+    @property
+    def label(self) -> str:
+        return f"{self.short_restfreq}_{self.mol_name}"
+
+    @property
+    def chan_width_hz(self) -> float:
+        return self.chan_width * 1e3
+
+    @property
+    def tot_bw_hz(self) -> float:
+        return self.tot_bw * 1e6
+
+    @property
+    def is_continuum(self) -> bool:
+        """The wide (TDM-like, 1.875 GHz) continuum windows."""
+        return self.mol_name == "cont"
+
+    @property
+    def chan_width_kms(self) -> float:
+        return C_KMS * self.chan_width_hz / self.restfreq_hz
+
+    def nchan_from_window(self, velo_width: str) -> int:
+        """Number of native channels spanning the full velocity width."""
+        return int(round(parse_velocity_kms(velo_width) / self.chan_width_kms))
+
+    def copy(self) -> "Spw":
+        return _copy.deepcopy(self)
+
+    def with_chunk(self, chunk: Any) -> "Spw":
+        """A copy that carries a :class:`ChunkConfig` (None for the full cube)."""
+        new = self.copy()
+        new.chunk = chunk
+        return new
+
+
+@dataclass(frozen=True)
+class Catalog:
+    targets: Mapping[str, Target]
+    setups: Mapping[int, Setup]
+    spws: Mapping[str, Spw]
+    imaging: Mapping[str, Any]
+    data_layout: Mapping[str, Any]
+
+
+@lru_cache(maxsize=1)
+def load_catalog() -> Catalog:
+    """Parse the packaged facts file once per process."""
+    text = resources.files("faust_hpc").joinpath("data/faust_facts.toml").read_text()
+    facts = tomllib.loads(text)
+    targets = {name: Target(name, float(v["res"]), float(v["vsys"]))
+               for name, v in facts["targets"].items()}
+    setups = {int(k): Setup(int(k), int(v["band"]), float(v["low_ghz"]), float(v["high_ghz"]),
+                            tuple(v["arrays"]))
+              for k, v in facts["setups"].items()}
+    spws: dict[str, Spw] = {}
+    for w in facts["spectral_windows"]["windows"]:
+        spw = Spw(setup=int(w["setup"]), restfreq=w["restfreq"], mol_name=w["mol"], name=w["name"],
+                  ms_restfreq=w["ms_restfreq"], spw_id=int(w["spw_id_12m"]), ot_name=w["ot_name"],
+                  nchan=int(w["nchan"]), chan_width=float(w["chan_width_hz"]) / 1e3,
+                  tot_bw=float(w["tot_bw_hz"]) / 1e6)
+        if spw.label in spws:
+            raise RuntimeError(f"duplicate SPW label in packaged facts: {spw.label}")
+        spws[spw.label] = spw
+    return Catalog(targets=targets, setups=setups, spws=spws,
+                   imaging=facts["imaging"], data_layout=facts["data_layout"])
+
+
+def suggest(name: str, choices: Iterable[str]) -> str | None:
+    """Closest valid name to a typo, case-insensitively, or None."""
+    choices = list(choices)
+    lowered = {c.lower(): c for c in choices}
+    if name.lower() in lowered:
+        return lowered[name.lower()]
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[close[0]] if close else None
+
+
+def _unknown(kind: str, name: str, choices: Iterable[str]) -> CatalogError:
+    hint = suggest(name, choices)
+    if hint is not None:
+        return CatalogError(f'unknown {kind} "{name}"; did you mean "{hint}"?')
+    return CatalogError(f'unknown {kind} "{name}"; valid values: {", ".join(sorted(choices))}')
+
+
+def get_target(name: str) -> Target:
+    """The :class:`Target` for a field name (a copy: callers may modify it)."""
+    targets = load_catalog().targets
+    if name not in targets:
+        raise _unknown("field", name, targets)
+    return _copy.copy(targets[name])
+
+
+def get_spw(label: str) -> Spw:
+    """The :class:`Spw` for a label such as ``244.936GHz_CS`` (a copy)."""
+    spws = load_catalog().spws
+    if label not in spws:
+        raise _unknown("SPW label", label, spws)
+    return spws[label].copy()
+
+
+def get_setup(index: int) -> Setup:
+    setups = load_catalog().setups
+    if index not in setups:
+        raise CatalogError(f"unknown Setup {index}; valid values: {', '.join(map(str, setups))}")
+    return setups[index]
+
+
+def spws_for_setup(setup: int) -> list[Spw]:
+    """All SPWs of a Setup, in catalog (baseband) order."""
+    get_setup(setup)
+    return [s.copy() for s in load_catalog().spws.values() if s.setup == setup]
+
+
+def default_nchunks(spw: Spw) -> int:
+    """The documented default chunk count: 4/40 (Setups 1-2), 20/80 (Setup 3)."""
+    table = load_catalog().imaging["nchunks"]
+    prefix = "s3" if spw.setup == 3 else "s12"
+    kind = "tdm" if spw.is_continuum else "fdm"
+    return int(table[f"{prefix}_{kind}"])
+
+
+def imaging_defaults() -> Mapping[str, Any]:
+    """The ``[imaging]`` table of the facts (read-only view by convention)."""
+    return load_catalog().imaging
+
+
+# The original pipeline's module-level names, for users of its API.
+ALL_TARGETS: Mapping[str, Target] = load_catalog().targets
+ALL_FIELD_NAMES: tuple[str, ...] = tuple(load_catalog().targets)
+ALL_SPWS: Mapping[str, Spw] = load_catalog().spws
+ALL_SPW_LABELS: tuple[str, ...] = tuple(load_catalog().spws)
+SPWS_BY_SETUP: Mapping[int, tuple[Spw, ...]] = {
+    k: tuple(s for s in load_catalog().spws.values() if s.setup == k) for k in load_catalog().setups
+}

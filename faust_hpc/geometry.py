@@ -1,0 +1,108 @@
+"""Image geometry by the documented FAUST rules, in pure Python.
+
+Both the imaging engine (``DataSet.cell``/``imsize``/``gridder``/``pblimit``)
+and the planner (cost and memory estimates) need these numbers; keeping them
+here means the plan is computed from the same rules CASA will be given, with
+no CASA import.
+
+Rules (``faust_facts.toml`` [imaging]):
+- 12m and joint cell = target HPBW / oversample (10 by default);
+- 7m cell = (lambda at the Setup's high frequency / 50 m) / oversample;
+- imsize = 2 x the 10%-power width of the primary beam (1.13 lambda / D at the
+  Setup's low frequency, D = 12 m for joint/12m, 7 m for 7m) / cell, rounded
+  up to an even 2^a 3^b 5^c;
+- gridder mosaic for joint Setups 1-2, standard otherwise;
+- pblimit 0.2 joint, -0.01 single array.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from faust_hpc.catalog import C_M_S, get_setup, get_target, imaging_defaults
+from faust_hpc.errors import UserInputError
+
+ARRAY_KINDS = ("joint", "12m", "7m")
+RAD_TO_ARCSEC = 180.0 / math.pi * 3600.0
+ACA_MAX_BASELINE_M = 50.0
+DISH_DIAMETER_M = {"joint": 12.0, "12m": 12.0, "7m": 7.0}
+
+
+def optimum_size(n: int) -> int:
+    """Smallest even integer >= n whose only prime factors are 2, 3 and 5
+    (CASA's FFT-friendly image size)."""
+    size = max(int(math.ceil(n)), 2)
+    while True:
+        if size % 2 == 0:
+            rest = size
+            for p in (2, 3, 5):
+                while rest % p == 0:
+                    rest //= p
+            if rest == 1:
+                return size
+        size += 1
+
+
+def check_array_kind(setup: int, kind: str) -> None:
+    """Setup 3 has 12m data only; anything else is one of joint/12m/7m."""
+    if kind not in ARRAY_KINDS:
+        raise UserInputError(f'unknown array kind "{kind}"; valid values: {", ".join(ARRAY_KINDS)}')
+    arrays = get_setup(setup).arrays
+    if kind in ("joint", "7m") and "7m" not in arrays:
+        raise UserInputError(f'array kind "{kind}" is not available for Setup {setup} '
+                             f'(it has {"/".join(arrays)} data only); use "12m"')
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Cell (arcsec), image size (pixels), gridder and pblimit of one image."""
+
+    cell_arcsec: float
+    imsize: int
+    gridder: str
+    pblimit: float
+
+    @property
+    def npix(self) -> int:
+        return self.imsize * self.imsize
+
+
+def cell_12m(field: str, oversample: float | None = None) -> float:
+    oversample = oversample or float(imaging_defaults()["oversample"])
+    return get_target(field).res / oversample
+
+
+def cell_7m(setup: int, oversample: float | None = None) -> float:
+    oversample = oversample or float(imaging_defaults()["oversample"])
+    wavelength = C_M_S / (get_setup(setup).high_ghz * 1e9)
+    return wavelength / ACA_MAX_BASELINE_M * RAD_TO_ARCSEC / oversample
+
+
+def cell_for(field: str, setup: int, kind: str, oversample: float | None = None) -> float:
+    return cell_7m(setup, oversample) if kind == "7m" else cell_12m(field, oversample)
+
+
+def imsize_for(setup: int, kind: str, cell_arcsec: float) -> int:
+    wavelength = C_M_S / (get_setup(setup).low_ghz * 1e9)
+    pb_width = 1.13 * wavelength / DISH_DIAMETER_M[kind] * RAD_TO_ARCSEC
+    return optimum_size(int(math.ceil(2.0 * pb_width / cell_arcsec)))
+
+
+def gridder_for(setup: int, kind: str) -> str:
+    return "mosaic" if (kind == "joint" and setup in (1, 2)) else "standard"
+
+
+def pblimit_for(kind: str) -> float:
+    defaults = imaging_defaults()
+    return float(defaults["pblimit_joint"] if kind == "joint" else defaults["pblimit_single_array"])
+
+
+def geometry_for(field: str, setup: int, kind: str, *, oversample: float | None = None,
+                 cell_arcsec: float | None = None, imsize: int | None = None) -> Geometry:
+    """The documented geometry, with the run file's optional overrides
+    (an explicit cell wins over an oversampling factor)."""
+    check_array_kind(setup, kind)
+    cell = cell_arcsec if cell_arcsec is not None else cell_for(field, setup, kind, oversample)
+    size = imsize if imsize is not None else imsize_for(setup, kind, cell)
+    return Geometry(cell_arcsec=cell, imsize=int(size), gridder=gridder_for(setup, kind),
+                    pblimit=pblimit_for(kind))

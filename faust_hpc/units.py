@@ -1,0 +1,88 @@
+"""Work units: the vocabulary shared by plan, scheduler, manifest and launcher.
+
+A unit is one piece of work that a worker runs by itself in a child process.
+Its id is stable across runs and rank counts, so the manifest of a first run
+can be trusted by a resumed one:
+
+    <FIELD>/<LABEL>/<ARRAY>/<WEIGHTING>/<PART>
+    e.g. CB68/233.796GHz_cont/joint/0.5/chunk07
+
+PART is ``prepare``, ``chunkNN`` (zero-padded to two digits, or more when
+there are over 100 chunks), ``finalize``, ``moments`` or ``qa``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+UNIT_KINDS = ("prepare", "chunk", "finalize", "moments", "qa")
+# `faust-hpc plan --json` groups moments and QA as "products".
+KIND_GROUP = {"prepare": "prepare", "chunk": "chunk", "finalize": "finalize",
+              "moments": "products", "qa": "products"}
+
+
+def format_weighting(weighting: float | int | str) -> str:
+    """The weighting as it appears in file names and unit ids: ``0.5``,
+    ``-2.0``, ``natural``, ``uniform`` (the original pipeline's convention)."""
+    if isinstance(weighting, str):
+        return weighting
+    return f"{float(weighting):.1f}" if float(weighting).is_integer() else f"{float(weighting)}"
+
+
+def chunk_part(index: int, nchunks: int) -> str:
+    width = max(2, len(str(max(nchunks - 1, 0))))
+    return f"chunk{index:0{width}d}"
+
+
+@dataclass(frozen=True, order=True)
+class ImageKey:
+    """One imaging product line: field x SPW label x array kind x weighting."""
+
+    field: str
+    label: str
+    array: str
+    weighting: str  # formatted with format_weighting
+
+    @property
+    def path(self) -> str:
+        return f"{self.field}/{self.label}/{self.array}/{self.weighting}"
+
+    def unit_id(self, part: str) -> str:
+        return f"{self.path}/{part}"
+
+    @classmethod
+    def from_unit_id(cls, unit_id: str) -> "ImageKey":
+        field_, label, array, weighting, _part = unit_id.split("/")
+        return cls(field_, label, array, weighting)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A node of the work graph.
+
+    ``cost`` is in estimated seconds of one worker on the reference machine
+    (only ratios matter to the scheduler); ``mem_gb`` is the estimated peak
+    resident memory of the unit's child process.
+    """
+
+    id: str
+    kind: str
+    key: ImageKey
+    deps: tuple[str, ...] = ()
+    cost: float = 1.0
+    mem_gb: float = 0.5
+    chunk_index: int | None = None
+    nchunks: int | None = None
+    params: tuple[tuple[str, object], ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in UNIT_KINDS:
+            raise ValueError(f"unknown unit kind {self.kind!r}")
+
+    @property
+    def group(self) -> str:
+        return KIND_GROUP[self.kind]
+
+
+def ids(units: Iterable[Unit]) -> list[str]:
+    return [u.id for u in units]
