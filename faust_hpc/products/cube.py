@@ -1,0 +1,375 @@
+"""Bounded-memory access to CASA image cubes, one channel plane at a time.
+
+Why this module exists: the original pipeline read whole cubes into numpy
+(``ia.getchunk()`` without limits) to make QA plots, which needed > 50 GB for
+the Setup 3 cubes. Everything in :mod:`faust_hpc.products` goes through
+:class:`PlaneReader`, which only ever asks CASA for one ``(x, y)`` plane at a
+given channel (``ia.getchunk`` with ``blc``/``trc``), so the memory of a QA or
+moment unit scales with the image *area*, never with the number of channels.
+
+Also here: the product-name rules (stem, base name, field/label parsed back
+out of a file name), the robust noise estimate shared by QA and moments, and
+writing a 2-D map as FITS under a temporary name renamed into place.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from faust_hpc import casa_env
+from faust_hpc.catalog import ALL_FIELD_NAMES, ALL_SPW_LABELS, imaging_defaults
+from faust_hpc.errors import PrerequisiteError, UserInputError
+
+log = logging.getLogger(__name__)
+
+MAD_TO_RMS = float(imaging_defaults().get("mad_to_rms", 1.482602218505602))
+# Primary-beam response below which image pixels are blanked in QA plots and
+# ignored by noise estimates (the pipeline's PBLIMIT for joint imaging).
+PB_LIMIT = 0.2
+# Largest number of pixels of one plane fed to the median in a noise estimate:
+# a strided subsample keeps the estimate cheap on 2000 x 2000 planes.
+RMS_MAX_SAMPLES = 262_144
+
+# "<stem>.image", "<stem>.image.common", "<stem>.mask", "<stem>.image.pbcor.common.fits", ...
+_EXT_RE = re.compile(r"\.(image|mask|residual|pb|psf|model|sumwt|weight)(\..*)?$")
+_CHUNK_RE = re.compile(r"_chunk\d+_")
+_LABEL_RE = re.compile(r"^(\d+\.\d+GHz_[^_]+(?:_[^_]+)*?)_(joint|12m|7m)_")
+
+
+# ----------------------------------------------------------------------------- names
+def image_stem(path: str | os.PathLike) -> str:
+    """``images/CB68/CB68_..._clean.image.common`` -> ``images/CB68/CB68_..._clean``.
+
+    ``os.path.splitext`` cannot be used: SPW labels and weightings contain dots
+    (``244.936GHz``, ``0.5``)."""
+    text = str(path).rstrip("/")
+    match = _EXT_RE.search(os.path.basename(text))
+    if not match:
+        raise UserInputError(f"{text}: not a CASA product name (expected a name ending in "
+                             f".image, .image.common, .mask, .residual or .pb)")
+    return text[: len(text) - len(match.group(0))]
+
+
+def is_chunk_product(path: str | os.PathLike) -> bool:
+    return _CHUNK_RE.search(os.path.basename(str(path))) is not None
+
+
+@dataclass(frozen=True)
+class ProductName:
+    """What a product's base name says: ``<FIELD>_<LABEL>_<ARRAY>_<WEIGHTING>_<EXT>``."""
+
+    field: str | None
+    label: str | None
+
+    @property
+    def mol_name(self) -> str | None:
+        if self.label is None:
+            return None
+        return self.label.split("_", 1)[1] if "_" in self.label else None
+
+
+def parse_product_name(path: str | os.PathLike) -> ProductName:
+    """Field and SPW label of a product, from its file name (catalog names win;
+    a cookbook-style re-targeted SPW label such as ``216.582GHz_CH3CHO`` is
+    recognised by its shape)."""
+    text = str(path).rstrip("/")
+    base = os.path.basename(image_stem(text) if _EXT_RE.search(os.path.basename(text)) else text)
+    field = next((f for f in sorted(ALL_FIELD_NAMES, key=len, reverse=True)
+                  if base.startswith(f + "_")), None)
+    if field is None:
+        return ProductName(None, None)
+    rest = base[len(field) + 1:]
+    label = next((lab for lab in sorted(ALL_SPW_LABELS, key=len, reverse=True)
+                  if rest.startswith(lab + "_")), None)
+    if label is None:
+        match = _LABEL_RE.match(rest)
+        label = match.group(1) if match else None
+    return ProductName(field, label)
+
+
+def require(paths: Iterable[str | os.PathLike], why: str) -> None:
+    """Raise one clear :class:`PrerequisiteError` naming every missing input."""
+    missing = [str(p) for p in paths if not os.path.exists(p)]
+    if missing:
+        raise PrerequisiteError(f"{why}: missing {', '.join(missing)} (run the imaging "
+                                f"finalize step for this image first)")
+
+
+# ----------------------------------------------------------------------------- reading
+class PlaneReader:
+    """One open CASA image, read a channel plane at a time.
+
+    Planes come back as float32 ``(ny, nx)`` arrays (row = Dec, the usual
+    ``imshow(origin='lower')`` orientation) with masked pixels set to NaN. The
+    Stokes axis must be degenerate (FAUST products are Stokes I).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(path)
+        if not os.path.isdir(self.path):
+            raise PrerequisiteError(f"{self.path}: CASA image not found")
+        self._ia = casa_env.casatools().image()
+        self._ia.open(self.path)
+        self.shape: list[int] = [int(n) for n in self._ia.shape()]
+        csys = self._ia.coordsys()
+        try:
+            types = list(csys.axiscoordinatetypes())
+            self.units = list(csys.units())
+            self.increment = list(csys.increment(format="n")["numeric"])
+            self.restfreq_hz = float(csys.restfrequency()["value"][0]) if "Spectral" in types else None
+            self.csys_record = csys.torecord()
+        finally:
+            csys.done()
+        self.axis_types = types
+        direction = [i for i, t in enumerate(types) if t == "Direction"]
+        if len(direction) != 2:
+            raise UserInputError(f"{self.path}: expected two direction axes, found axes {types}")
+        self.x_axis, self.y_axis = direction
+        self.spec_axis = types.index("Spectral") if "Spectral" in types else None
+        self.stokes_axis = types.index("Stokes") if "Stokes" in types else None
+        if self.stokes_axis is not None and self.shape[self.stokes_axis] != 1:
+            raise UserInputError(f"{self.path}: has {self.shape[self.stokes_axis]} Stokes planes; "
+                                 f"products are made from Stokes I images only")
+        self.nx, self.ny = self.shape[self.x_axis], self.shape[self.y_axis]
+        self.nchan = self.shape[self.spec_axis] if self.spec_axis is not None else 1
+        self.has_mask = bool(self._ia.maskhandler("default"))
+
+    # -- life cycle
+    def close(self) -> None:
+        if self._ia is not None:
+            self._ia.done()
+            self._ia = None
+
+    def __enter__(self) -> "PlaneReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- pixels
+    def _box(self, chan: int) -> tuple[list[int], list[int]]:
+        blc = [0] * len(self.shape)
+        trc = [n - 1 for n in self.shape]
+        if self.spec_axis is not None:
+            if not 0 <= chan < self.nchan:
+                raise IndexError(f"{self.path}: channel {chan} outside 0..{self.nchan - 1}")
+            blc[self.spec_axis] = trc[self.spec_axis] = int(chan)
+        return blc, trc
+
+    def plane(self, chan: int) -> np.ndarray:
+        """Channel ``chan`` as float32 ``(ny, nx)``; pixels masked in the image are NaN."""
+        blc, trc = self._box(chan)
+        data = np.asarray(self._ia.getchunk(blc=blc, trc=trc), dtype=np.float32)
+        data = self._to_yx(data)
+        if self.has_mask:
+            good = self._to_yx(np.asarray(self._ia.getchunk(blc=blc, trc=trc, getmask=True)))
+            data[~good] = np.nan
+        return data
+
+    def _to_yx(self, chunk: np.ndarray) -> np.ndarray:
+        # Keep the two direction axes, in (y, x) order, whatever the axis order on disk.
+        index = [0] * chunk.ndim
+        index[self.x_axis] = slice(None)
+        index[self.y_axis] = slice(None)
+        plane = chunk[tuple(index)]
+        if self.x_axis < self.y_axis:
+            plane = plane.T
+        return np.ascontiguousarray(plane)
+
+    # -- coordinates
+    def frequencies_hz(self) -> np.ndarray:
+        """Frequency of every channel (works for tabular spectral axes too)."""
+        if self.spec_axis is None:
+            raise UserInputError(f"{self.path}: image has no spectral axis")
+        csys = self._ia.coordsys()
+        try:
+            pixel = [0.0] * len(self.shape)
+            freqs = []
+            unit = self.units[self.spec_axis]
+            scale = {"Hz": 1.0, "kHz": 1e3, "MHz": 1e6, "GHz": 1e9}[unit]
+            for k in range(self.nchan):
+                pixel[self.spec_axis] = float(k)
+                freqs.append(csys.toworld(pixel, "n")["numeric"][self.spec_axis] * scale)
+        finally:
+            csys.done()
+        return np.asarray(freqs)
+
+    def velocities_kms(self) -> np.ndarray:
+        """Radio-convention velocity of every channel about the image's rest frequency."""
+        if not self.restfreq_hz:
+            raise UserInputError(f"{self.path}: image has no rest frequency; cannot derive velocities")
+        return 299_792.458 * (1.0 - self.frequencies_hz() / self.restfreq_hz)
+
+    @property
+    def cell_arcsec(self) -> float:
+        unit = self.units[self.x_axis]
+        scale = {"rad": 206_264.80624709636, "deg": 3600.0, "arcmin": 60.0, "arcsec": 1.0}[unit]
+        return abs(float(self.increment[self.x_axis])) * scale
+
+    def brightness_unit(self) -> str:
+        return str(self._ia.brightnessunit())
+
+    def restoring_beam(self, chan: int | None = None) -> dict | None:
+        """The restoring beam (per-plane beams: the one of ``chan``, else the middle plane)."""
+        beam = self._ia.restoringbeam()
+        if not beam:
+            return None
+        if "beams" in beam:
+            k = self.nchan // 2 if chan is None else int(chan)
+            return beam["beams"][f"*{k}"]["*0"]
+        return beam
+
+    def object_name(self) -> str:
+        try:
+            return str(self._ia.imageinfo().get("objectname", "") or "")
+        except Exception:  # noqa: BLE001 - old images without imageinfo
+            return ""
+
+
+def open_optional(path: str | os.PathLike) -> PlaneReader | None:
+    return PlaneReader(path) if os.path.isdir(path) else None
+
+
+def check_same_grid(ref: PlaneReader, other: PlaneReader, single_plane_ok: bool = False) -> None:
+    """Products of one imaging run share their grid; anything else is a mix-up."""
+    same = (other.nx, other.ny) == (ref.nx, ref.ny) and (
+        other.nchan == ref.nchan or (single_plane_ok and other.nchan == 1))
+    if not same:
+        raise UserInputError(f"{other.path}: grid {other.nx}x{other.ny}x{other.nchan} does not match "
+                             f"{ref.path} ({ref.nx}x{ref.ny}x{ref.nchan})")
+
+
+def plane_or_single(reader: PlaneReader, chan: int) -> np.ndarray:
+    """A plane of an image that may have one plane for all channels (a PB)."""
+    return reader.plane(0 if reader.nchan == 1 else chan)
+
+
+# ----------------------------------------------------------------------------- noise
+def robust_rms(values: np.ndarray) -> float:
+    """Median-absolute-deviation noise of the finite values (NaN if none).
+
+    A strided subsample caps the cost on large planes; the stride is fixed by
+    the size, so the estimate is deterministic."""
+    flat = values.ravel()
+    stride = max(1, int(np.ceil(flat.size / RMS_MAX_SAMPLES)))
+    sample = flat[::stride]
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return float("nan")
+    med = np.median(sample)
+    return float(MAD_TO_RMS * np.median(np.abs(sample - med)))
+
+
+def combine_plane_rms(per_plane: Sequence[float]) -> float:
+    """Cube noise from per-plane noise: the median is robust to the channels
+    where emission fills much of the field."""
+    vals = np.asarray([v for v in per_plane if np.isfinite(v) and v > 0])
+    if vals.size == 0:
+        raise UserInputError("cannot estimate the noise: the image has no finite pixels "
+                             "inside the primary-beam limit")
+    return float(np.median(vals))
+
+
+def sample_channels(nchan: int, max_planes: int = 48) -> list[int]:
+    """Evenly spaced channel indices (all of them for small cubes)."""
+    if nchan <= max_planes:
+        return list(range(nchan))
+    return sorted({int(round(x)) for x in np.linspace(0, nchan - 1, max_planes)})
+
+
+def hanning_plane(prev: np.ndarray | None, cur: np.ndarray, nxt: np.ndarray | None) -> np.ndarray:
+    """One plane of a Hanning-smoothed cube (weights 1/4, 1/2, 1/4 along the
+    spectral axis), renormalised where a neighbour is missing (cube edges) or
+    NaN, so a blank neighbour never drags a plane towards zero."""
+    num = np.where(np.isfinite(cur), 0.5 * cur, 0.0).astype(np.float32)
+    den = np.where(np.isfinite(cur), 0.5, 0.0).astype(np.float32)
+    for side in (prev, nxt):
+        if side is None:
+            continue
+        ok = np.isfinite(side)
+        num += np.where(ok, 0.25 * side, 0.0)
+        den += np.where(ok, 0.25, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = num / den
+    out[~np.isfinite(cur)] = np.nan
+    return out
+
+
+# ----------------------------------------------------------------------------- writing
+def temp_sibling(final: Path, suffix: str = "") -> Path:
+    """A hidden temporary name in the final file's directory (same filesystem,
+    so the rename into place is atomic)."""
+    return final.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{final.name}{suffix}")
+
+
+def write_map_fits(outfile: Path, data_yx: np.ndarray, template: PlaneReader, chan: int,
+                   unit: str, beam: dict | None = None, object_name: str | None = None) -> Path:
+    """Write a 2-D map on the template's sky grid as FITS, atomically.
+
+    The map keeps the cube's axes (degenerate Stokes and spectral axes, the
+    latter at channel ``chan``, e.g. the systemic velocity) so FITS viewers
+    and WCS readers treat it like the cube it came from."""
+    ct = casa_env.casatools()
+    outfile = Path(outfile)
+    outfile.parent.mkdir(parents=True, exist_ok=True)
+    tmp_im = temp_sibling(outfile, ".im")
+    tmp_fits = temp_sibling(outfile)
+    arr = np.asarray(data_yx, dtype=np.float32)
+    if template.x_axis < template.y_axis:
+        arr = arr.T  # (ny, nx) -> (nx, ny)
+    pixels = _expand(arr, template)
+    csys = ct.coordsys()
+    csys.fromrecord(template.csys_record)
+    if template.spec_axis is not None:
+        _move_spectral_reference(csys, template, chan)
+    ia = ct.image()
+    try:
+        ia.fromarray(outfile=str(tmp_im), pixels=pixels, csys=csys.torecord(), overwrite=True)
+        ia.setbrightnessunit(unit)
+        if beam:
+            ia.setrestoringbeam(major=beam["major"], minor=beam["minor"], pa=beam["positionangle"])
+        if object_name:
+            info = ia.imageinfo()
+            info["objectname"] = object_name
+            ia.setimageinfo(info)
+        ia.tofits(outfile=str(tmp_fits), overwrite=True, velocity=False, history=False)
+    finally:
+        ia.done()
+        csys.done()
+        shutil.rmtree(tmp_im, ignore_errors=True)
+    os.replace(tmp_fits, outfile)
+    return outfile
+
+
+def _expand(arr_xy: np.ndarray, template: PlaneReader) -> np.ndarray:
+    """Insert the degenerate axes of the template around a 2-D (x, y) map
+    (NaN pixels stay NaN in the FITS file: blank)."""
+    shape = [1] * len(template.shape)
+    shape[template.x_axis], shape[template.y_axis] = template.nx, template.ny
+    out = arr_xy
+    for axis in range(len(template.shape)):
+        if axis not in (template.x_axis, template.y_axis):
+            out = np.expand_dims(out, axis)
+    assert list(out.shape) == shape, (out.shape, shape)
+    return out
+
+
+def _move_spectral_reference(csys: Any, template: PlaneReader, chan: int) -> None:
+    """Make pixel 0 of the single-plane map sit at the template's channel ``chan``."""
+    pixel = [0.0] * len(template.shape)
+    pixel[template.spec_axis] = float(chan)
+    world = csys.toworld(pixel, "n")["numeric"]
+    refpix = csys.referencepixel()["numeric"]
+    refval = csys.referencevalue(format="n")["numeric"]
+    refpix[template.spec_axis] = 0.0
+    refval[template.spec_axis] = world[template.spec_axis]
+    csys.setreferencepixel(value=list(refpix))
+    csys.setreferencevalue(value=list(refval))
