@@ -228,9 +228,10 @@ class PlaneReader:
         return beam
 
     def object_name(self) -> str:
+        """The OBJECT header value (the field name in tclean products)."""
         try:
-            return str(self._ia.imageinfo().get("objectname", "") or "")
-        except Exception:  # noqa: BLE001 - old images without imageinfo
+            return str(self._ia.summary(list=False, verbose=False).get("object", "") or "")
+        except RuntimeError:
             return ""
 
 
@@ -336,10 +337,10 @@ def write_map_fits(outfile: Path, data_yx: np.ndarray, template: PlaneReader, ch
         ia.setbrightnessunit(unit)
         if beam:
             ia.setrestoringbeam(major=beam["major"], minor=beam["minor"], pa=beam["positionangle"])
+        ia.done()
         if object_name:
-            info = ia.imageinfo()
-            info["objectname"] = object_name
-            ia.setimageinfo(info)
+            casa_env.casatasks().imhead(imagename=str(tmp_im), mode="put", hdkey="object", hdvalue=object_name)
+        ia.open(str(tmp_im))
         ia.tofits(outfile=str(tmp_fits), overwrite=True, velocity=False, history=False)
     finally:
         ia.done()
