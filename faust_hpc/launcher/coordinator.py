@@ -1,0 +1,206 @@
+"""Rank 0's loop: hand ready units to free workers, record outcomes, retry, drain.
+
+Rank 0 decides and waits; it never images. Each turn it (1) gives every free
+worker the best ready unit (the policy), (2) waits for outcomes through the
+transport (which never busy-waits), (3) folds them in: a done prepare unit
+grows the graph by its real chunk list, a failed unit goes back to the ready
+set until ``scheduler.retries`` extra attempts are used up.
+
+On SIGUSR1 or SIGTERM (Slurm's walltime warning, ``scancel``) it stops handing
+out units, lets the running ones finish for a grace period, then interrupts
+them (recorded ``interrupted``, not failed) and returns :data:`EXIT_DRAINED`,
+so a batch script can requeue the job and the next run picks up from the
+manifest.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from faust_hpc.launcher.policy import GraphState
+from faust_hpc.launcher.transport import Transport
+from faust_hpc.launcher.worker import Outcome, unit_log_path
+from faust_hpc.manifest import Manifest
+
+log = logging.getLogger("faust_hpc.launcher")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_DRAINED = 3   # stopped by a signal: re-run (requeue) to finish
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+@dataclass
+class RunSummary:
+    total: int = 0
+    done: int = 0
+    done_this_run: int = 0
+    failed: dict[str, dict] = field(default_factory=dict)   # unit -> {"error", "log", "attempts"}
+    blocked: list[str] = field(default_factory=list)
+    drained: bool = False
+    elapsed: float = 0.0
+
+    @property
+    def exit_status(self) -> int:
+        if self.failed or self.blocked:
+            return EXIT_FAILED
+        if self.drained or self.done < self.total:
+            return EXIT_DRAINED
+        return EXIT_OK
+
+    def lines(self) -> list[str]:
+        out = [f"{self.done}/{self.total} units done ({self.done_this_run} this run) in {fmt_duration(self.elapsed)}"]
+        if self.drained:
+            out.append("stopped early by a signal: run the same command again to finish")
+        for uid, f in sorted(self.failed.items()):
+            out.append(f"FAILED {uid} after {f['attempts']} attempt(s): {f['error']}  log: {f['log']}")
+        if self.blocked:
+            out.append(f"{len(self.blocked)} unit(s) not run because a unit they need failed: "
+                       + ", ".join(self.blocked[:5]) + (" ..." if len(self.blocked) > 5 else ""))
+        return out
+
+
+class DrainSignals:
+    """SIGUSR1 / SIGTERM set a flag; the loop does the rest (a handler must not)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.at: float | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "DrainSignals":
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received, self.at = signum, time.time()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Coordinator:
+    def __init__(self, graph: GraphState, transport: Transport, manifest: Manifest, *,
+                 product_dir: Any, retries: int, attempts: dict[str, int] | None = None,
+                 drain_grace_s: float = 60.0, term_grace_s: float = 10.0,
+                 progress_interval_s: float = 5.0,
+                 on_done: Callable[[Outcome], None] | None = None) -> None:
+        self.graph = graph
+        self.transport = transport
+        self.manifest = manifest
+        self.product_dir = product_dir
+        self.retries = max(0, int(retries))
+        self.attempt_seen = dict(attempts or {})     # highest attempt number in the manifest, per unit
+        self.failures: dict[str, int] = {}           # failed attempts this run
+        self.drain_grace_s = drain_grace_s
+        self.term_grace_s = term_grace_s
+        self.progress_interval_s = progress_interval_s
+        self.on_done = on_done
+        self.summary = RunSummary()
+        self._cost_done = 0.0
+        self._last_progress = 0.0
+        self._interrupt_sent: set[int] = set()
+
+    # ------------------------------------------------------------------ helpers
+    def _next_attempt(self, uid: str) -> int:
+        n = self.attempt_seen.get(uid, 0) + 1
+        self.attempt_seen[uid] = n
+        return n
+
+    def _free_ranks(self) -> list[int]:
+        return [w.rank for w in self.transport.workers if w.rank not in self.graph.running]
+
+    def _progress(self, t0: float, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self._last_progress < self.progress_interval_s:
+            return
+        self._last_progress = now
+        g = self.graph
+        total = len(g.units)
+        done = len(g.done & set(g.units))
+        elapsed = now - t0
+        eta = None
+        if self._cost_done > 0:
+            eta = elapsed * g.remaining_cost() / self._cost_done
+        log.info("progress: %d/%d units done, %d running, %d failed; elapsed %s, ETA %s",
+                 done, total, len(g.running), len(self.summary.failed), fmt_duration(elapsed),
+                 fmt_duration(eta) if eta is not None else "?")
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> RunSummary:
+        t0 = time.time()
+        g = self.graph
+        with DrainSignals() as sig:
+            while True:
+                if sig.received is None:
+                    for rank, unit in g.assign(self._free_ranks()):
+                        attempt = self._next_attempt(unit.id)
+                        log.debug("rank %d <- %s (attempt %d)", rank, unit.id, attempt)
+                        self.transport.submit(rank, unit, attempt)
+                elif not self.summary.drained:
+                    self.summary.drained = True
+                    name = signal.Signals(sig.received).name
+                    log.warning("%s received: no new units; %d running unit(s) may finish", name, len(g.running))
+                if not g.running:
+                    break
+                if sig.received is not None:
+                    grace = self.drain_grace_s if sig.received == signal.SIGUSR1 else self.term_grace_s
+                    if time.time() - (sig.at or 0) > grace:
+                        for rank in list(g.running):
+                            if rank not in self._interrupt_sent:
+                                self._interrupt_sent.add(rank)
+                                self.transport.interrupt(rank, f"interrupted: drain grace of {grace:g} s ran out")
+                for outcome in self.transport.poll(max_wait=0.5):
+                    self._fold(outcome)
+                self._progress(t0)
+        s = self.summary
+        s.elapsed = time.time() - t0
+        s.total = len(g.units)
+        s.done = len(g.done & set(g.units))
+        s.blocked = g.blocked()
+        self._progress(t0, force=True)
+        return s
+
+    def _fold(self, outcome: Outcome) -> None:
+        g = self.graph
+        uid = outcome.unit
+        unit = g.units.get(uid)
+        if outcome.status == "done":
+            g.finished(outcome.rank, uid, "done")
+            self.summary.done_this_run += 1
+            self._cost_done += float(unit.cost) if unit is not None else 0.0
+            if unit is not None and unit.kind == "prepare" and "nchunks" in outcome.info:
+                g.expand(uid, int(outcome.info["nchunks"]))
+            if self.on_done is not None:
+                self.on_done(outcome)
+            log.debug("done %s on rank %d in %.1f s", uid, outcome.rank, outcome.elapsed)
+            return
+        if outcome.status == "interrupted":
+            g.finished(outcome.rank, uid, "interrupted")
+            log.warning("interrupted %s (attempt %d): %s", uid, outcome.attempt, outcome.error)
+            return
+        n = self.failures[uid] = self.failures.get(uid, 0) + 1
+        final = n > self.retries
+        g.finished(outcome.rank, uid, "failed", final=final)
+        if final:
+            self.summary.failed[uid] = {"error": outcome.error, "attempts": n,
+                                        "log": outcome.log or str(unit_log_path(self.product_dir, uid, outcome.attempt))}
+            log.error("FAILED %s (attempt %d, no retries left): %s; log %s", uid, outcome.attempt,
+                      outcome.error, outcome.log)
+        else:
+            log.warning("failed %s (attempt %d, will retry): %s; log %s", uid, outcome.attempt,
+                        outcome.error, outcome.log)

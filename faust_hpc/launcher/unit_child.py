@@ -1,0 +1,113 @@
+"""The child process that runs exactly one unit: ``python -m faust_hpc.launcher.unit_child TASK``.
+
+Why a separate process per unit: a CASA segfault, an out-of-memory kill or a
+timeout then ends this process only, and the worker rank reports the unit as
+failed and carries on. The task file (pickled by the worker) holds the run
+spec (or the run file path), the unit, the executor's import path, the working
+directory and the per-unit CASA log; the result goes back as a small JSON file
+with output *paths*, never payloads.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib
+import json
+import logging
+import os
+import pickle
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger("faust_hpc.launcher.unit_child")
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """If the worker rank is killed (kill -9, node job teardown), take this
+    unit down with it, so no orphan keeps writing products into a run that a
+    later launcher is resuming."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except OSError:
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(137)
+
+
+def load_executor(path: str) -> Callable[..., Any]:
+    """``"package.module:function"`` → the function."""
+    module_name, _, func_name = path.partition(":")
+    if not module_name or not func_name:
+        raise ValueError(f"executor {path!r} is not of the form 'package.module:function'")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def result_fields(result: Any) -> tuple[list[str], dict]:
+    """Accept the executor's UnitResult (``.outputs``, ``.info``), a dict, or a list of outputs."""
+    if result is None:
+        return [], {}
+    if isinstance(result, dict):
+        return [str(p) for p in result.get("outputs", [])], dict(result.get("info") or {})
+    if isinstance(result, (list, tuple)) and not hasattr(result, "outputs"):
+        return [str(p) for p in result], {}
+    return [str(p) for p in getattr(result, "outputs", [])], dict(getattr(result, "info", None) or {})
+
+
+def _load_spec(task: dict) -> Any:
+    if task.get("spec") is not None:
+        return task["spec"]
+    from faust_hpc.runfile import load_runfile
+
+    return load_runfile(task["runfile"], check_paths=False)
+
+
+def _write_result(path: Path, result: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, default=str))
+    os.replace(tmp, path)
+
+
+def main(argv: list[str]) -> int:
+    task_path = Path(argv[0])
+    task = pickle.loads(task_path.read_bytes())
+    _die_with_parent(task["parent_pid"])
+    # Walltime drain signals are for the launcher; the unit keeps running.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    result_path = Path(task["result_path"])
+    workdir = Path(task["workdir"])
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.chdir(workdir)  # CASA drops scratch files into the cwd: keep them per unit
+    os.environ["FAUST_HPC_ATTEMPT"] = str(task.get("attempt", 1))
+    os.environ["FAUST_HPC_UNIT_LOG"] = str(task["log_path"])
+    t0 = time.time()
+    try:
+        spec = _load_spec(task)
+        from faust_hpc import casa_env
+
+        casa_env.configure(getattr(spec, "casa_data_dir", None), log_path=task["log_path"])
+        executor = load_executor(task["executor"])
+        outputs, info = result_fields(executor(spec, task["unit"], workdir))
+        missing = [p for p in outputs if not os.path.exists(p)]
+        if missing:
+            raise RuntimeError(f"executor reported outputs that do not exist: {missing[:3]}")
+        _write_result(result_path, {"status": "done", "outputs": outputs, "info": info,
+                                    "elapsed": time.time() - t0})
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - everything is a unit failure here
+        tb = traceback.format_exc()
+        sys.stderr.write(tb)
+        _write_result(result_path, {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                                    "traceback": tb[-4000:], "elapsed": time.time() - t0})
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

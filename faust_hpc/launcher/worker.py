@@ -1,0 +1,242 @@
+"""Running one unit on this rank: a child process, its log, its manifest records.
+
+A worker (an MPI rank, or the serial launcher's local slot) never runs CASA in
+its own process: each unit runs in ``python -m faust_hpc.launcher.unit_child``
+with
+
+- its own working directory ``work/<unit id with / → __>/`` (CASA scratch),
+- its own CASA log ``logs/<unit id with / → __>.attempt<N>.casa.log`` and a
+  stdout/stderr file next to it (``.out``),
+- a thread budget in ``OMP_NUM_THREADS`` and the BLAS equivalents, so the
+  ranks sharing a node never oversubscribe it,
+- an optional timeout.
+
+The worker appends the unit's ``started`` and ``done``/``failed``/
+``interrupted`` records itself (under the manifest lock), so a record is
+durable before the scheduler hears of the result.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from faust_hpc.manifest import Manifest, hostname, unit_record
+
+log = logging.getLogger(__name__)
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+# Environment of the MPI job that must not leak into a unit's child (it is no MPI process).
+_MPI_ENV_PREFIXES = ("OMPI_", "PMIX_", "PRTE_", "PMI_", "HYDRA_", "I_MPI_")
+
+
+def unit_slug(unit_id: str) -> str:
+    return unit_id.replace("/", "__")
+
+
+def unit_log_path(product_dir: Path, unit_id: str, attempt: int) -> Path:
+    return Path(product_dir) / "logs" / f"{unit_slug(unit_id)}.attempt{attempt}.casa.log"
+
+
+def unit_workdir(product_dir: Path, unit_id: str) -> Path:
+    return Path(product_dir) / "work" / unit_slug(unit_id)
+
+
+def node_cores() -> int:
+    """Cores this node gives the job (Slurm's allocation when there is one)."""
+    for var in ("SLURM_CPUS_ON_NODE", "PBS_NUM_PPN"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return os.cpu_count() or 1
+
+
+def thread_budget(configured: int, ranks_on_node: int) -> int:
+    """The run file's ``threads_per_unit`` if set, else the node's cores shared by its ranks."""
+    if configured and configured > 0:
+        return int(configured)
+    return max(1, node_cores() // max(1, ranks_on_node))
+
+
+def child_environment(threads: int, extra_path: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_MPI_ENV_PREFIXES)}
+    for var in THREAD_VARS:
+        env[var] = str(threads)
+    if extra_path:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (extra_path, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (out of memory?)" if -returncode == signal.SIGKILL else ""
+        return f"child killed by {name}{hint}"
+    return f"child exited with status {returncode}"
+
+
+@dataclass
+class Outcome:
+    """What a worker reports back for one unit: paths and small facts, no payloads."""
+
+    unit: str
+    attempt: int
+    status: str                 # done | failed | interrupted
+    rank: int
+    outputs: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+    error: str | None = None
+    log: str | None = None
+    elapsed: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class WorkerContext:
+    """Everything a rank needs to start units (built once per rank)."""
+
+    def __init__(self, spec: Any, runfile: Path | None, rank: int, threads: int,
+                 executor: str, timeout_s: float, manifest: Manifest | None = None,
+                 python: str | None = None, import_root: str | None = None) -> None:
+        self.spec = spec
+        self.runfile = runfile
+        self.rank = rank
+        self.threads = threads
+        self.executor = executor
+        self.timeout_s = float(timeout_s or 0)
+        self.product_dir = Path(spec.product_dir)
+        self.manifest = manifest or Manifest(self.product_dir)
+        self.python = python or sys.executable
+        self.host = hostname()
+        self.env = child_environment(threads, import_root or os.getcwd())
+        try:
+            pickle.dumps(spec)
+            self._spec_for_child: Any = spec
+        except Exception:  # noqa: BLE001 - an unpicklable spec is re-read from the run file
+            self._spec_for_child = None
+
+    def start(self, unit: Any, attempt: int) -> "RunningUnit":
+        return RunningUnit(self, unit, attempt)
+
+
+class RunningUnit:
+    """One unit's child process, from start to its outcome."""
+
+    def __init__(self, ctx: WorkerContext, unit: Any, attempt: int) -> None:
+        self.ctx = ctx
+        self.unit = unit
+        self.attempt = attempt
+        self.t0 = time.time()
+        self.stop_reason: str | None = None
+        self.timed_out = False
+        self.outcome: Outcome | None = None
+        pd = ctx.product_dir
+        self.log_path = unit_log_path(pd, unit.id, attempt)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.workdir = unit_workdir(pd, unit.id)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        stem = self.log_path.name[: -len(".casa.log")]
+        self.out_path = self.log_path.with_name(stem + ".out")
+        self.task_path = self.workdir / f".task.attempt{attempt}.pkl"
+        self.result_path = self.workdir / f".result.attempt{attempt}.json"
+        self.result_path.unlink(missing_ok=True)
+        task = {"spec": ctx._spec_for_child, "runfile": str(ctx.runfile) if ctx.runfile else None,
+                "unit": unit, "executor": ctx.executor, "workdir": str(self.workdir),
+                "log_path": str(self.log_path), "result_path": str(self.result_path),
+                "parent_pid": os.getpid(), "attempt": attempt}
+        self.task_path.write_bytes(pickle.dumps(task))
+        with open(self.out_path, "ab") as out:
+            self.proc = subprocess.Popen([ctx.python, "-m", "faust_hpc.launcher.unit_child", str(self.task_path)],
+                                         cwd=self.workdir, env=ctx.env, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        ctx.manifest.append(unit_record(unit.id, "started", attempt=attempt, rank=ctx.rank, host=ctx.host,
+                                        pid=self.proc.pid, log=str(self.log_path), threads=ctx.threads))
+
+    # ------------------------------------------------------------------ control
+    def poll(self) -> "Outcome | None":
+        """The outcome once the child has ended (and its record is written), else None."""
+        if self.proc.poll() is None:
+            if self.ctx.timeout_s and time.time() - self.t0 > self.ctx.timeout_s and not self.timed_out:
+                self.timed_out = True
+                self._kill()
+            return None
+        return self._finish()
+
+    def wait(self, timeout: float | None = None) -> "Outcome | None":
+        """Block (without spinning) until the child ends or ``timeout`` seconds pass."""
+        limit = None if timeout is None else time.time() + timeout
+        while True:
+            step = 0.5
+            if self.ctx.timeout_s:
+                step = min(step, max(0.01, self.t0 + self.ctx.timeout_s - time.time()))
+            if limit is not None:
+                step = min(step, max(0.0, limit - time.time()))
+            try:
+                self.proc.wait(timeout=step)
+            except subprocess.TimeoutExpired:
+                pass
+            outcome = self.poll()
+            if outcome is not None or (limit is not None and time.time() >= limit):
+                return outcome
+
+    def interrupt(self, reason: str = "interrupted by the launcher (drain)") -> None:
+        """Stop the unit; it will be recorded as ``interrupted`` (not a failure)."""
+        self.stop_reason = reason
+        self._kill()
+
+    def _kill(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def _finish(self) -> Outcome:
+        if self.outcome is not None:
+            return self.outcome
+        rc = self.proc.returncode
+        elapsed = time.time() - self.t0
+        result: dict = {}
+        try:
+            import json
+
+            result = json.loads(self.result_path.read_text())
+        except (OSError, ValueError):
+            result = {}
+        outcome = Outcome(self.unit.id, self.attempt, "failed", self.ctx.rank, log=str(self.log_path),
+                          elapsed=elapsed)
+        if self.stop_reason is not None:
+            outcome.status, outcome.error = "interrupted", self.stop_reason
+        elif self.timed_out:
+            outcome.error = f"timed out after {self.ctx.timeout_s:g} s (scheduler.unit_timeout_s)"
+        elif rc == 0 and result.get("status") == "done":
+            outcome.status = "done"
+            outcome.outputs = list(result.get("outputs") or [])
+            outcome.info = dict(result.get("info") or {})
+        elif rc == -signal.SIGTERM:
+            # Slurm/mpirun tearing the job down signals every process; not the unit's fault.
+            outcome.status, outcome.error = "interrupted", describe_exit(rc)
+        else:
+            outcome.error = result.get("error") or describe_exit(rc)
+        self.ctx.manifest.append(unit_record(
+            self.unit.id, outcome.status, attempt=self.attempt, rank=self.ctx.rank, host=self.ctx.host,
+            pid=self.proc.pid, outputs=outcome.outputs, error=outcome.error, info=outcome.info,
+            log=outcome.log, elapsed=round(elapsed, 3)))
+        for scratch in (self.task_path, self.result_path):
+            scratch.unlink(missing_ok=True)
+        self.outcome = outcome
+        return outcome

@@ -1,0 +1,107 @@
+"""A cheap unit executor for launcher tests and benchmarks (no CASA).
+
+Selected by a run file's ``[scheduler] executor = "tests.units_cheap:run_unit"``.
+It honours the executor contract — real output files, written under a
+temporary name and renamed into place, a prepare unit reporting its chunk
+list — and its behaviour is driven by a JSON control file named by the
+environment variable ``FAUST_CHEAP_CONTROL`` (inherited by the unit children):
+
+    {"sleep":   {"<glob on unit id>": seconds, ...},         # first match wins
+     "fail":    {"<glob>": {"mode": "raise"|"exit"|"segfault"|"kill9"|"hang",
+                            "attempts": [1, 2]}},             # attempts to fail (default: all)
+     "nchunks": {"<glob on prepare id>": n},                  # the real chunk count a prepare reports
+     "nchan": 120}                                            # channels per SPW for chunk lists
+
+Outputs live in ``<product_dir>/cheap/<unit id with / → __>.txt`` and their
+content is a digest of the unit id and of its dependencies' outputs, so two
+runs give byte-identical products exactly when they did the same work.
+"""
+from __future__ import annotations
+
+import ctypes
+import fnmatch
+import hashlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+ENV = "FAUST_CHEAP_CONTROL"
+
+
+def control() -> dict:
+    path = os.environ.get(ENV)
+    if not path or not os.path.exists(path):
+        return {}
+    return json.loads(Path(path).read_text())
+
+
+def _match(table: dict, unit_id: str) -> Any:
+    for pattern, value in table.items():
+        if fnmatch.fnmatchcase(unit_id, pattern):
+            return value
+    return None
+
+
+def output_path(spec: Any, unit_id: str) -> Path:
+    return Path(spec.product_dir) / "cheap" / (unit_id.replace("/", "__") + ".txt")
+
+
+def chunk_list(nchan: int, nchunks: int) -> list[list[int]]:
+    """[start, nchan] per chunk, contiguous, sizes differing by at most one."""
+    base, extra = divmod(nchan, nchunks)
+    out, start = [], 0
+    for k in range(nchunks):
+        n = base + (1 if k < extra else 0)
+        out.append([start, n])
+        start += n
+    return out
+
+
+def _fail(mode: str) -> None:
+    if mode == "raise":
+        raise RuntimeError("cheap unit failing on purpose")
+    if mode == "exit":
+        os._exit(7)
+    if mode == "kill9":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "segfault":
+        ctypes.string_at(0)  # a real SIGSEGV in this process
+    if mode == "hang":
+        while True:
+            time.sleep(1)
+
+
+def run_unit(spec: Any, unit: Any, workdir: Path) -> dict:
+    ctl = control()
+    attempt = int(os.environ.get("FAUST_HPC_ATTEMPT", "1"))
+    fail = _match(ctl.get("fail", {}), unit.id)
+    if fail and attempt in fail.get("attempts", [attempt]):
+        _fail(fail.get("mode", "raise"))
+    seconds = _match(ctl.get("sleep", {}), unit.id)
+    if seconds:
+        time.sleep(float(seconds))
+    digest = hashlib.sha256(unit.id.encode())
+    for dep in sorted(unit.deps):
+        digest.update(output_path(spec, dep).read_bytes())
+    info: dict = {}
+    body = {"unit": unit.id, "digest": digest.hexdigest()}
+    if unit.kind == "prepare":
+        n = _match(ctl.get("nchunks", {}), unit.id) or getattr(unit, "nchunks", None) or 1
+        chunks = chunk_list(int(ctl.get("nchan", 120)), int(n))
+        info = {"nchunks": len(chunks), "chunks": chunks}
+        body["chunks"] = chunks
+    out = output_path(spec, unit.id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(body, sort_keys=True) + "\n")
+    os.replace(tmp, out)
+    return {"outputs": [str(out)], "info": info}
+
+
+def partial_outputs(spec: Any, unit: Any) -> list[str]:
+    """Temporary files a crashed attempt may have left."""
+    out = output_path(spec, unit.id)
+    return [str(p) for p in out.parent.glob(out.name + ".tmp*")] if out.parent.exists() else []
