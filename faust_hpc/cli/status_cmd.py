@@ -1,0 +1,40 @@
+"""``faust-hpc status RUNFILE [--json]``: where a run stands, per SPW."""
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "show a run's progress per SPW: done, running, failed, pending, elapsed, ETA"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runfile", help="the run file (TOML)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    from faust_hpc.launcher.coordinator import fmt_duration
+    from faust_hpc.launcher.runview import load_view, spw_rows
+
+    view = load_view(args.runfile)
+    rows = spw_rows(view)
+    totals = {k: sum(r[k] for r in rows) for k in ("total", "done", "running", "failed", "pending")}
+    failed = [{"unit": uid, "error": st.error, "attempt": st.attempt}
+              for uid, st in sorted(view.states.items()) if uid in view.plan.units and st.status == "failed"]
+    if args.json:
+        print(json.dumps({"run": view.spec.name, "product_dir": str(view.spec.product_dir),
+                          "live": view.live, "owner": view.owner, "totals": totals, "spws": rows,
+                          "failed": failed}, indent=2))
+        return 0
+    state = (f"running (host {view.owner.get('host')} pid {view.owner.get('pid')})"
+             if view.live and view.owner else "not running")
+    print(f"run {view.spec.name}: {totals['done']}/{totals['total']} units done, {state}")
+    header = f"{'image':<46} {'done':>5} {'run':>4} {'fail':>4} {'pend':>5} {'elapsed':>9} {'ETA':>9}"
+    print(header)
+    for r in rows:
+        print(f"{r['image']:<46} {r['done']:>5} {r['running']:>4} {r['failed']:>4} {r['pending']:>5} "
+              f"{fmt_duration(r['elapsed_s']) if r['elapsed_s'] is not None else '-':>9} "
+              f"{fmt_duration(r['eta_s']) if r['eta_s'] is not None else '-':>9}")
+    for f in failed:
+        print(f"failed: {f['unit']} (attempt {f['attempt']}): {f['error']}")
+    return 0
