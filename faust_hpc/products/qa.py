@@ -1,0 +1,393 @@
+"""Quality-assurance channel maps with bounded memory.
+
+As documented for the original pipeline (``CubeSet``, ``make_qa_plot``,
+``make_qa_plots_from_image``, ``make_all_qa_plots``): for every channel whose
+peak (inside the primary-beam limit) exceeds ``sigma`` x the full-cube noise
+(6 by default), one panel of the restored image and one of the residual, with
+
+- the colour scale from -3 to 10 x rms (image, ``afmhot``) or -5 to 5 x rms
+  (residual, ``RdBu_r``), pixels below the 20 % PB level grey;
+- filled contours at 10, 20, 40, 80 x rms on the image, and beyond +-5 x rms on
+  the residual;
+- the clean mask as a solid contour (cyan on the image, black on the residual),
+  the PB half-power level as a dashed grey contour;
+- ticks every 5 arcsec from the image centre, and the channel index.
+
+Files: ``<PLOT_DIR>/<base>_qa_plot_image.{png,pdf}`` and
+``..._qa_plot_residual.{png,pdf}``. The original read the four cubes whole
+(> 50 GB for Setup 3). Here a first pass streams the image one plane at a time
+to measure the noise and pick the channels; the plotting pass reads the four
+planes of one channel at a time and keeps only a display-resolution copy per
+panel (a panel is ~1.3 inch wide, so ~400 pixels are all a PNG at 300 dpi can
+show). Large channel counts go onto several pages (one PDF, numbered PNGs), so
+neither the figure nor the raster grows without bound.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from faust_hpc.catalog import imaging_defaults
+from faust_hpc.errors import UserInputError
+from faust_hpc.products import paths
+from faust_hpc.products.cube import (PB_LIMIT, PlaneReader, check_same_grid, combine_plane_rms, image_stem,
+                                     is_chunk_product, plane_or_single, require, robust_rms, temp_sibling)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PLOT_SIGMA = float(imaging_defaults().get("qa_plot_sigma", 6.0))
+NCOLS = 5
+SUBPLOT_INCH = 1.3            # five across on a letter page, as the original
+MAX_ROWS_PER_PAGE = 10        # 50 channels per page
+MAX_PANEL_PIX = 400           # display resolution of one panel
+IMAGE_LEVELS = (10, 20, 40, 80)
+RESIDUAL_LEVEL = 5
+CROP = 0.12                   # crop this fraction of the width on each side (PB-blanked corners)
+
+
+def _pyplot():
+    """pyplot on the Agg backend (units run on nodes without a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib import pyplot as plt
+
+    return plt
+
+
+@dataclass
+class ChannelStats:
+    """What the selection pass learns about one channel."""
+
+    index: int
+    peak: float
+    rms: float
+
+
+class CubeSet:
+    """The four cubes of one image (``.image``, ``.residual``, ``.mask``,
+    ``.pb``) and the channels worth plotting.
+
+    Parameters
+    ----------
+    path : the restored image (``<stem>.image``); the others are found beside it.
+    sigma : channels whose peak inside the PB limit exceeds ``sigma`` x rms are plotted.
+    rms : full-cube noise in image units (None: estimated, the median over
+        channels of each plane's MAD noise inside the PB limit).
+    pb_limit : PB level below which pixels are ignored and shown grey.
+    """
+
+    def __init__(self, path: str | os.PathLike, sigma: float = DEFAULT_PLOT_SIGMA, rms: float | None = None,
+                 pb_limit: float = PB_LIMIT) -> None:
+        self.path = str(path).rstrip("/")
+        self.sigma = float(sigma)
+        self.pb_limit = pb_limit
+        self.stem = image_stem(self.path)
+        self.basename = os.path.basename(self.stem)
+        self.image_path = self.path
+        self.residual_path = self.stem + ".residual"
+        self.mask_path = self.stem + ".mask"
+        self.pb_path = self.stem + ".pb"
+        require([self.image_path, self.residual_path, self.mask_path, self.pb_path],
+                f"QA plots of {self.basename}")
+        with PlaneReader(self.image_path) as image:
+            self.shape = tuple(image.shape)
+            self.nx, self.ny, self.nchan = image.nx, image.ny, image.nchan
+            self.pix_width = image.nx
+            self.pix_scale = image.cell_arcsec
+            for other in (self.residual_path, self.mask_path):
+                with PlaneReader(other) as reader:
+                    check_same_grid(image, reader)
+            with PlaneReader(self.pb_path) as pb:
+                check_same_grid(image, pb, single_plane_ok=True)
+                self.stats = self._scan(image, pb)
+        self.rms = float(rms) if rms is not None else combine_plane_rms([s.rms for s in self.stats])
+        self.good_chan = self.get_good_channels()
+        self.ngood = int(self.good_chan.size)
+        log.info("%s: rms=%.4g, %d of %d channels above %.1f sigma", self.basename, self.rms,
+                 self.ngood, self.nchan, self.sigma)
+
+    def _scan(self, image: PlaneReader, pb: PlaneReader) -> list[ChannelStats]:
+        """One streaming pass: peak and noise of every plane inside the PB limit."""
+        stats = []
+        for k in range(image.nchan):
+            inside = plane_or_single(pb, k) >= self.pb_limit
+            plane = np.where(inside, image.plane(k), np.nan)
+            finite = np.isfinite(plane)
+            peak = float(np.max(plane[finite])) if finite.any() else float("nan")
+            stats.append(ChannelStats(k, peak, robust_rms(plane)))
+        return stats
+
+    # -- documented API
+    @staticmethod
+    def get_chunk(imagename: str | os.PathLike) -> np.ndarray:
+        """A whole image as ``(chan, y, x)`` float32 — for custom plots of
+        *small* cubes only; the QA plots never call it (it is what made the
+        original need > 50 GB)."""
+        with PlaneReader(imagename) as reader:
+            return np.stack([reader.plane(k) for k in range(reader.nchan)])
+
+    def get_good_channels(self) -> np.ndarray:
+        """Channel indices whose peak exceeds ``sigma`` x rms."""
+        threshold = self.sigma * self.rms
+        return np.asarray([s.index for s in self.stats if np.isfinite(s.peak) and s.peak > threshold], dtype=int)
+
+    def get_plane_from_image(self, filen: str | os.PathLike, ix: int) -> np.ndarray:
+        """One channel plane ``(y, x)`` of any of the cubes (float32)."""
+        with PlaneReader(filen) as reader:
+            return plane_or_single(reader, ix)
+
+    def get_image_planes(self, ix: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Image, residual, mask and PB planes of channel ``ix``; image and
+        residual are NaN outside the PB limit."""
+        im = self.get_plane_from_image(self.image_path, ix)
+        rs = self.get_plane_from_image(self.residual_path, ix)
+        ma = np.nan_to_num(self.get_plane_from_image(self.mask_path, ix))
+        pb = self.get_plane_from_image(self.pb_path, ix)
+        outside = ~(pb >= self.pb_limit)
+        im[outside] = np.nan
+        rs[outside] = np.nan
+        return im, rs, ma, pb
+
+    def iter_planes(self) -> Iterator[tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], int]]:
+        """``(planes, ix)`` for every good channel, one channel in memory at a time."""
+        readers = [PlaneReader(p) for p in (self.image_path, self.residual_path, self.mask_path, self.pb_path)]
+        try:
+            image, residual, mask, pb = readers
+            for ix in self.good_chan:
+                pbp = plane_or_single(pb, int(ix))
+                outside = ~(pbp >= self.pb_limit)
+                im = image.plane(int(ix))
+                rs = residual.plane(int(ix))
+                im[outside] = np.nan
+                rs[outside] = np.nan
+                yield (im, rs, np.nan_to_num(mask.plane(int(ix))), pbp), int(ix)
+        finally:
+            for reader in readers:
+                reader.close()
+
+    def calc_tick_loc(self, ang_tick: float = 5) -> np.ndarray:
+        """Pixel positions of ticks every ``ang_tick`` arcsec about the centre."""
+        ang_width = self.pix_scale * self.pix_width
+        n_ticks = int(ang_width // ang_tick)
+        n_ticks += 1 if n_ticks % 2 != 0 else 0
+        pix_tick = ang_tick / self.pix_scale
+        return np.arange(-n_ticks / 2.0, n_ticks / 2.0 + 1) * pix_tick + self.pix_width / 2
+
+
+# ----------------------------------------------------------------------------- drawing
+def _crop_bounds(n: int) -> tuple[int, int]:
+    lo = int(np.floor(CROP * n))
+    hi = int(np.ceil((1.0 - CROP) * n))
+    return lo, max(hi, lo + 1)
+
+
+def display_copy(plane: np.ndarray, factor: int, lo_x: int, hi_x: int, lo_y: int, hi_y: int) -> np.ndarray:
+    """Crop and block-average (NaN-aware) a plane down to display resolution."""
+    sub = plane[lo_y:hi_y, lo_x:hi_x]
+    if factor == 1:
+        return np.array(sub, dtype=np.float32)
+    ny, nx = sub.shape[0] // factor, sub.shape[1] // factor
+    blocks = sub[: ny * factor, : nx * factor].reshape(ny, factor, nx, factor)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(blocks, axis=(1, 3)).astype(np.float32)
+
+
+def _panel_grid(cset: CubeSet) -> tuple[int, tuple[int, int, int, int], tuple[np.ndarray, np.ndarray]]:
+    lo_x, hi_x = _crop_bounds(cset.nx)
+    lo_y, hi_y = _crop_bounds(cset.ny)
+    factor = max(1, int(np.ceil(max(hi_x - lo_x, hi_y - lo_y) / MAX_PANEL_PIX)))
+    nx_d, ny_d = (hi_x - lo_x) // factor, (hi_y - lo_y) // factor
+    # Display-pixel centres in original pixel coordinates, so that ticks,
+    # contours and the image share one coordinate system.
+    xc = lo_x + (np.arange(nx_d) + 0.5) * factor - 0.5
+    yc = lo_y + (np.arange(ny_d) + 0.5) * factor - 0.5
+    return factor, (lo_x, hi_x, lo_y, hi_y), (xc, yc)
+
+
+def _style(kind: str, rms: float):
+    plt = _pyplot()
+    if kind == "image":
+        cmap = plt.get_cmap("afmhot").copy()
+        return cmap, "cyan", -3 * rms, 10 * rms
+    if kind == "residual":
+        cmap = plt.get_cmap("RdBu_r").copy()
+        return cmap, "black", -RESIDUAL_LEVEL * rms, RESIDUAL_LEVEL * rms
+    raise UserInputError(f'invalid QA plot kind "{kind}"; use "image" or "residual"')
+
+
+def _draw_panel(ax, kind: str, data: np.ndarray, mask: np.ndarray, pbeam: np.ndarray, xc: np.ndarray,
+                yc: np.ndarray, chan_ix: int, rms: float, tick_pos: np.ndarray, limits: tuple[float, ...]) -> None:
+    from matplotlib import patheffects
+
+    plt = _pyplot()
+    cmap, mask_color, vmin, vmax = _style(kind, rms)
+    cmap.set_bad("0.5", 1.0)
+    dx = (xc[1] - xc[0]) if xc.size > 1 else 1.0
+    dy = (yc[1] - yc[0]) if yc.size > 1 else 1.0
+    extent = (xc[0] - dx / 2, xc[-1] + dx / 2, yc[0] - dy / 2, yc[-1] + dy / 2)
+    ax.imshow(data, vmin=vmin, vmax=vmax, cmap=cmap, origin="lower", extent=extent, interpolation="nearest")
+    finite = np.isfinite(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if np.isfinite(pbeam).any() and np.nanmin(pbeam) < 0.5 < np.nanmax(pbeam):
+            ax.contour(xc, yc, pbeam, levels=[0.5], colors="0.5", linestyles="dashed", linewidths=0.4)
+        if finite.any():
+            dmax, dmin = float(np.nanmax(data)), float(np.nanmin(data))
+            if kind == "image":
+                levels = [lv * rms for lv in IMAGE_LEVELS]
+                if dmax > levels[0]:
+                    ax.contourf(xc, yc, data, levels=levels, cmap=plt.get_cmap("rainbow"), extend="max")
+            else:
+                hi = RESIDUAL_LEVEL * rms
+                if dmax > hi:
+                    ax.contourf(xc, yc, data, levels=[hi, dmax], colors=["gold"])
+                if dmin < -hi:
+                    ax.contourf(xc, yc, data, levels=[dmin, -hi], colors=["navy"])
+        if (mask > 0.5).any() and (mask < 0.5).any():
+            ax.contour(xc, yc, mask, levels=[0.5], colors=mask_color, linestyles="solid", linewidths=0.3)
+    text = ax.annotate(str(chan_ix), (0.80, 0.90), xycoords="axes fraction", fontsize="xx-small")
+    text.set_path_effects([patheffects.withStroke(linewidth=2, foreground="white")])
+    ax.set_xticks(tick_pos)
+    ax.set_yticks(tick_pos)
+    ax.set_xticklabels([])
+    ax.set_yticklabels([])
+    ax.tick_params(direction="in", length=2, width=0.4, colors="white" if kind == "image" else "black")
+    ax.set_xlim(limits[0], limits[1])
+    ax.set_ylim(limits[2], limits[3])
+
+
+def qa_plot_paths(imagename: str | os.PathLike, plot_dir: str | os.PathLike | None = None,
+                  kinds: tuple[str, ...] = ("image", "residual")) -> dict[str, list[Path]]:
+    """The first-page PNG and the PDF of each kind (what overwrite=False checks)."""
+    text = str(imagename).rstrip("/")
+    base = os.path.basename(image_stem(text))
+    root = _plot_root(text, plot_dir)
+    return {kind: [root / f"{base}_qa_plot_{kind}.png", root / f"{base}_qa_plot_{kind}.pdf"] for kind in kinds}
+
+
+def _plot_root(path: str, plot_dir: str | os.PathLike | None) -> Path:
+    if plot_dir is not None:
+        return Path(plot_dir)
+    prod = paths.product_dir_of_image(path)
+    return paths.plot_dir(prod=prod) if prod is not None else paths.plot_dir()
+
+
+def make_qa_plot(cset: CubeSet, kind: str = "image", outfilen: str = "qa_plot",
+                 plot_dir: str | os.PathLike | None = None, dpi: int = 300) -> list[Path]:
+    """Channel maps of one kind (``"image"`` or ``"residual"``) for the good
+    channels of ``cset``; writes ``<outfilen>_<kind>.png`` (+ ``_p2``... for
+    further pages) and one ``<outfilen>_<kind>.pdf`` with every page."""
+    plt = _pyplot()
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    _style(kind, 1.0)  # validate kind before any work
+    root = _plot_root(cset.path, plot_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    stem = f"{outfilen}_{kind}"
+    pdf_final = root / f"{stem}.pdf"
+    pdf_tmp = temp_sibling(pdf_final)
+    factor, (lo_x, hi_x, lo_y, hi_y), (xc, yc) = _panel_grid(cset)
+    limits = (lo_x - 0.5, hi_x - 0.5, lo_y - 0.5, hi_y - 0.5)
+    tick_pos = cset.calc_tick_loc(ang_tick=5)
+    per_page = NCOLS * MAX_ROWS_PER_PAGE
+    written: list[Path] = []
+    renames: list[tuple[Path, Path]] = []
+    planes = cset.iter_planes()
+    npages = max(1, int(np.ceil(cset.ngood / per_page)))
+    try:
+        with PdfPages(pdf_tmp) as pdf:
+            for page in range(npages):
+                count = min(per_page, cset.ngood - page * per_page) if cset.ngood else 0
+                nrows = max(1, int(np.ceil(count / NCOLS)))
+                fig, axes = plt.subplots(nrows=nrows, ncols=NCOLS, squeeze=False,
+                                         figsize=(NCOLS * SUBPLOT_INCH, nrows * SUBPLOT_INCH + 0.3))
+                fig.suptitle(f"{cset.basename} {kind}  rms={cset.rms:.3g}  (>{cset.sigma:g}$\\sigma$: "
+                             f"{cset.ngood} chan){'' if npages == 1 else f'  page {page + 1}/{npages}'}",
+                             fontsize=5)
+                for ax in axes.flat[count:]:
+                    ax.set_visible(False)
+                if count == 0:
+                    axes.flat[0].set_visible(True)
+                    axes.flat[0].text(0.5, 0.5, f"no channel above {cset.sigma:g} sigma", ha="center",
+                                      va="center", fontsize=4, transform=axes.flat[0].transAxes)
+                    axes.flat[0].set_axis_off()
+                for ax in axes.flat[:count]:
+                    (im, rs, ma, pb), ix = next(planes)
+                    data = im if kind == "image" else rs
+                    _draw_panel(ax, kind, display_copy(data, factor, lo_x, hi_x, lo_y, hi_y),
+                                display_copy(ma, factor, lo_x, hi_x, lo_y, hi_y),
+                                display_copy(pb, factor, lo_x, hi_x, lo_y, hi_y), xc, yc, ix, cset.rms,
+                                tick_pos, limits)
+                    del im, rs, ma, pb, data
+                fig.tight_layout(pad=0.4, rect=(0, 0, 1, 1 - 0.3 / (nrows * SUBPLOT_INCH + 0.3)))
+                png_final = root / (f"{stem}.png" if page == 0 else f"{stem}_p{page + 1}.png")
+                png_tmp = temp_sibling(png_final)
+                fig.savefig(png_tmp, dpi=dpi, format="png")
+                pdf.savefig(fig)
+                plt.close(fig)
+                renames.append((png_tmp, png_final))
+                gc.collect()
+    except BaseException:
+        for tmp, _ in renames:
+            tmp.unlink(missing_ok=True)
+        pdf_tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        planes.close()
+    # Pages beyond this run's count from an earlier run would mislead: remove them.
+    for stale in root.glob(f"{stem}_p*.png"):
+        if stale not in {final for _, final in renames}:
+            stale.unlink(missing_ok=True)
+    for tmp, final in renames:
+        os.replace(tmp, final)
+        written.append(final)
+    os.replace(pdf_tmp, pdf_final)
+    written.append(pdf_final)
+    log.info("QA %s plots of %s: %s", kind, cset.basename, ", ".join(p.name for p in written))
+    return written
+
+
+def make_qa_plots_from_image(path: str | os.PathLike, plot_sigma: float | None = None, overwrite: bool = True,
+                             plot_dir: str | os.PathLike | None = None, rms: float | None = None) -> list[Path]:
+    """Image and residual QA plots of one restored image (``<stem>.image``).
+
+    ``overwrite=False`` skips an image whose plots all exist, without reading
+    any cube. Returns the files written (or found)."""
+    expected = qa_plot_paths(str(path), plot_dir)
+    if not overwrite and all(p.exists() for files in expected.values() for p in files):
+        log.info("QA plots exist, skipping: %s", os.path.basename(str(path)))
+        return [p for files in expected.values() for p in files]
+    cset = CubeSet(path, sigma=DEFAULT_PLOT_SIGMA if plot_sigma is None else plot_sigma, rms=rms)
+    outfilen = f"{cset.basename}_qa_plot"
+    written = make_qa_plot(cset, kind="image", outfilen=outfilen, plot_dir=plot_dir)
+    written += make_qa_plot(cset, kind="residual", outfilen=outfilen, plot_dir=plot_dir)
+    del cset
+    gc.collect()
+    return written
+
+
+def make_all_qa_plots(field: str, ext: str = "clean", ignore_chunks: bool = True, overwrite: bool = True,
+                      image_dir: str | os.PathLike | None = None, plot_dir: str | os.PathLike | None = None,
+                      plot_sigma: float | None = None) -> list[Path]:
+    """QA plots for every ``<IMAG_DIR>/<field>/<field>_*_<ext>.image``."""
+    from faust_hpc.products.moments import find_images
+
+    images = find_images(field, ext, ignore_chunks, image_dir, ".image")
+    if not images:
+        raise UserInputError(f"no images {field}_*_{ext}.image under {paths.image_dir(image_dir) / field}; "
+                             f"check the field name and ext")
+    written: list[Path] = []
+    for image in images:
+        if ignore_chunks and is_chunk_product(image):
+            continue
+        written += make_qa_plots_from_image(image, plot_sigma=plot_sigma, overwrite=overwrite, plot_dir=plot_dir)
+    return written
