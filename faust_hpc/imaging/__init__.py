@@ -1,0 +1,47 @@
+"""The FAUST imaging engine on casatasks: the original pipeline's documented API.
+
+    from faust_hpc.imaging import ImageConfig, set_paths
+    set_paths(prod_dir="products", data_dir="/scratch/faust/completed_SBs")
+    config = ImageConfig.from_name("CB68", "244.936GHz_CS", weighting=0.5)
+    config.run_pipeline(ext="clean")
+    # -> products/images/CB68/CB68_244.936GHz_CS_joint_0.5_clean.image.pbcor.common.fits
+
+Importing this package does not import CASA; the first stage that needs it
+does, through :mod:`faust_hpc.casa_env` (offline measures, per-process log).
+"""
+from __future__ import annotations
+
+from faust_hpc.catalog import (ALL_FIELD_NAMES, ALL_SPW_LABELS, ALL_SPWS, ALL_TARGETS, SPWS_BY_SETUP, Spw,
+                               Target)
+from faust_hpc.imaging.chunking import (ChunkConfig, ChunkedConfigSet, SpectralSelection, calc_chunk_freqs,
+                                        calc_common_coverage_range, common_coverage, read_chunk_list,
+                                        write_chunk_list)
+from faust_hpc.imaging.config import (DIRTY_EXT, NOMASK_EXT, TINYIMG_EXT, ImageConfig, format_cube_robust,
+                                      format_rms)
+from faust_hpc.imaging.dataset import DataSet, ms_contains_diameter, spw_ids_for_ot_name
+from faust_hpc.imaging.image_tools import (ImageManager, check_delete_image_files, delete_all_extensions,
+                                           delete_workdir, if_exists_remove, log_post,
+                                           remove_end_from_pathname, replace_existing_file_with_new,
+                                           safely_remove_file)
+from faust_hpc.imaging.paths import set_paths
+from faust_hpc.imaging.postprocess import (MAD_TO_RMS, calc_rms_from_image, check_max_residual, copy_pb_mask,
+                                           create_mask_from_threshold, effective_beamwidth_from_image,
+                                           export_fits, get_freq_axis_from_image, hanning_smooth_image,
+                                           make_multiscale_joint_mask, primary_beam_correct,
+                                           smooth_cube_to_common_beam)
+from faust_hpc.imaging.stages import MASK_METHODS
+
+ALL_TARGET_NAMES = ALL_FIELD_NAMES
+
+__all__ = [
+    "ALL_FIELD_NAMES", "ALL_TARGET_NAMES", "ALL_SPW_LABELS", "ALL_SPWS", "ALL_TARGETS", "SPWS_BY_SETUP",
+    "Spw", "Target", "ChunkConfig", "ChunkedConfigSet", "SpectralSelection", "calc_chunk_freqs",
+    "calc_common_coverage_range", "common_coverage", "read_chunk_list", "write_chunk_list", "DIRTY_EXT",
+    "NOMASK_EXT", "TINYIMG_EXT", "ImageConfig", "format_cube_robust", "format_rms", "DataSet",
+    "ms_contains_diameter", "spw_ids_for_ot_name", "ImageManager", "check_delete_image_files",
+    "delete_all_extensions", "delete_workdir", "if_exists_remove", "log_post", "remove_end_from_pathname",
+    "replace_existing_file_with_new", "safely_remove_file", "set_paths", "MAD_TO_RMS", "calc_rms_from_image",
+    "check_max_residual", "copy_pb_mask", "create_mask_from_threshold", "effective_beamwidth_from_image",
+    "export_fits", "get_freq_axis_from_image", "hanning_smooth_image", "make_multiscale_joint_mask",
+    "primary_beam_correct", "smooth_cube_to_common_beam", "MASK_METHODS",
+]

@@ -1,0 +1,368 @@
+"""Frequency chunking: common coverage, chunk boundaries, chunk sets.
+
+All spectral grids are explicit: a :class:`SpectralSelection` is (start,
+width, nchan) on the LSRK grid of the data (channel centres, ascending
+frequency, native channel width), read from the ``.sumwt`` of a tclean cube
+made with the data's own grid. Every chunk start is computed as ``start +
+start_chan_ix * width`` from the same numbers, so the concatenated chunks have
+exactly the unchunked cube's spectral axis -- no channel missing or doubled
+at the seams -- and tclean never picks its own default grid (which can give
+an edge channel covered by 7m data only).
+
+The chunk list of a configuration is frozen in ``<imagebase>.chunks.json``
+by the prepare stage; later stages and resumed runs read it back instead of
+recomputing, so chunk boundaries never move between processes.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from faust_hpc.catalog import imaging_defaults, parse_frequency_hz
+from faust_hpc.errors import PrerequisiteError
+from faust_hpc.imaging.image_tools import ImageManager, log_post, publish, temp_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from faust_hpc.imaging.config import ImageConfig
+
+log = logging.getLogger(__name__)
+
+CHUNKS_JSON_VERSION = 1
+
+
+def format_hz(value: float) -> str:
+    """A float frequency as a CASA quantity string (never ``np.float64(...)``)."""
+    return f"{float(value):.6f}Hz"
+
+
+@dataclass(frozen=True)
+class SpectralSelection:
+    """Channels to image: centre of the first channel (LSRK Hz), channel width
+    (Hz, positive: ascending frequency) and channel count."""
+
+    start_hz: float
+    width_hz: float
+    nchan: int
+
+    @property
+    def start(self) -> str:
+        return format_hz(self.start_hz)
+
+    @property
+    def width(self) -> str:
+        return format_hz(self.width_hz)
+
+    def freqs(self) -> np.ndarray:
+        return self.start_hz + np.arange(self.nchan) * self.width_hz
+
+    def sub(self, start_chan_ix: int, nchan: int) -> "SpectralSelection":
+        return SpectralSelection(self.start_hz + start_chan_ix * self.width_hz, self.width_hz, int(nchan))
+
+
+def read_sumwt(imagebase: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of weights per channel and the channel-centre frequencies (Hz)."""
+    sumwt_filen = f"{imagebase}.sumwt"
+    if not os.path.exists(sumwt_filen):
+        raise PrerequisiteError(f"{sumwt_filen} not found: run make_tiny_image_stamp (or make_dirty_cube) first")
+    with ImageManager(sumwt_filen) as ia:
+        sumwt = np.asarray(ia.getchunk(), dtype=float)
+        csys = ia.coordsys()
+        rec = csys.torecord()
+        spec_axis = csys.findaxisbyname("spectral")
+        csys.done()
+    # collapse every axis but the spectral one (the sumwt of all polarizations)
+    other = tuple(i for i in range(sumwt.ndim) if i != spec_axis)
+    per_chan = sumwt.max(axis=other) if other else sumwt
+    spec = next(v for k, v in rec.items() if k.startswith("spectral"))
+    wcs = spec["wcs"]
+    unit_scale = parse_frequency_hz(f"1{spec['unit']}")
+    faxis = (wcs["crval"] + (np.arange(per_chan.size) - wcs["crpix"]) * wcs["cdelt"]) * unit_scale
+    return per_chan, faxis
+
+
+def common_coverage(imagebase: str, fraction: float | None = None) -> SpectralSelection:
+    """Channels where every execution block contributes: sum-of-weights above
+    ``fraction`` (0.95) x the median. Returned on an ascending grid."""
+    fraction = float(imaging_defaults()["common_coverage_fraction"] if fraction is None else fraction)
+    sumwt, faxis = read_sumwt(imagebase)
+    med = np.nanmedian(sumwt)
+    good = np.flatnonzero(sumwt > fraction * med)
+    if good.size == 0:
+        raise RuntimeError(f"{imagebase}.sumwt has no channel with weight above {fraction} x median ({med})")
+    lo, hi = int(good.min()), int(good.max())
+    freqs = faxis[lo: hi + 1]
+    width = abs(float(faxis[1] - faxis[0])) if faxis.size > 1 else 0.0
+    sel = SpectralSelection(float(freqs.min()), width, hi - lo + 1)
+    log_post(f"-- common coverage of {os.path.basename(imagebase)}: start {sel.start}, "
+             f"width {sel.width}, nchan {sel.nchan} (of {sumwt.size})")
+    return sel
+
+
+def calc_common_coverage_range(imagebase: str) -> tuple[str, int]:
+    """Documented API: (LSRK start frequency quantity, nchan) of the common coverage."""
+    sel = common_coverage(imagebase)
+    return sel.start, sel.nchan
+
+
+def window_selection(coverage: SpectralSelection, restfreq_hz: float, vsys_kms: float,
+                     vwin_kms: float) -> SpectralSelection:
+    """A velocity cut-out of full width ``vwin_kms`` centred on ``vsys`` (radio
+    convention), aligned to the native grid and clipped to the coverage."""
+    c_kms = 299_792.458
+    dv = coverage.width_hz / restfreq_hz * c_kms
+    nchan = max(1, int(round(vwin_kms / dv)))
+    f_sys = restfreq_hz * (1.0 - vsys_kms / c_kms)
+    centre_ix = (f_sys - coverage.start_hz) / coverage.width_hz
+    start_ix = int(round(centre_ix - (nchan - 1) / 2.0))
+    lo, hi = max(0, start_ix), min(coverage.nchan, start_ix + nchan)
+    if hi <= lo:
+        raise RuntimeError(f"velocity window {vsys_kms}+-{vwin_kms / 2} km/s lies outside the covered band")
+    if (lo, hi) != (start_ix, start_ix + nchan):
+        log_post(f"-- velocity window clipped to the common coverage: {hi - lo} of {nchan} channels", "WARN")
+    return coverage.sub(lo, hi - lo)
+
+
+def split_channels(nchan_total: int, nchunks: int) -> list[tuple[int, int]]:
+    """(start_chan_ix, nchan) of contiguous chunks; the remainder of an uneven
+    division goes one channel each to the last chunks (as the original)."""
+    nchunks = int(nchunks)
+    if nchunks < 1:
+        raise ValueError(f"nchunks must be >= 1, got {nchunks}")
+    if nchunks > nchan_total:
+        raise ValueError(f"cannot split {nchan_total} channels into {nchunks} chunks")
+    sizes = np.full(nchunks, nchan_total // nchunks, dtype=int)
+    remainder = nchan_total % nchunks
+    if remainder:
+        sizes[-remainder:] += 1
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return [(int(s), int(n)) for s, n in zip(starts, sizes)]
+
+
+def calc_chunk_freqs(imagebase: str, nchunks: int = 1) -> list[list[Any]]:
+    """Documented API: ``[[start quantity (LSRK channel centre), nchan], ...]``
+    over the common coverage of ``<imagebase>.sumwt``."""
+    sel = common_coverage(imagebase)
+    return [[sel.sub(s, n).start, n] for s, n in split_channels(sel.nchan, nchunks)]
+
+
+class ChunkConfig:
+    """One frequency chunk.
+
+    Parameters
+    ----------
+    start : LSRK frequency (quantity string) of the chunk's first channel centre.
+    start_chan_ix : index of that channel in the full cube.
+    nchan : channels in the chunk.
+    index : chunk number, used in file names (``_chunk0``).
+    width : channel width (quantity string); the native width when None.
+    """
+
+    def __init__(self, start: str, start_chan_ix: int, nchan: int, index: int, width: str | None = None):
+        self.start = start
+        self.start_chan_ix = int(start_chan_ix)
+        self.nchan = int(nchan)
+        self.index = int(index)
+        self.width = width
+
+    def __repr__(self) -> str:
+        return (f"ChunkConfig(start={self.start!r}, start_chan_ix={self.start_chan_ix}, nchan={self.nchan}, "
+                f"index={self.index}, width={self.width!r})")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ChunkConfig) and self.to_dict() == other.to_dict()
+
+    @property
+    def fullcube_chan_indices(self) -> list[int]:
+        """Indices of this chunk's channels in the full cube."""
+        return list(range(self.start_chan_ix, self.start_chan_ix + self.nchan))
+
+    def convert_chunk_chan_to_full(self, ix: int) -> int:
+        if not 0 <= ix < self.nchan:
+            raise IndexError(f"channel {ix} is not in chunk {self.index} (0..{self.nchan - 1})")
+        return self.start_chan_ix + ix
+
+    def convert_full_chan_to_chunk(self, ix: int) -> int:
+        if not self.start_chan_ix <= ix < self.start_chan_ix + self.nchan:
+            raise IndexError(f"full-cube channel {ix} is not in chunk {self.index} "
+                             f"({self.start_chan_ix}..{self.start_chan_ix + self.nchan - 1})")
+        return ix - self.start_chan_ix
+
+    @property
+    def selection(self) -> SpectralSelection:
+        width = parse_frequency_hz(self.width) if self.width else 0.0
+        return SpectralSelection(parse_frequency_hz(self.start), width, self.nchan)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "start": self.start, "start_chan_ix": self.start_chan_ix,
+                "nchan": self.nchan, "width": self.width}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ChunkConfig":
+        return cls(d["start"], d["start_chan_ix"], d["nchan"], d["index"], d.get("width"))
+
+
+def make_chunks(selection: SpectralSelection, nchunks: int) -> list[ChunkConfig]:
+    return [ChunkConfig(selection.sub(s, n).start, s, n, i, selection.width)
+            for i, (s, n) in enumerate(split_channels(selection.nchan, nchunks))]
+
+
+# -- frozen chunk list -------------------------------------------------------
+def write_chunk_list(path: str, selection: SpectralSelection, chunks: list[ChunkConfig],
+                     extra: dict[str, Any] | None = None) -> str:
+    """Freeze the chunk boundaries (temporary name, then rename)."""
+    doc = {"version": CHUNKS_JSON_VERSION, "frame": "LSRK", "selection": asdict(selection),
+           "nchunks": len(chunks), "nchan_total": sum(c.nchan for c in chunks),
+           "chunks": [c.to_dict() for c in chunks]}
+    if extra:
+        doc.update(extra)
+    tmp = temp_name(path)
+    with open(tmp, "w") as fh:
+        json.dump(doc, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return publish(tmp, path)
+
+
+def read_chunk_list(path: str) -> tuple[SpectralSelection, list[ChunkConfig]]:
+    if not os.path.exists(path):
+        raise PrerequisiteError(f"chunk list {path} not found: run the prepare stage "
+                                f"(ImageConfig.prepare_chunks / unit '.../prepare') first")
+    with open(path) as fh:
+        doc = json.load(fh)
+    if doc.get("version") != CHUNKS_JSON_VERSION:
+        raise RuntimeError(f"{path}: unsupported chunk list version {doc.get('version')}")
+    sel = SpectralSelection(**doc["selection"])
+    return sel, [ChunkConfig.from_dict(d) for d in doc["chunks"]]
+
+
+class ChunkedConfigSet:
+    """The chunked copies of one ImageConfig, with the operations that need
+    all of them (common beam, postprocess, concatenation)."""
+
+    def __init__(self, configs: Iterable["ImageConfig"]):
+        self.configs = list(configs)
+        if not self.configs:
+            raise ValueError("a ChunkedConfigSet needs at least one chunk")
+
+    @property
+    def nchunks(self) -> int:
+        return len(self.configs)
+
+    @property
+    def nchan_total(self) -> int:
+        return sum(c.chunk.nchan for c in self.configs)
+
+    @property
+    def chunks(self) -> list[ChunkConfig]:
+        return [c.chunk for c in self.configs]
+
+    def __iter__(self) -> Iterator["ImageConfig"]:
+        return iter(self.configs)
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+    def __getitem__(self, key: int | slice):
+        if isinstance(key, slice):
+            return self.configs[key]
+        return self.configs[key]
+
+    @property
+    def full_config(self) -> "ImageConfig":
+        """An unchunked copy (for names of the concatenated products)."""
+        full = copy.deepcopy(self.configs[0])
+        full.chunk = None
+        full.spw = full.spw.with_chunk(None)
+        return full
+
+    def get_imagebase(self, ext: str | None = None) -> str:
+        return self.full_config.get_imagebase(ext=ext)
+
+    def remove_all_files(self, confirm: bool = True) -> list[str]:
+        return self.full_config.remove_all_files(confirm=confirm, remove_chunks=True)
+
+    def get_chunk_from_channel(self, ix: int) -> "ImageConfig":
+        """The chunk configuration holding full-cube channel ``ix``."""
+        ix = int(ix)
+        if not 0 <= ix < self.nchan_total:
+            raise IndexError(f"channel {ix} is outside the full cube (0..{self.nchan_total - 1})")
+        for config in self.configs:
+            if config.chunk.start_chan_ix <= ix < config.chunk.start_chan_ix + config.chunk.nchan:
+                return config
+        raise RuntimeError(f"no chunk holds channel {ix}")
+
+    def get_common_beam(self, ext: str = "clean") -> dict[str, Any]:
+        """Largest-area common beam among the chunks' ``.image`` files, enlarged
+        by the documented 0.3 % so every plane of every chunk can be smoothed
+        to it (CASA's per-cube common beam differs by ~1 mas)."""
+        from faust_hpc.imaging.postprocess import common_beam_of_image
+
+        max_area, common = 0.0, None
+        for config in self.configs:
+            imagename = f"{config.get_imagebase(ext=ext)}.image"
+            if not os.path.exists(imagename):
+                raise PrerequisiteError(f"{imagename} not found: run clean_line (unit "
+                                        f"chunk{config.chunk.index:02d}) for chunk {config.chunk.index} first")
+            beam = common_beam_of_image(imagename)
+            area = float(beam["major"]["value"]) * float(beam["minor"]["value"])
+            if np.isnan(area):
+                raise RuntimeError(f"common beam of {imagename} is NaN")
+            if area > max_area:
+                max_area, common = area, beam
+        assert common is not None
+        fudge = float(imaging_defaults()["chunk_common_beam_fudge"])
+        common = copy.deepcopy(common)
+        common["major"]["value"] = float(common["major"]["value"]) * fudge
+        common["minor"]["value"] = float(common["minor"]["value"]) * fudge
+        return common
+
+    DEFAULT_CONCAT_EXTS = ("image", "image.common", "image.pbcor", "image.pbcor.common", "mask",
+                           "model", "pb", "psf", "residual")
+
+    def concat_cubes(self, ext: str = "clean", im_exts: Iterable[str] | None = None) -> list[str]:
+        """Concatenate the chunks' images (default: image, image.common,
+        image.pbcor, image.pbcor.common, mask, model, pb, psf, residual)."""
+        from faust_hpc.imaging.postprocess import concat_images
+
+        exts = self.DEFAULT_CONCAT_EXTS if im_exts is None else im_exts
+        exts = [exts] if isinstance(exts, str) else list(exts)
+        bases = [c.get_imagebase(ext=ext) for c in self.configs]
+        imagebase = self.get_imagebase(ext=ext)
+        written = []
+        for im_ext in (e.lstrip(".") for e in exts):
+            infiles = [f"{b}.{im_ext}" for b in bases]
+            missing = [f for f in infiles if not os.path.exists(f)]
+            if missing:
+                log_post(f"-- skipping concatenation of .{im_ext}: {missing[0]} not found", "WARN")
+                continue
+            written.append(concat_images(infiles, f"{imagebase}.{im_ext}"))
+        return written
+
+    def postprocess(self, ext: str = "clean", use_existing_except: Iterable[int] | None = None,
+                    make_hanning: bool = False, make_fits: bool = True) -> dict[str, Any]:
+        """Postprocess every chunk (or only ``use_existing_except``) to the
+        common beam across chunks, concatenate, optionally Hanning smooth,
+        and export the final ``.image.pbcor.common.fits``."""
+        from faust_hpc.imaging.postprocess import export_fits, hanning_smooth_image
+
+        beam = self.get_common_beam(ext=ext)
+        indices = range(self.nchunks) if use_existing_except is None else list(use_existing_except)
+        reports = {}
+        for ix in indices:
+            reports[int(ix)] = self.configs[ix].postprocess(ext=ext, make_fits=False, make_hanning=False,
+                                                            beam=beam)
+        imagebase = self.get_imagebase(ext=ext)
+        with self.configs[0].stage_workdir("concat"):
+            written = self.concat_cubes(ext=ext)
+            if make_hanning:
+                written.append(hanning_smooth_image(f"{imagebase}.image.common"))
+            if make_fits:
+                written.append(export_fits(f"{imagebase}.image.pbcor.common"))
+        return {"beam": beam, "chunks": reports, "outputs": written}

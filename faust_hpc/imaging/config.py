@@ -1,0 +1,434 @@
+"""ImageConfig: one field x SPW x array kind x weighting, and its pipeline.
+
+The documented user interface of the original pipeline: create a
+configuration with :meth:`ImageConfig.from_name`, adjust its attributes, then
+call the stages (``make_dirty_cube``, ``clean_line_nomask``,
+``make_seed_mask``, ``clean_line``, ``postprocess``) or ``run_pipeline``.
+The stage bodies live in :mod:`faust_hpc.imaging.stages`; this module holds
+the configuration, file names and the spectral selection.
+
+Every path is absolute (under ``prod_dir``), and every stage runs in its own
+working directory (``workdir``/<stage>), so stages of different chunks can
+run side by side in separate processes.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import sys
+from glob import glob
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from faust_hpc import catalog
+from faust_hpc.catalog import Spw, imaging_defaults
+from faust_hpc.errors import PrerequisiteError, UserInputError
+from faust_hpc.imaging import paths
+from faust_hpc.imaging.chunking import (ChunkConfig, ChunkedConfigSet, SpectralSelection, common_coverage,
+                                        make_chunks, read_chunk_list, window_selection, write_chunk_list)
+from faust_hpc.imaging.dataset import DataSet, spw_ids_for_ot_name
+from faust_hpc.imaging.image_tools import glob_escape, in_workdir, log_post, safely_remove_file
+from faust_hpc.units import format_weighting
+
+log = logging.getLogger(__name__)
+
+DIRTY_EXT = "dirty"
+NOMASK_EXT = "nomask"
+TINYIMG_EXT = "tinyimg"
+_DEFAULT = object()  # sentinel: "the documented default"
+
+
+def format_cube_robust(weighting: float | int | str) -> tuple[float | None, str]:
+    """(robust, tclean weighting) for a number (Briggs robust) or a name."""
+    if isinstance(weighting, bool):
+        raise UserInputError(f"invalid weighting {weighting!r}: use a Briggs robust number, 'natural' or 'uniform'")
+    if isinstance(weighting, (int, float)):
+        return float(weighting), "briggs"
+    if weighting in ("natural", "uniform"):
+        return None, weighting
+    try:
+        return float(weighting), "briggs"
+    except (TypeError, ValueError):
+        raise UserInputError(f"invalid weighting {weighting!r}: use a Briggs robust number, "
+                             f"'natural' or 'uniform'") from None
+
+
+def format_rms(rms: float, sigma: float = 1, unit: str = "Jy") -> str:
+    return f"{float(sigma) * float(rms)!r}{unit}"
+
+
+class ImageConfig:
+    """Configuration of tclean and the pipeline stages for one image product.
+
+    Parameters
+    ----------
+    dset : DataSet
+    spw : Spw
+    fullcube : image the whole SPW (True) or a ``line_vwin`` window about vsys.
+    weighting : Briggs robust number, or ``'natural'`` / ``'uniform'``.
+    chunk : ChunkConfig or None (no chunking).
+    prod_dir : products directory (default ``paths.PROD_DIR``).
+
+    Attributes
+    ----------
+    scales : multiscale scales in pixels (documented [0, 15, 45, 135] at the
+        documented cell of res/10; scaled with the cell when the run file
+        overrides it, so the angular scales stay the same).
+    mask_ang_scales : seed-mask smoothing FWHMs in arcsec ([0, 1, 3]).
+    autom_kwargs : auto-multithresh parameters (the 7m set for ``kind='7m'``).
+    smallscalebias, gain, cyclefactor, uvtaper, line_vwin, parallel,
+    preserve_all_intermediate_products : as documented.
+    rms : global RMS (Jy); computed from the dirty cube unless set.
+    workdir : CASA working directory for this configuration's stages.
+    """
+
+    preserve_all_intermediate_products = False
+    smallscalebias = float(imaging_defaults()["smallscalebias"])
+    gain = float(imaging_defaults()["gain"])
+    cyclefactor = float(imaging_defaults()["cyclefactor"])
+    uvtaper: list[str] | None = None
+    parallel = False
+    line_vwin = str(imaging_defaults()["line_vwin"])
+
+    def __init__(self, dset: DataSet, spw: Spw, fullcube: bool = True, weighting: float | str = 0.5,
+                 chunk: ChunkConfig | None = None, prod_dir: str | os.PathLike | None = None):
+        if dset.setup != spw.setup:
+            raise UserInputError(f"SPW {spw.label} belongs to Setup {spw.setup}, but the DataSet is "
+                                 f"for Setup {dset.setup}")
+        self.dset = dset
+        self.spw = spw.with_chunk(chunk)
+        self.fullcube = bool(fullcube)
+        self.chunk = chunk
+        self.robust, self.weighting_kind = format_cube_robust(weighting)
+        self.weighting = weighting
+        self.prod_dir = Path(prod_dir).expanduser().resolve() if prod_dir is not None else paths.get_prod_dir()
+        defaults = imaging_defaults()
+        self.cell_scale_factor = dset.default_geometry.cell_arcsec / dset.cell_arcsec
+        self.scales = self._scaled_pixels(defaults["scales_pix"])
+        self.nomask_scale_upper_limit = float(defaults["nomask_scale_upper_limit_pix"]) * self.cell_scale_factor
+        self.mask_ang_scales = [float(s) for s in defaults["mask_ang_scales_arcsec"]]
+        table = defaults["automask_7m"] if dset.kind == "7m" else defaults["automask_12m"]
+        self.autom_kwargs = {"usemask": "auto-multithresh", **copy.deepcopy(dict(table)), "verbose": True}
+        self._rms: float | None = None
+        self._rms_cache: tuple[Any, float] | None = None
+        self._spw_ids: list[str] | None = None
+        self.workdir: Path | None = None
+        self.frozen_chunks_ext = "clean"
+
+    def _scaled_pixels(self, pixels: Iterable[float]) -> list[int]:
+        out: list[int] = []
+        for p in pixels:
+            value = int(round(float(p) * self.cell_scale_factor))
+            if value not in out:
+                out.append(value)
+        return out
+
+    @classmethod
+    def from_name(cls, field: str, label: str, kind: str = "joint", **kwargs: Any) -> "ImageConfig":
+        """Configuration from a field name and SPW label (``fullcube``,
+        ``weighting``, ``chunk``, ``prod_dir`` and the DataSet options
+        ``data_dir``, ``oversample``, ``cell_arcsec``, ``imsize`` may be given)."""
+        spw = catalog.get_spw(label)
+        dset_kwargs = {k: kwargs.pop(k) for k in ("data_dir", "oversample", "cell_arcsec", "imsize") if k in kwargs}
+        dset = DataSet(field, setup=spw.setup, kind=kind, **dset_kwargs)
+        return cls(dset, spw, **kwargs)
+
+    def __repr__(self) -> str:
+        return (f"ImageConfig({self.dset.field!r}, {self.spw.label!r}, kind={self.dset.kind!r}, "
+                f"weighting={self.weighting!r}, fullcube={self.fullcube}, chunk={self.chunk})")
+
+    # -- names --------------------------------------------------------------
+    @property
+    def is_chunked(self) -> bool:
+        return self.chunk is not None
+
+    @property
+    def weighting_label(self) -> str:
+        return format_weighting(self.weighting)
+
+    def get_imagebase(self, ext: Any = None) -> str:
+        """``<PROD_DIR>/images/<FIELD>/<FIELD>_<LABEL>_<ARRAY>_<WEIGHTING>[_chunk<N>][_<EXT>]``
+        (no image extension such as ``.image``). ``ext`` may be an iterable,
+        joined by underscores."""
+        d = paths.field_image_dir(self.prod_dir, self.dset.field)
+        stem = f"{self.dset.field}_{self.spw.label}_{self.dset.kind}_{self.weighting_label}"
+        parts = [stem]
+        if self.is_chunked:
+            parts.append(f"chunk{self.chunk.index}")
+        if ext is not None:
+            if isinstance(ext, Iterable) and not isinstance(ext, str):
+                parts.extend(str(e) for e in ext)
+            else:
+                parts.append(str(ext))
+        return str(d / "_".join(parts))
+
+    @property
+    def dirty_imagebase(self) -> str:
+        return self.get_imagebase(ext=DIRTY_EXT)
+
+    @property
+    def nomask_imagebase(self) -> str:
+        return self.get_imagebase(ext=NOMASK_EXT)
+
+    @property
+    def tinyimg_imagebase(self) -> str:
+        """The sum-of-weights stamp belongs to the full SPW, never a chunk."""
+        stem = f"{self.dset.field}_{self.spw.label}_{self.dset.kind}_{self.weighting_label}_{TINYIMG_EXT}"
+        return str(paths.field_image_dir(self.prod_dir, self.dset.field) / stem)
+
+    def chunk_list_path(self, ext: str = "clean") -> str:
+        """Frozen chunk list ``<imagebase>_<ext>.chunks.json`` (of the full cube)."""
+        full = self if not self.is_chunked else self.unchunked_copy()
+        return f"{full.get_imagebase(ext=ext)}.chunks.json"
+
+    def unchunked_copy(self) -> "ImageConfig":
+        new = copy.deepcopy(self)
+        new.chunk = None
+        new.spw = new.spw.with_chunk(None)
+        return new
+
+    # -- working directories -------------------------------------------------
+    def get_workdir(self) -> Path:
+        if self.workdir is not None:
+            return Path(self.workdir)
+        return paths.default_workdir(self.prod_dir, os.path.basename(self.get_imagebase()))
+
+    @contextlib.contextmanager
+    def stage_workdir(self, stage: str) -> Iterator[Path]:
+        """Run a stage inside ``<workdir>/<stage>`` (CASA's temporary files)."""
+        with in_workdir(self.get_workdir() / stage) as path:
+            yield path
+
+    # -- data selection ------------------------------------------------------
+    @property
+    def spw_ids(self) -> list[str]:
+        """SPW id per MS, by the window name's ``ot_name`` ending."""
+        if self._spw_ids is None:
+            self._spw_ids = spw_ids_for_ot_name(self.dset.vis, self.spw.ot_name, label=self.spw.label)
+        return list(self._spw_ids)
+
+    def validate_inputs(self) -> None:
+        """Fail early with a clear message: MS present, SPW in every MS."""
+        _ = self.spw_ids
+
+    # -- RMS -----------------------------------------------------------------
+    @property
+    def rms(self) -> float:
+        """Global RMS (Jy): scaled MAD of the dirty cube, unless set manually."""
+        if self._rms is not None:
+            return self._rms
+        from faust_hpc.imaging.postprocess import calc_rms_from_image
+
+        imagename = f"{self.dirty_imagebase}.image"
+        if not os.path.exists(imagename):
+            raise PrerequisiteError(f"{imagename} not found (needed for the RMS): run make_dirty_cube first "
+                                    f"(or set config.rms)")
+        key = (imagename, os.stat(imagename).st_mtime_ns)
+        if self._rms_cache is None or self._rms_cache[0] != key:
+            self._rms_cache = (key, calc_rms_from_image(imagename))
+        return self._rms_cache[1]
+
+    @rms.setter
+    def rms(self, value: float | None) -> None:
+        self._rms = None if value is None else float(value)
+
+    # -- spectral selection --------------------------------------------------
+    def coverage_imagebase(self) -> str:
+        """The cube whose ``.sumwt`` defines the common coverage: the tiny
+        stamp when it exists (it depends only on the data, so chunked and
+        unchunked runs agree), else the full dirty cube."""
+        full = self if not self.is_chunked else self.unchunked_copy()
+        for base in (full.tinyimg_imagebase, full.dirty_imagebase):
+            if os.path.exists(f"{base}.sumwt"):
+                return base
+        raise PrerequisiteError(f"no sum-of-weights cube for {os.path.basename(full.get_imagebase())}: "
+                                f"run make_tiny_image_stamp (or make_dirty_cube) first")
+
+    def full_selection(self) -> SpectralSelection:
+        """Channels of the full (unchunked) product: common coverage, or the
+        ``line_vwin`` cut-out about vsys when ``fullcube`` is False."""
+        coverage = common_coverage(self.coverage_imagebase())
+        if self.fullcube:
+            return coverage
+        vwin = catalog.parse_velocity_kms(self.line_vwin)
+        return window_selection(coverage, self.spw.restfreq_hz, self.dset.target.vsys, vwin)
+
+    @property
+    def spectral_selection(self) -> SpectralSelection:
+        if self.is_chunked:
+            sel = self.chunk.selection
+            if sel.width_hz == 0.0:
+                sel = SpectralSelection(sel.start_hz, common_coverage(self.coverage_imagebase()).width_hz, sel.nchan)
+            return sel
+        return self.full_selection()
+
+    @property
+    def selected_start_nchan(self) -> tuple[str, int]:
+        sel = self.spectral_selection
+        return sel.start, sel.nchan
+
+    # -- chunking ------------------------------------------------------------
+    def default_nchunks(self) -> int:
+        return catalog.default_nchunks(self.spw)
+
+    def duplicate_into_chunks(self, nchunks: int | None = None, ext: str | None = None,
+                              use_frozen: bool = True) -> ChunkedConfigSet:
+        """Chunked copies of this configuration. A frozen chunk list (written
+        by :meth:`prepare_chunks`) is used when present and compatible;
+        otherwise the chunks are computed from the ``.sumwt`` (a tiny stamp is
+        imaged first if no sum-of-weights cube exists)."""
+        if self.is_chunked:
+            raise ValueError(f"config is already chunked: {self.chunk}")
+        ext = ext or self.frozen_chunks_ext
+        path = self.chunk_list_path(ext)
+        if use_frozen and os.path.exists(path):
+            _, chunks = read_chunk_list(path)
+            if nchunks is None or int(nchunks) == len(chunks):
+                return self._chunk_set(chunks)
+            log_post(f"-- frozen chunk list {path} has {len(chunks)} chunks, {nchunks} requested: recomputing",
+                     "WARN")
+        try:
+            self.coverage_imagebase()
+        except PrerequisiteError:
+            self.make_tiny_image_stamp()
+        sel = self.full_selection()
+        chunks = make_chunks(sel, self._resolve_nchunks(nchunks, sel.nchan))
+        return self._chunk_set(chunks)
+
+    def _resolve_nchunks(self, nchunks: int | None, nchan: int) -> int:
+        n = self.default_nchunks() if nchunks is None else int(nchunks)
+        if n < 1:
+            raise UserInputError(f"nchunks must be a positive integer, got {nchunks}")
+        if n > nchan:
+            log_post(f"-- {n} chunks requested for {nchan} channels; using {nchan}", "WARN")
+            n = nchan
+        return n
+
+    def _chunk_set(self, chunks: list[ChunkConfig]) -> ChunkedConfigSet:
+        configs = []
+        for chunk in chunks:
+            config = copy.deepcopy(self)
+            config.chunk = chunk
+            config.spw = config.spw.with_chunk(chunk)
+            config._rms_cache = None
+            config._spw_ids = self._spw_ids
+            configs.append(config)
+        return ChunkedConfigSet(configs)
+
+    def prepare_chunks(self, nchunks: int | None = None, ext: str = "clean",
+                       remake_stamp: bool = True) -> ChunkedConfigSet:
+        """The prepare stage: image the sum-of-weights stamp, compute the
+        common coverage (or cut-out window), split it into chunks and freeze
+        the list in ``<imagebase>_<ext>.chunks.json``."""
+        from faust_hpc.imaging import stages
+
+        if remake_stamp or not os.path.exists(f"{self.tinyimg_imagebase}.sumwt"):
+            stages.make_tiny_image_stamp(self)
+        sel = self.full_selection()
+        chunks = make_chunks(sel, self._resolve_nchunks(nchunks, sel.nchan))
+        write_chunk_list(self.chunk_list_path(ext), sel, chunks,
+                         extra={"imagebase": self.get_imagebase(ext=ext), "field": self.dset.field,
+                                "label": self.spw.label, "kind": self.dset.kind,
+                                "weighting": self.weighting_label, "fullcube": self.fullcube,
+                                "line_vwin": None if self.fullcube else self.line_vwin})
+        self.frozen_chunks_ext = ext
+        return self._chunk_set(chunks)
+
+    def load_frozen_chunks(self, ext: str = "clean") -> ChunkedConfigSet:
+        """The chunk set frozen by :meth:`prepare_chunks` (PrerequisiteError if absent)."""
+        _, chunks = read_chunk_list(self.chunk_list_path(ext))
+        return self._chunk_set(chunks)
+
+    # -- cleanup ---------------------------------------------------------------
+    def matching_files(self, remove_chunks: bool = True) -> list[str]:
+        stem = self.get_imagebase()
+        found = set(glob(glob_escape(stem) + "_*")) | set(glob(glob_escape(stem) + ".*"))
+        if not remove_chunks:
+            found = {f for f in found if "_chunk" not in f[len(stem):]}
+        return sorted(found)
+
+    def remove_all_files(self, confirm: bool = True, remove_chunks: bool = True) -> list[str]:
+        """Remove every product of this configuration (``get_imagebase()*``).
+        With ``confirm``, the list is shown and a ``y`` is required -- but only
+        in an interactive session; batch jobs proceed."""
+        files = self.matching_files(remove_chunks=remove_chunks)
+        if confirm and sys.stdin is not None and sys.stdin.isatty():
+            for filen in files:
+                print("  ", filen)
+            if input("Delete the above files? [y/N] ").strip().lower() != "y":
+                return []
+        for filen in files:
+            safely_remove_file(filen)
+        log_post(f"-- removed {len(files)} products of {os.path.basename(self.get_imagebase())}")
+        return files
+
+    def mpicasa_cleanup(self, imagename: str) -> None:
+        """Remove ``.workdirectory`` leftovers (no mpicasa here: tclean runs serially)."""
+        from faust_hpc.imaging.image_tools import delete_workdir
+
+        delete_workdir(imagename)
+
+    # -- stages (bodies in faust_hpc.imaging.stages) -----------------------------
+    def make_tiny_image_stamp(self) -> list[str]:
+        from faust_hpc.imaging import stages
+
+        return stages.make_tiny_image_stamp(self)
+
+    def make_dirty_cube(self) -> list[str]:
+        from faust_hpc.imaging import stages
+
+        return stages.make_dirty_cube(self)
+
+    def clean_line_nomask(self, sigma: float = 4.5, scale_upper_limit: Any = _DEFAULT) -> list[str]:
+        from faust_hpc.imaging import stages
+
+        limit = self.nomask_scale_upper_limit if scale_upper_limit is _DEFAULT else scale_upper_limit
+        return stages.clean_line_nomask(self, sigma=sigma, scale_upper_limit=limit)
+
+    def make_seed_mask(self, sigma: float | Iterable[float] = 5.0) -> str:
+        from faust_hpc.imaging import stages
+
+        return stages.make_seed_mask(self, sigma=sigma)
+
+    def clean_line(self, mask_method: str = "seed+multithresh", sigma: float = 3.0, ext: str | None = None,
+                   restart: bool = False, interactive: bool = False) -> list[str]:
+        from faust_hpc.imaging import stages
+
+        return stages.clean_line(self, mask_method=mask_method, sigma=sigma, ext=ext, restart=restart,
+                                 interactive=interactive)
+
+    def clean_line_interactive_restart(self, **kwargs: Any) -> list[str]:
+        return self.clean_line(restart=True, interactive=True, **kwargs)
+
+    def postprocess(self, ext: str | None = None, make_fits: bool = True, make_hanning: bool = False,
+                    beam: dict | None = None) -> dict[str, Any]:
+        from faust_hpc.imaging import stages
+
+        return stages.postprocess(self, ext=ext, make_fits=make_fits, make_hanning=make_hanning, beam=beam)
+
+    def run_pipeline_tasks(self, ext: str = "clean", nomask_sigma: float = 4.5,
+                           seedmask_sigma: float | Iterable[float] = 5.0, clean_sigma: float = 3.0) -> None:
+        """dirty -> nomask -> seed mask -> clean (-> postprocess when unchunked)."""
+        self.make_dirty_cube()
+        self.clean_line_nomask(sigma=nomask_sigma)
+        self.make_seed_mask(sigma=seedmask_sigma)
+        self.clean_line(mask_method="seed+multithresh", ext=ext, sigma=clean_sigma)
+        if not self.is_chunked:
+            self.postprocess(ext=ext, make_fits=True)
+
+    def run_pipeline(self, ext: str = "clean", use_chunking: bool = True, nchunks: int | None = None,
+                     nomask_sigma: float = 4.5, seedmask_sigma: float | Iterable[float] = 5.0,
+                     clean_sigma: float = 3.0) -> None:
+        """All pipeline tasks. Chunked (default): prepare (stamp, frozen chunk
+        list), each chunk's tasks in turn, then the chunk set's postprocess.
+        The final product is ``<imagebase>_<ext>.image.pbcor.common.fits``."""
+        sigmas = dict(nomask_sigma=nomask_sigma, seedmask_sigma=seedmask_sigma, clean_sigma=clean_sigma)
+        if self.is_chunked or not use_chunking:
+            self.run_pipeline_tasks(ext=ext, **sigmas)
+            return
+        chunked = self.prepare_chunks(nchunks=nchunks, ext=ext)
+        for config in chunked:
+            config.run_pipeline_tasks(ext=ext, **sigmas)
+        chunked.postprocess(ext=ext)
