@@ -166,6 +166,7 @@ def simulate(outdir: str | os.PathLike, field: str = "CB68", setup: int = 2,
     get_setup(setup)
     labels = resolve_spws(setup, spws)
     preset = get_size(size)
+    casa_env.resolve_data_dir(casa_env.data_dir())   # a bad CASA data dir fails before anything is written
     outdir = Path(outdir).resolve()
     if outdir.exists() and not outdir.is_dir():
         raise UserInputError(f"{outdir} exists and is not a directory; give a directory for the simulation")
