@@ -1,0 +1,256 @@
+"""Cost and peak-memory estimates of work units, in pure Python.
+
+Costs are *estimated seconds of one worker on the reference machine* (the
+2-core box the reference measurements in ``simulating_alma_data.md`` were taken
+on); only their ratios matter to the scheduler, but keeping them in seconds
+makes ``faust-hpc plan`` output readable. Memory is the estimated peak resident
+set of the unit's child process in GB.
+
+The model, and why
+------------------
+tclean's cost is driven by *channels x image pixels x major cycles*, plus a
+visibility-gridding term that is negligible on small simulated data but not on
+real FAUST execution blocks. One major cycle of one channel costs::
+
+    cycle = K_PIX * npix + K_VIS[gridder] * rows
+
+(``rows`` = visibility rows per channel summed over the EBs of the array kind;
+from the MSs when the launcher supplies them, else the nominal FAUST counts
+in :data:`NOMINAL_EBS`.) Calibration on the reference table (joint, mosaic,
+480 px, 62 channels): dirty 8 s -> ``cycle`` = 0.13 s per channel; clean with
+6 major cycles 120 s -> 0.32 s per channel per cycle, i.e. auto-multithresh
+(``K_AUTOMASK``) + multiscale minor cycle (``K_MINOR`` per scale) ~0.19 s.
+
+Why some chunks are heavier than others comes from *emission*, not from the
+SPW's name:
+
+* Channels that only hold noise stop after the first major cycle; channels
+  with emission need several. tclean runs major cycles over the whole chunk
+  cube, so a chunk pays for all its channels in every cycle as soon as *one*
+  of its channels holds a line. The chance of that is ``1 - exp(-lambda)``
+  with ``lambda`` = lines expected in the chunk's bandwidth (plus one line
+  width): a line density :data:`LINE_DENSITY_PER_GHZ` times the bandwidth, plus
+  the one target line every window is centred on (negligible for a 1.9 GHz
+  window, dominant for a 59 MHz one).
+* The number of major cycles grows with the peak signal-to-noise,
+  ``1 + log(S/N / threshold) / log(1 / CYCLE_DROP)`` (each major cycle lowers
+  the residual peak by about ``CYCLE_DROP``), and the minor-cycle work grows
+  with the flux to remove (~ S/N). In a channel narrower than the line the
+  peak stays and the noise drops as ``1/sqrt(width)``, so wider channels
+  have a higher S/N: ``S/N = SNR_AT_LINE_WIDTH * sqrt(min(dv, w) / max(dv, w))``.
+
+A wide (1.9 GHz, ~1 MHz channel) window therefore carries many lines per
+chunk at a high S/N per channel: its chunks need more, and more expensive,
+major cycles than the chunks of a narrow window tuned to one line — which is
+what the FAUST documentation reports ("the continuum SPW is substantially
+more computationally intensive to image").
+
+Other units:
+
+* prepare: a tiny-stamp tclean (``.sumwt``) over all channels (cell = res/3,
+  ~45 px: the pixel term is nil, gridding the visibilities of every channel
+  once dominates, see :data:`STAMP_VIS_FRACTION`).
+* finalize: imsmooth to the common beam, impbcor, PB mask, concatenation and
+  FITS export of every channel. The reference measured imsmooth at ~19 s per
+  480x480x62 cube, 0.31 s per plane; at 480 px an FFT takes milliseconds, so
+  that time is per-plane overhead (``K_FINALIZE_CHAN``), and the pixel term
+  (``K_FINALIZE_PIX``, convolution FFTs and ~4 passes of pixel I/O) only
+  matters at FAUST's 1350-3600 px.
+* moments / QA: one read pass over the final cube (``K_PRODUCTS`` per
+  channel-pixel).
+
+Every unit also pays :data:`UNIT_OVERHEAD_S`: a child process starting CASA,
+opening the MSs and setting up tclean (10-20 s on the reference machine).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from faust_hpc import catalog
+from faust_hpc.geometry import Geometry
+
+# --- calibration constants (reference machine: 2 cores) ---------------------
+UNIT_OVERHEAD_S = 15.0
+"""Fixed cost of any unit: CASA start in a fresh child process, MS open,
+tclean/imager setup (10-20 s seen on the reference machine). It is what makes
+ever-smaller chunks pay off less and less, and what ``nchunks = "auto"``
+trades against load balance."""
+
+K_PIX = 4.3e-7          # s per pixel per channel per major cycle (FFTs, normalisation)
+K_VIS = {"mosaic": 1.2e-6, "standard": 0.4e-6}  # s per visibility row per channel per cycle
+K_AUTOMASK = 4.3e-7     # s per pixel per channel per major cycle (auto-multithresh)
+K_MINOR = 3.9e-7        # s per pixel per channel per cycle, 3 scales, S/N = REFERENCE_SNR
+REFERENCE_NSCALES = 3    # the reference runs used scales [0, 5, 15]
+STAMP_VIS_FRACTION = 0.5  # the stamp grids (no degridding): half a major cycle's visibility work,
+                          # with the standard gridder's cost (a 45-px stamp needs no mosaic
+                          # convolution functions: the primary beam is wider than the stamp)
+K_SEEDMASK = 1.0e-7     # s per pixel per channel (seed-mask image analysis)
+K_FINALIZE_CHAN = 0.28  # s per channel: per-plane overhead of imsmooth/impbcor/mask/concat/exportfits
+K_FINALIZE_PIX = 1.0e-7  # s per pixel per channel: convolution FFTs and ~4 passes of pixel I/O
+K_PRODUCTS = 2.0e-8     # s per pixel per channel: one read pass over the final cube
+
+# --- emission model -----------------------------------------------------------
+LINE_DENSITY_PER_GHZ = 60.0
+"""Lines above the detection limit per GHz of sky frequency in a FAUST target
+(young, line-rich protostars observed deep): the one model constant that says
+how much of a window is emission."""
+LINE_WIDTH_KMS = 3.0
+"""Typical line width (FWHM plus wings) of the envelope/outflow emission."""
+SNR_AT_LINE_WIDTH = 120.0
+"""Peak S/N of a typical line in a channel as wide as the line (~30 in the
+narrow windows' 0.17 km/s channels, as for CS 5-4 in CB68)."""
+REFERENCE_SNR = 30.0
+"""S/N at which K_MINOR was calibrated (the reference simulation's disk)."""
+CYCLE_DROP = 0.5
+"""Factor by which one major cycle lowers the residual peak (cyclefactor x PSF sidelobe)."""
+
+# --- memory -------------------------------------------------------------------
+BASE_MEM_GB = 0.7       # CASA child process with casatools loaded
+PLANE_BYTES = 4         # float32
+WORK_PLANES = 10        # per channel in flight: residual, model, psf, pb, mask, weight, ... + FFT buffers
+CUBE_PLANES = 1.5       # cube planes tclean keeps cached over the chunk
+
+# --- nominal visibilities (when the MSs are not available) --------------------
+NOMINAL_EBS = {
+    # setup -> array -> (execution blocks, antennas, on-source seconds per EB, integration s)
+    1: {"12m": (3, 43, 2400.0, 6.05), "7m": (6, 10, 2400.0, 10.1)},
+    2: {"12m": (3, 43, 2400.0, 6.05), "7m": (6, 10, 2400.0, 10.1)},
+    3: {"12m": (3, 43, 2400.0, 6.05)},
+}
+"""Nominal FAUST execution blocks per Setup and array (a model constant: the
+real counts differ per field; the MSs, when present, can replace them)."""
+
+
+def nominal_rows_per_channel(setup: int, array: str) -> float:
+    """Visibility rows per channel of all EBs of an array kind (joint = 12m + 7m)."""
+    kinds = ("12m", "7m") if array == "joint" else (array,)
+    rows = 0.0
+    for kind in kinds:
+        if kind in NOMINAL_EBS[setup]:
+            nebs, nant, seconds, tint = NOMINAL_EBS[setup][kind]
+            rows += nebs * nant * (nant - 1) / 2 * seconds / tint
+    return rows
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Cost (reference seconds, overhead included) and peak memory (GB) of a unit."""
+
+    cost: float
+    mem_gb: float
+
+
+@dataclass(frozen=True)
+class ImageModel:
+    """What the cost model needs to know about one image (an ImageKey)."""
+
+    setup: int
+    nchan: int                 # channels imaged (full window or velocity window)
+    npix: int                  # imsize^2
+    rows: float                # visibility rows per channel
+    gridder: str
+    chan_spacing_hz: float     # bandwidth / native channels
+    chan_width_hz: float       # effective channel width (noise bandwidth)
+    bandwidth_hz: float        # full window bandwidth
+    restfreq_hz: float
+    nscales: int
+    clean_sigma: float = 3.0
+    nomask_sigma: float = 4.5
+
+    # --- emission ------------------------------------------------------------
+    @property
+    def line_width_hz(self) -> float:
+        return LINE_WIDTH_KMS / catalog.C_KMS * self.restfreq_hz
+
+    @property
+    def lines_per_hz(self) -> float:
+        """Line density, plus the one target line every window is centred on."""
+        return LINE_DENSITY_PER_GHZ / 1e9 + 1.0 / self.bandwidth_hz
+
+    def emission_probability(self, nchan: int) -> float:
+        """Chance that a run of ``nchan`` channels holds at least one line."""
+        lam = self.lines_per_hz * (nchan * self.chan_spacing_hz + self.line_width_hz)
+        return 1.0 - math.exp(-lam)
+
+    @property
+    def snr(self) -> float:
+        """Peak S/N of a line in one channel (highest when channel ~ line width)."""
+        dv, w = self.chan_width_hz, self.line_width_hz
+        return SNR_AT_LINE_WIDTH * math.sqrt(min(dv, w) / max(dv, w))
+
+    def major_cycles(self, sigma: float) -> float:
+        """Major cycles for a chunk with emission cleaned down to ``sigma``."""
+        ratio = max(self.snr / sigma, 1.0)
+        return 1.0 + math.log(ratio) / math.log(1.0 / CYCLE_DROP)
+
+    # --- per-channel building blocks --------------------------------------------
+    @property
+    def cycle_s(self) -> float:
+        """One major cycle of one channel: gridding/degridding + FFTs."""
+        return K_PIX * self.npix + K_VIS[self.gridder] * self.rows
+
+    def minor_s(self) -> float:
+        """Multiscale minor cycle of one channel with emission, per major cycle."""
+        scales = (self.nscales / REFERENCE_NSCALES) ** 2   # every component updates all scale pairs
+        return K_MINOR * self.npix * scales * (self.snr / REFERENCE_SNR)
+
+
+def _plane_gb(npix: int) -> float:
+    return npix * PLANE_BYTES / 1e9
+
+
+def chunk_estimate(m: ImageModel, nchan: int) -> Estimate:
+    """dirty -> nomask clean (to nomask_sigma, no mask) -> seed mask -> clean
+    (auto-multithresh + seed, to clean_sigma) of ``nchan`` channels."""
+    p = m.emission_probability(nchan)
+    dirty = m.cycle_s
+    nomask_cycles = 1.0 + p * (m.major_cycles(m.nomask_sigma) - 1.0)
+    clean_cycles = 1.0 + p * (m.major_cycles(m.clean_sigma) - 1.0)
+    # minor-cycle work only where there is emission; automask runs every cycle
+    nomask = nomask_cycles * (m.cycle_s + p * m.minor_s())
+    seed = K_SEEDMASK * m.npix
+    clean = clean_cycles * (m.cycle_s + K_AUTOMASK * m.npix + p * m.minor_s())
+    cost = UNIT_OVERHEAD_S + nchan * (dirty + nomask + seed + clean)
+    mem = BASE_MEM_GB + _plane_gb(m.npix) * (WORK_PLANES + 2 * m.nscales + CUBE_PLANES * nchan) \
+        + m.rows * 12 * 2 / 1e9  # one channel of visibilities (data + weights, 2 pols) in flight
+    return Estimate(cost, mem)
+
+
+def prepare_estimate(m: ImageModel) -> Estimate:
+    """Tiny-stamp tclean over all channels: the visibility term only."""
+    cost = UNIT_OVERHEAD_S + m.nchan * STAMP_VIS_FRACTION * K_VIS["standard"] * m.rows
+    return Estimate(cost, BASE_MEM_GB + m.rows * 12 * 2 / 1e9)
+
+
+def finalize_estimate(m: ImageModel) -> Estimate:
+    cost = UNIT_OVERHEAD_S + m.nchan * (K_FINALIZE_CHAN + K_FINALIZE_PIX * m.npix)
+    return Estimate(cost, BASE_MEM_GB + _plane_gb(m.npix) * 8)
+
+
+def products_estimate(m: ImageModel) -> Estimate:
+    """moments or QA: one pass over the final cube."""
+    cost = UNIT_OVERHEAD_S + K_PRODUCTS * m.npix * m.nchan
+    return Estimate(cost, BASE_MEM_GB + _plane_gb(m.npix) * 6)
+
+
+def chunk_sizes(nchan: int, nchunks: int) -> list[int]:
+    """Channels per chunk, near-equal, larger chunks first (as array_split)."""
+    nchunks = max(1, min(nchunks, nchan))
+    base, extra = divmod(nchan, nchunks)
+    return [base + (1 if i < extra else 0) for i in range(nchunks)]
+
+
+def image_model(setup: int, spw: catalog.Spw, geometry: Geometry, array: str, *, nchan: int,
+                rows: float | None = None, nscales: int | None = None,
+                clean_sigma: float = 3.0, nomask_sigma: float = 4.5) -> ImageModel:
+    """The model of one image; ``rows`` defaults to the nominal FAUST count."""
+    if nscales is None:
+        nscales = len(catalog.imaging_defaults()["scales_pix"])
+    return ImageModel(
+        setup=setup, nchan=nchan, npix=geometry.npix,
+        rows=nominal_rows_per_channel(setup, array) if rows is None else rows,
+        gridder=geometry.gridder, chan_spacing_hz=spw.tot_bw_hz / spw.nchan,
+        chan_width_hz=spw.chan_width_hz, bandwidth_hz=spw.tot_bw_hz,
+        restfreq_hz=spw.restfreq_hz, nscales=nscales,
+        clean_sigma=clean_sigma, nomask_sigma=nomask_sigma)

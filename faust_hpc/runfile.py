@@ -1,0 +1,591 @@
+"""Run files: TOML -> a validated, immutable :class:`RunSpec`.
+
+A run file says *what* to image (fields, Setup, SPWs, weightings, arrays,
+geometry overrides, per-SPW tclean overrides) and *where* (data and product
+directories), plus scheduler settings. Everything is checked here, before any
+work starts, because a typo found after six hours of tclean is six hours lost:
+
+- unknown tables/keys (with a did-you-mean and the allowed keys),
+- wrong types (``setup = "1"``),
+- unknown field names and SPW labels (did-you-mean via :func:`catalog.suggest`),
+- SPW labels of another Setup, 7m/joint requested for Setup 3,
+- missing or unreadable ``data_dir``, unwritable ``product_dir`` (checked by
+  creating and removing a probe file, so nothing is left behind),
+- TOML syntax errors (tomllib's message carries line and column).
+
+Every error is a :class:`~faust_hpc.errors.RunFileError` whose message is one
+line that starts with the run file's name and names the offending key, e.g.
+``setup1.toml: [spw."244.936GHz_CSS"] unknown SPW label; did you mean "244.936GHz_CS"?``.
+Loading never writes anything.
+
+``load_runfile(path, check_paths=False)`` skips the filesystem checks so that
+``faust-hpc plan`` can plan from the catalog alone on a laptop without data.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from faust_hpc import catalog
+from faust_hpc.errors import CatalogError, RunFileError, UserInputError
+from faust_hpc.geometry import ARRAY_KINDS, check_array_kind
+from faust_hpc.units import ImageKey, format_weighting
+
+NCHUNKS_WORDS = ("default", "auto")
+WEIGHTING_WORDS = ("natural", "uniform")
+SPW_SELECTION_WORDS = ("all", "lines")
+
+_TOP_TABLES = ("run", "imaging", "spw", "scheduler")
+_RUN_KEYS = ("name", "data_dir", "product_dir", "casa_data_dir")
+_IMAGING_KEYS = ("fields", "setup", "spws", "weightings", "arrays", "fullcube", "line_vwin", "ext",
+                 "nchunks", "oversample", "cell_arcsec", "imsize", "nomask_sigma",
+                 "seedmask_sigma", "clean_sigma", "preserve_all_intermediate_products")
+_SPW_KEYS = ("nchunks", "rms", "gain", "cyclefactor", "scales", "mask_ang_scales",
+             "smallscalebias", "uvtaper", "automask", "moments_vwin_kms")
+_SCHEDULER_KEYS = ("retries", "unit_timeout_s", "node_memory_gb", "workers", "threads_per_unit",
+                   "executor")
+_EXT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_EXECUTOR_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_NAME_RE = re.compile(r"^[^/\x00]+$")
+
+
+# ----------------------------------------------------------------------------
+# The validated, immutable result
+# ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GeometryOverrides:
+    """Optional geometry overrides (None = the documented rule)."""
+
+    oversample: float | None = None
+    cell_arcsec: float | None = None
+    imsize: int | None = None
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The pipeline's sigma thresholds (defaults from the facts' [imaging])."""
+
+    nomask_sigma: float
+    seedmask_sigma: float
+    clean_sigma: float
+
+
+@dataclass(frozen=True)
+class SpwOverrides:
+    """Per-SPW overrides from ``[spw."LABEL"]``; None means "pipeline default".
+
+    ``automask`` holds only the auto-multithresh keys the user set (empty dict =
+    none); the imaging layer merges them over the array's defaults.
+    """
+
+    nchunks: int | str | None = None
+    rms: float | None = None
+    gain: float | None = None
+    cyclefactor: float | None = None
+    scales: tuple[int, ...] | None = None
+    mask_ang_scales: tuple[float, ...] | None = None
+    smallscalebias: float | None = None
+    uvtaper: tuple[str, ...] | None = None
+    automask: Mapping[str, Any] = field(default_factory=dict)
+    moments_vwin_kms: float | None = None
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """``[scheduler]``: retry/timeout policy, node memory budget, chunk-sizing hint."""
+
+    retries: int = 2
+    unit_timeout_s: float = 0.0        # 0 = no timeout
+    node_memory_gb: float = 0.0        # 0 = detect (MemTotal of the node)
+    workers: int = 16                  # hint for nchunks = "auto"
+    threads_per_unit: int = 0          # 0 = node cores / ranks on that node
+    executor: str = "faust_hpc.execute:run_unit"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A validated run file. Paths are absolute; tuples keep it immutable."""
+
+    path: Path
+    name: str
+    data_dir: Path
+    product_dir: Path
+    casa_data_dir: Path | None
+    fields: tuple[str, ...]
+    setup: int
+    spw_labels: tuple[str, ...]
+    weightings: tuple[float | str, ...]
+    arrays: tuple[str, ...]
+    fullcube: bool
+    line_vwin: str
+    ext: str
+    nchunks: int | str                 # "default" | "auto" | int
+    geometry: GeometryOverrides
+    thresholds: Thresholds
+    preserve_all_intermediate_products: bool
+    scheduler: SchedulerSettings
+    spw_settings: tuple[tuple[str, SpwOverrides], ...] = ()
+
+    def spw_overrides(self, label: str) -> SpwOverrides:
+        """The overrides of one SPW (all None when the run file has none)."""
+        for name, overrides in self.spw_settings:
+            if name == label:
+                return overrides
+        return SpwOverrides()
+
+    def nchunks_for(self, label: str) -> int | str:
+        """Per-SPW ``nchunks`` if set, else the run-wide value."""
+        per_spw = self.spw_overrides(label).nchunks
+        return self.nchunks if per_spw is None else per_spw
+
+    def image_keys(self) -> list[ImageKey]:
+        """One key per (field, SPW, array, weighting), in run-file order."""
+        return [ImageKey(f, label, array, format_weighting(w))
+                for f in self.fields for label in self.spw_labels
+                for array in self.arrays for w in self.weightings]
+
+
+# ----------------------------------------------------------------------------
+# Validation helpers: each raises RunFileError with "<file>: [table] key: ..."
+# ----------------------------------------------------------------------------
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "table"
+    return type(value).__name__
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+class _Checker:
+    """Formats messages with the run file's name and the current table."""
+
+    def __init__(self, path: Path) -> None:
+        self.fname = path.name
+
+    def fail(self, where: str, message: str) -> RunFileError:
+        prefix = f"{self.fname}: {where}" if where else f"{self.fname}:"
+        return RunFileError(f"{prefix} {message}".replace("\n", " "))
+
+    def unknown_keys(self, where: str, table: Mapping[str, Any], allowed: tuple[str, ...],
+                     what: str = "key") -> None:
+        for key in table:
+            if key not in allowed:
+                hint = catalog.suggest(key, allowed)
+                did = f' did you mean "{hint}"?' if hint else ""
+                raise self.fail(where, f'unknown {what} "{key}";{did} allowed: {", ".join(allowed)}')
+
+    def table(self, where: str, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"must be a table, got {_type_name(value)} {_show(value)}")
+        return value
+
+    def string(self, where: str, key: str, value: Any, nonempty: bool = True) -> str:
+        if not isinstance(value, str):
+            raise self.fail(where, f"{key}: expected a string, got {_type_name(value)} {_show(value)}")
+        if nonempty and not value.strip():
+            raise self.fail(where, f"{key}: must not be empty")
+        return value
+
+    def boolean(self, where: str, key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(where, f"{key}: expected true or false, got {_type_name(value)} {_show(value)}")
+        return value
+
+    def integer(self, where: str, key: str, value: Any, minimum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(where, f"{key}: expected an integer, got {_type_name(value)} {_show(value)}")
+        if minimum is not None and value < minimum:
+            raise self.fail(where, f"{key}: must be >= {minimum}, got {value}")
+        return value
+
+    def number(self, where: str, key: str, value: Any, minimum: float | None = None,
+               positive: bool = False, maximum: float | None = None) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.fail(where, f"{key}: expected a number, got {_type_name(value)} {_show(value)}")
+        if positive and value <= 0:
+            raise self.fail(where, f"{key}: must be > 0, got {value}")
+        if minimum is not None and value < minimum:
+            raise self.fail(where, f"{key}: must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise self.fail(where, f"{key}: must be <= {maximum}, got {value}")
+        return float(value)
+
+    def array(self, where: str, key: str, value: Any, nonempty: bool = True) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.fail(where, f"{key}: expected an array, got {_type_name(value)} {_show(value)}")
+        if nonempty and not value:
+            raise self.fail(where, f"{key}: must not be empty")
+        return value
+
+    def nchunks(self, where: str, value: Any) -> int | str:
+        if isinstance(value, str):
+            if value not in NCHUNKS_WORDS:
+                hint = catalog.suggest(value, NCHUNKS_WORDS)
+                did = f' did you mean "{hint}"?' if hint else ""
+                raise self.fail(where, f'nchunks: unknown value "{value}";{did} allowed: '
+                                       f'"default", "auto" or an integer >= 1')
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(where, f'nchunks: expected "default", "auto" or an integer >= 1, '
+                                   f"got {_type_name(value)} {_show(value)}")
+        if value < 1:
+            raise self.fail(where, f"nchunks: must be >= 1, got {value}")
+        return value
+
+
+# ----------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------
+
+def _resolve(base: Path, text: str) -> Path:
+    path = Path(os.path.expandvars(os.path.expanduser(text)))
+    return Path(os.path.abspath(path if path.is_absolute() else base / path))
+
+
+ENV_DATA_DIR = "FAUST_DATA_DIR"
+
+
+def _data_dir_override() -> Path | None:
+    """A batch job that staged the MSs (e.g. into /dev/shm, see faust_hpc.batch) points every
+    rank at the copy through ``FAUST_DATA_DIR``; it wins over the run file's ``data_dir``."""
+    staged = os.environ.get(ENV_DATA_DIR)
+    return Path(os.path.abspath(os.path.expanduser(staged))) if staged else None
+
+
+def _parse_run(ck: _Checker, raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    where = "[run]"
+    run = ck.table(where, raw.get("run", {}))
+    ck.unknown_keys(where, run, _RUN_KEYS)
+    base = path.parent
+    name = ck.string(where, "name", run.get("name", path.stem))
+    if not _NAME_RE.match(name):
+        raise ck.fail(where, f'name: must not contain "/", got {_show(name)}')
+    for key in ("data_dir", "product_dir"):
+        if key not in run:
+            raise ck.fail(where, f"{key}: missing (a directory path; relative = relative to the run file)")
+    casa_data = run.get("casa_data_dir")
+    return {
+        "name": name,
+        "data_dir": _data_dir_override() or _resolve(base, ck.string(where, "data_dir", run["data_dir"])),
+        "product_dir": _resolve(base, ck.string(where, "product_dir", run["product_dir"])),
+        "casa_data_dir": None if casa_data is None
+        else _resolve(base, ck.string(where, "casa_data_dir", casa_data)),
+    }
+
+
+def _parse_fields(ck: _Checker, where: str, value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else ck.array(where, "fields", value)
+    fields: list[str] = []
+    for item in items:
+        ck.string(where, "fields", item)
+        try:
+            catalog.get_target(item)
+        except CatalogError as exc:
+            raise ck.fail(where, f"fields: {exc}") from None
+        if item not in fields:
+            fields.append(item)
+    return tuple(fields)
+
+
+def _parse_spws(ck: _Checker, where: str, value: Any, setup: int) -> tuple[str, ...]:
+    in_setup = [s.label for s in catalog.spws_for_setup(setup)]
+    if isinstance(value, str):
+        if value == "all":
+            return tuple(in_setup)
+        if value == "lines":
+            return tuple(s.label for s in catalog.spws_for_setup(setup) if not s.is_continuum)
+        if value in catalog.ALL_SPW_LABELS:  # a single label is accepted as a 1-list
+            value = [value]
+        else:
+            hint = catalog.suggest(value, list(SPW_SELECTION_WORDS) + in_setup)
+            did = f' did you mean "{hint}"?' if hint else ""
+            raise ck.fail(where, f'spws: unknown value "{value}";{did} allowed: "all", "lines" '
+                                 f"or an array of SPW labels")
+    labels: list[str] = []
+    for item in ck.array(where, "spws", value):
+        ck.string(where, "spws", item)
+        _check_label_in_setup(ck, where, "spws: ", item, setup, in_setup)
+        if item not in labels:
+            labels.append(item)
+    return tuple(labels)
+
+
+def _check_label_in_setup(ck: _Checker, where: str, lead: str, label: str, setup: int,
+                          in_setup: list[str]) -> None:
+    if label not in catalog.ALL_SPW_LABELS:
+        hint = catalog.suggest(label, in_setup) or catalog.suggest(label, catalog.ALL_SPW_LABELS)
+        did = f' did you mean "{hint}"?' if hint else f' valid labels of Setup {setup}: {", ".join(in_setup)}'
+        raise ck.fail(where, f'{lead}unknown SPW label "{label}";{did}' if lead
+                      else f"unknown SPW label;{did}")
+    other = catalog.get_spw(label).setup
+    if other != setup:
+        raise ck.fail(where, f'{lead}SPW "{label}" belongs to Setup {other}, but this run images '
+                             f'Setup {setup} (its SPWs: {", ".join(in_setup)})')
+
+
+def _parse_weightings(ck: _Checker, where: str, value: Any) -> tuple[float | str, ...]:
+    items = ck.array(where, "weightings", value)
+    out: list[float | str] = []
+    for item in items:
+        if isinstance(item, str):
+            if item not in WEIGHTING_WORDS:
+                hint = catalog.suggest(item, WEIGHTING_WORDS)
+                did = f' did you mean "{hint}"?' if hint else ""
+                raise ck.fail(where, f'weightings: unknown weighting "{item}";{did} allowed: a Briggs '
+                                     f'robust number in [-2, 2], "natural" or "uniform"')
+            w: float | str = item
+        else:
+            w = ck.number(where, "weightings", item, minimum=-2.0, maximum=2.0)
+        if w not in out:
+            out.append(w)
+    return tuple(out)
+
+
+def _parse_arrays(ck: _Checker, where: str, value: Any, setup: int) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else ck.array(where, "arrays", value)
+    out: list[str] = []
+    for item in items:
+        ck.string(where, "arrays", item)
+        if item not in ARRAY_KINDS:
+            hint = catalog.suggest(item, ARRAY_KINDS)
+            did = f' did you mean "{hint}"?' if hint else ""
+            raise ck.fail(where, f'arrays: unknown array kind "{item}";{did} allowed: {", ".join(ARRAY_KINDS)}')
+        try:
+            check_array_kind(setup, item)
+        except UserInputError as exc:
+            raise ck.fail(where, f"arrays: {exc}") from None
+        if item not in out:
+            out.append(item)
+    return tuple(out)
+
+
+def _parse_imaging(ck: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
+    where = "[imaging]"
+    if "imaging" not in raw:
+        raise ck.fail("", "missing table [imaging] (needs at least fields and setup)")
+    img = ck.table(where, raw["imaging"])
+    ck.unknown_keys(where, img, _IMAGING_KEYS)
+    defaults = catalog.imaging_defaults()
+    for key in ("fields", "setup"):
+        if key not in img:
+            raise ck.fail(where, f"{key}: missing")
+    setup = img["setup"]
+    if isinstance(setup, bool) or not isinstance(setup, int) or setup not in catalog.load_catalog().setups:
+        raise ck.fail(where, f"setup: expected the integer 1, 2 or 3, got {_type_name(setup)} {_show(setup)}")
+    fields = _parse_fields(ck, where, img["fields"])
+    spws = _parse_spws(ck, where, img.get("spws", "all"), setup)
+    if not spws:
+        raise ck.fail(where, "spws: selects no SPW")
+    weightings = _parse_weightings(ck, where, img.get("weightings", list(defaults["weightings"])))
+    default_arrays = ["joint"] if "7m" in catalog.get_setup(setup).arrays else ["12m"]
+    arrays = _parse_arrays(ck, where, img.get("arrays", default_arrays), setup)
+    fullcube = ck.boolean(where, "fullcube", img.get("fullcube", True))
+    line_vwin = ck.string(where, "line_vwin", img.get("line_vwin", defaults["line_vwin"]))
+    try:
+        if catalog.parse_velocity_kms(line_vwin) <= 0:
+            raise ValueError("must be positive")
+    except ValueError as exc:
+        raise ck.fail(where, f'line_vwin: {exc}; expected a velocity width such as "20km/s"') from None
+    ext = ck.string(where, "ext", img.get("ext", "clean"))
+    if not _EXT_RE.match(ext):
+        raise ck.fail(where, f'ext: {_show(ext)} is not a file-name-safe word (letters, digits, _ . -)')
+    nchunks = ck.nchunks(where, img.get("nchunks", "default"))
+    oversample = img.get("oversample")
+    cell = img.get("cell_arcsec")
+    imsize = img.get("imsize")
+    geometry = GeometryOverrides(
+        oversample=None if oversample is None else ck.number(where, "oversample", oversample, positive=True),
+        cell_arcsec=None if cell is None else ck.number(where, "cell_arcsec", cell, positive=True),
+        imsize=None if imsize is None else ck.integer(where, "imsize", imsize, minimum=8),
+    )
+    thresholds = Thresholds(*(ck.number(where, key, img.get(key, defaults[key]), positive=True)
+                              for key in ("nomask_sigma", "seedmask_sigma", "clean_sigma")))
+    preserve = ck.boolean(where, "preserve_all_intermediate_products",
+                          img.get("preserve_all_intermediate_products", False))
+    return dict(fields=fields, setup=setup, spw_labels=spws, weightings=weightings, arrays=arrays,
+                fullcube=fullcube, line_vwin=line_vwin, ext=ext, nchunks=nchunks, geometry=geometry,
+                thresholds=thresholds, preserve_all_intermediate_products=preserve)
+
+
+def _automask_keys() -> dict[str, Any]:
+    """Allowed auto-multithresh keys and their types (from the facts' defaults)."""
+    defaults = catalog.imaging_defaults()
+    keys: dict[str, Any] = {}
+    for table in ("automask_12m", "automask_7m"):
+        keys.update(defaults[table])
+    return keys
+
+
+def _parse_one_spw(ck: _Checker, label: str, raw: Any, setup: int) -> SpwOverrides:
+    where = f'[spw."{label}"]'
+    in_setup = [s.label for s in catalog.spws_for_setup(setup)]
+    _check_label_in_setup(ck, where, "", label, setup, in_setup)
+    table = ck.table(where, raw)
+    ck.unknown_keys(where, table, _SPW_KEYS)
+    kw: dict[str, Any] = {}
+    if "nchunks" in table:
+        kw["nchunks"] = ck.nchunks(where, table["nchunks"])
+    if "rms" in table:
+        kw["rms"] = ck.number(where, "rms", table["rms"], positive=True)
+    if "gain" in table:
+        kw["gain"] = ck.number(where, "gain", table["gain"], positive=True, maximum=1.0)
+    if "cyclefactor" in table:
+        kw["cyclefactor"] = ck.number(where, "cyclefactor", table["cyclefactor"], positive=True)
+    if "smallscalebias" in table:
+        kw["smallscalebias"] = ck.number(where, "smallscalebias", table["smallscalebias"],
+                                         minimum=-1.0, maximum=1.0)
+    if "moments_vwin_kms" in table:
+        kw["moments_vwin_kms"] = ck.number(where, "moments_vwin_kms", table["moments_vwin_kms"],
+                                           positive=True)
+    if "scales" in table:
+        kw["scales"] = tuple(ck.integer(where, "scales", s, minimum=0)
+                             for s in ck.array(where, "scales", table["scales"]))
+    if "mask_ang_scales" in table:
+        kw["mask_ang_scales"] = tuple(ck.number(where, "mask_ang_scales", s, minimum=0.0)
+                                      for s in ck.array(where, "mask_ang_scales", table["mask_ang_scales"]))
+    if "uvtaper" in table:
+        kw["uvtaper"] = tuple(ck.string(where, "uvtaper", s)
+                              for s in ck.array(where, "uvtaper", table["uvtaper"], nonempty=False))
+    if "automask" in table:
+        allowed = _automask_keys()
+        am = ck.table(f"{where} automask", table["automask"])
+        ck.unknown_keys(f"{where} automask", am, tuple(allowed), what="auto-multithresh key")
+        clean: dict[str, Any] = {}
+        for key, value in am.items():
+            default = allowed[key]
+            if isinstance(default, bool):
+                clean[key] = ck.boolean(f"{where} automask", key, value)
+            elif isinstance(default, int) and not isinstance(default, bool) and key == "growiterations":
+                clean[key] = ck.integer(f"{where} automask", key, value, minimum=0)
+            else:
+                clean[key] = ck.number(f"{where} automask", key, value, minimum=0.0)
+        kw["automask"] = clean
+    return SpwOverrides(**kw)
+
+
+def _parse_spw_tables(ck: _Checker, raw: dict[str, Any], setup: int) -> tuple[tuple[str, SpwOverrides], ...]:
+    spw = ck.table("[spw]", raw.get("spw", {}))
+    return tuple((label, _parse_one_spw(ck, label, value, setup)) for label, value in spw.items())
+
+
+def _parse_scheduler(ck: _Checker, raw: dict[str, Any]) -> SchedulerSettings:
+    where = "[scheduler]"
+    sch = ck.table(where, raw.get("scheduler", {}))
+    ck.unknown_keys(where, sch, _SCHEDULER_KEYS)
+    d = SchedulerSettings()
+    executor = ck.string(where, "executor", sch.get("executor", d.executor))
+    if not _EXECUTOR_RE.match(executor):
+        raise ck.fail(where, f'executor: expected "package.module:function", got {_show(executor)}')
+    return SchedulerSettings(
+        retries=ck.integer(where, "retries", sch.get("retries", d.retries), minimum=0),
+        unit_timeout_s=ck.number(where, "unit_timeout_s", sch.get("unit_timeout_s", d.unit_timeout_s),
+                                 minimum=0.0),
+        node_memory_gb=ck.number(where, "node_memory_gb", sch.get("node_memory_gb", d.node_memory_gb),
+                                 minimum=0.0),
+        workers=ck.integer(where, "workers", sch.get("workers", d.workers), minimum=1),
+        threads_per_unit=ck.integer(where, "threads_per_unit",
+                                    sch.get("threads_per_unit", d.threads_per_unit), minimum=0),
+        executor=executor,
+    )
+
+
+# ----------------------------------------------------------------------------
+# Filesystem checks (check_paths=True)
+# ----------------------------------------------------------------------------
+
+def _check_readable_dir(ck: _Checker, key: str, path: Path) -> None:
+    if not path.exists():
+        raise ck.fail("[run]", f"{key}: directory {path} does not exist")
+    if not path.is_dir():
+        raise ck.fail("[run]", f"{key}: {path} is not a directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise ck.fail("[run]", f"{key}: directory {path} is not readable")
+
+
+def _check_data_layout(ck: _Checker, data_dir: Path, fields: tuple[str, ...], setup: int) -> None:
+    """The documented layout: ``<data_dir>/<FIELD>-Setup<N>/`` holds the MSs."""
+    for name in fields:
+        sub = data_dir / f"{name}-Setup{setup}"
+        if not sub.is_dir():
+            raise ck.fail("[run]", f"data_dir: no directory {sub.name} in {data_dir} "
+                                   f"(expected <data_dir>/<FIELD>-Setup<N>/ with the MSs)")
+        if not os.access(sub, os.R_OK | os.X_OK):
+            raise ck.fail("[run]", f"data_dir: directory {sub} is not readable")
+
+
+def _check_writable_dir(ck: _Checker, key: str, path: Path) -> None:
+    """Writable = a probe file can be created (and is removed at once) in the
+    directory, or in its nearest existing ancestor if it does not exist yet.
+    Nothing is created if the check fails, and nothing is left if it passes."""
+    probe_dir = path
+    while not probe_dir.exists():
+        if probe_dir.parent == probe_dir:
+            break
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise ck.fail("[run]", f"{key}: cannot create {path}: {probe_dir} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".faust-hpc-probe-", dir=probe_dir)
+    except OSError as exc:
+        what = "directory" if probe_dir == path else f"parent directory {probe_dir} of"
+        raise ck.fail("[run]", f"{key}: {what} {path if probe_dir != path else probe_dir} is not writable "
+                               f"({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+# ----------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------
+
+def load_runfile(path: str | os.PathLike[str], check_paths: bool = True) -> RunSpec:
+    """Read and validate a run file; raise :class:`RunFileError` (one line)."""
+    path = Path(os.path.abspath(path))
+    fname = path.name
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RunFileError(f"{fname}: run file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunFileError(f"{fname}: cannot read run file {path}: {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RunFileError(f"{fname}: TOML syntax error: {exc}".replace("\n", " ")) from None
+    ck = _Checker(path)
+    ck.unknown_keys("", raw, _TOP_TABLES, what="table")
+    run = _parse_run(ck, raw, path)
+    img = _parse_imaging(ck, raw)
+    spw_settings = _parse_spw_tables(ck, raw, img["setup"])
+    scheduler = _parse_scheduler(ck, raw)
+    if check_paths:
+        _check_readable_dir(ck, "data_dir", run["data_dir"])
+        _check_data_layout(ck, run["data_dir"], img["fields"], img["setup"])
+        if run["casa_data_dir"] is not None:
+            _check_readable_dir(ck, "casa_data_dir", run["casa_data_dir"])
+        _check_writable_dir(ck, "product_dir", run["product_dir"])
+    return RunSpec(path=path, scheduler=scheduler, spw_settings=spw_settings, **run, **img)

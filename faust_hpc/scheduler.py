@@ -1,0 +1,286 @@
+"""The scheduling policy: who runs what next. Pure Python, no MPI, no clock.
+
+The same object drives the MPI launcher (rank 0), ``faust-hpc plan`` and the
+benchmarks (under a simulated clock, :func:`simulate_schedule`), so what the
+plan predicts is what the launcher does.
+
+API (small on purpose)::
+
+    from faust_hpc.scheduler import Scheduler, simulate_schedule, workers_for_ranks
+
+    sched = Scheduler(plan, nodes={1: "nodeA", 2: "nodeA", 3: "nodeB"},   # worker id -> node
+                      node_memory_gb={"nodeA": 64.0, "nodeB": 64.0},      # or one float; 0 = unlimited
+                      done=already_done_ids)                              # resume: trusted done units
+    for worker, unit in sched.assign(free_worker_ids):   # marks them running
+        send(worker, unit)
+    sched.complete(unit_id)                  # done -> dependents may become ready
+    sched.complete(prepare_id, nchunks=n)    # a prepare reports its real chunk count:
+                                             # plan.expand() + new chunk units become ready
+    sched.fail(unit_id, retry=True)          # back to the ready set (the launcher counts attempts)
+    sched.fail(unit_id, retry=False)         # failed for good: its dependents are blocked
+    sched.finished                           # nothing ready or running any more
+    sched.ready_ids(), sched.running, sched.blocked_ids(), sched.remaining_cost()
+
+Policy:
+
+* **Largest estimated cost first.** A ready unit's priority is its cost plus
+  the costliest chain of units waiting on it (its "bottom level"), then its own
+  cost, then its id (deterministic). Among chunks of one image this is plain
+  largest-cost-first; across images it starts the work that has the most
+  waiting behind it (a heavy window's prepare before a light window's chunk),
+  which keeps a large finalize from being left for the end.
+* **Finalize as soon as possible.** Readiness is tracked per unit: an image's
+  finalize is ready the moment its last chunk is done, its moments and QA
+  right after — never at the end of the run.
+* **Memory-aware.** Workers on one node never run units whose ``mem_gb``
+  together exceed that node's budget. A unit bigger than the whole budget runs
+  alone on an otherwise idle node rather than never. Lower-priority units that
+  fit may backfill around a unit that waits for memory.
+* **Dynamic expansion.** ``complete(prepare_id, nchunks=n)`` replaces the
+  predicted chunk units (``Plan.expand``) and re-prioritises.
+
+``Scheduler`` mutates the plan it is given on expansion (the launcher and the
+scheduler share one graph); :func:`simulate_schedule` works on a copy.
+
+Ranks and workers: under MPI, rank 0 runs this policy and ranks 1..N-1 are
+workers, so N ranks give N - 1 workers; one rank (or no mpirun) runs units
+serially on one worker (:func:`workers_for_ranks`).
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Iterable, Mapping
+
+from faust_hpc.units import Unit
+
+DEFAULT_NODE = "local"
+
+
+def workers_for_ranks(ranks: int) -> int:
+    """Worker slots of an MPI job with ``ranks`` ranks (rank 0 schedules)."""
+    return 1 if ranks <= 1 else ranks - 1
+
+
+class Scheduler:
+    """Ready-set bookkeeping plus the assignment policy (see the module doc)."""
+
+    def __init__(self, plan: Any, nodes: Mapping[Hashable, str] | None = None,
+                 node_memory_gb: float | Mapping[str, float] | None = 0.0,
+                 done: Iterable[str] = ()) -> None:
+        self.plan = plan
+        self.nodes: dict[Hashable, str] = dict(nodes or {})
+        self._budget = node_memory_gb
+        self.done: set[str] = {uid for uid in done if uid in plan.units}
+        self.dead: set[str] = set()
+        self.running: dict[Hashable, str] = {}       # worker -> unit id
+        self._where: dict[str, Hashable] = {}        # unit id -> worker
+        self._load: dict[str, float] = {}            # node -> GB in use
+        self._rebuild()
+
+    # ------------------------------------------------------------ internals
+    def _rebuild(self) -> None:
+        """(Re)compute priorities, missing-dependency counts and the ready heap."""
+        units = self.plan.units
+        self._succ = self.plan.successors()
+        self._level = self.plan.bottom_levels()
+        self._missing = {uid: sum(1 for d in u.deps if d not in self.done) for uid, u in units.items()}
+        self._ready: set[str] = {uid for uid, n in self._missing.items()
+                                 if n == 0 and uid not in self.done and uid not in self.dead
+                                 and uid not in self._where}
+        self._heap = [self._entry(uid) for uid in self._ready]
+        heapq.heapify(self._heap)
+
+    def _entry(self, uid: str) -> tuple[float, float, str]:
+        return (-self._level[uid], -self.plan.units[uid].cost, uid)
+
+    def _push(self, uid: str) -> None:
+        if uid not in self._ready:
+            self._ready.add(uid)
+            heapq.heappush(self._heap, self._entry(uid))
+
+    def budget(self, node: str) -> float:
+        """Memory budget of a node in GB (inf = unlimited)."""
+        b = self._budget.get(node, 0.0) if isinstance(self._budget, Mapping) else self._budget
+        return float(b) if b and b > 0 else math.inf
+
+    def _node(self, worker: Hashable) -> str:
+        return self.nodes.get(worker, DEFAULT_NODE)
+
+    # ------------------------------------------------------------ queries
+    @property
+    def finished(self) -> bool:
+        return not self._ready and not self.running
+
+    def ready_ids(self) -> list[str]:
+        """Ready units in the order they would be assigned."""
+        return [uid for _, _, uid in sorted(self._entry(u) for u in self._ready)]
+
+    def blocked_ids(self) -> list[str]:
+        """Units that cannot run because something they need failed for good."""
+        blocked: set[str] = set()
+        stack = list(self.dead)
+        while stack:
+            for s in self._succ.get(stack.pop(), ()):
+                if s not in blocked and s not in self.done:
+                    blocked.add(s)
+                    stack.append(s)
+        return sorted(blocked)
+
+    def remaining_cost(self) -> float:
+        blocked = set(self.blocked_ids())
+        return sum(u.cost for uid, u in self.plan.units.items()
+                   if uid not in self.done and uid not in self.dead and uid not in blocked)
+
+    def node_load(self, node: str) -> float:
+        return self._load.get(node, 0.0)
+
+    # ------------------------------------------------------------ policy
+    def assign(self, free_workers: Iterable[Hashable]) -> list[tuple[Hashable, Unit]]:
+        """Give ready units to free workers, highest priority first, within each
+        node's memory budget. Returns ``[(worker, unit)]`` and marks them running."""
+        free: dict[str, list[Hashable]] = {}
+        for w in sorted(set(free_workers) - set(self.running), key=str):
+            free.setdefault(self._node(w), []).append(w)
+        picks: list[tuple[Hashable, Unit]] = []
+        skipped: list[tuple[float, float, str]] = []
+        units = self.plan.units
+        while free and self._heap:
+            entry = heapq.heappop(self._heap)
+            uid = entry[2]
+            if uid not in self._ready or uid not in units:
+                continue                                   # stale heap entry
+            unit = units[uid]
+            best_node, best_room = None, -math.inf
+            for node in free:
+                load = self._load.get(node, 0.0)
+                room = self.budget(node) - load - unit.mem_gb
+                if (room >= 0 or load == 0.0) and (room > best_room or
+                                                   (room == best_room and node < best_node)):
+                    best_node, best_room = node, room
+            if best_node is None:
+                skipped.append(entry)
+                continue
+            worker = free[best_node].pop(0)
+            if not free[best_node]:
+                del free[best_node]
+            self._ready.discard(uid)
+            self.running[worker] = uid
+            self._where[uid] = worker
+            self._load[best_node] = self._load.get(best_node, 0.0) + unit.mem_gb
+            picks.append((worker, unit))
+        for entry in skipped:
+            heapq.heappush(self._heap, entry)
+        return picks
+
+    def _release(self, uid: str) -> None:
+        worker = self._where.pop(uid, None)
+        if worker is not None:
+            self.running.pop(worker, None)
+            node = self._node(worker)
+            self._load[node] = max(0.0, self._load.get(node, 0.0) - self.plan.units[uid].mem_gb)
+
+    def complete(self, unit_id: str, nchunks: int | None = None) -> list[str]:
+        """Record a done unit; returns the ids that became ready. A prepare unit
+        may report its real chunk count, which re-shapes the graph."""
+        if unit_id not in self.plan.units:
+            raise KeyError(f"unknown unit {unit_id}")
+        self._release(unit_id)
+        self._ready.discard(unit_id)
+        self.done.add(unit_id)
+        unit = self.plan.units[unit_id]
+        if unit.kind == "prepare" and nchunks is not None and int(nchunks) != self.plan.nchunks(unit.key):
+            before = set(self._ready)
+            self.plan.expand(unit_id, int(nchunks))
+            self._rebuild()
+            return sorted(self._ready - before)
+        newly = []
+        for s in self._succ.get(unit_id, ()):
+            self._missing[s] -= 1
+            if self._missing[s] == 0 and s not in self.done and s not in self.dead and s not in self._where:
+                self._push(s)
+                newly.append(s)
+        return newly
+
+    def fail(self, unit_id: str, retry: bool = True) -> None:
+        """A unit failed: back to the ready set (``retry``) or dead for good."""
+        self._release(unit_id)
+        if retry:
+            self._push(unit_id)
+        else:
+            self._ready.discard(unit_id)
+            self.dead.add(unit_id)
+
+
+# ----------------------------------------------------------------------------
+# Simulated clock
+# ----------------------------------------------------------------------------
+
+@dataclass
+class SimResult:
+    """Outcome of a simulated run: times in the plan's cost unit (reference s)."""
+
+    workers: int
+    makespan: float
+    lower_bound: float            # max(critical path, total work / workers)
+    total_cost: float
+    critical_path_cost: float
+    timeline: list[tuple[str, Hashable, float, float]] = field(default_factory=list)  # (unit, worker, start, end)
+
+    @property
+    def efficiency(self) -> float:
+        """Total work / (workers x makespan): 1.0 = no worker ever idle."""
+        return self.total_cost / (self.workers * self.makespan) if self.makespan else 1.0
+
+    @property
+    def balance(self) -> float:
+        """Makespan / (total work / workers): the load-balance figure (1.0 = perfect)."""
+        return self.makespan * self.workers / self.total_cost if self.total_cost else 1.0
+
+
+def simulate_schedule(plan: Any, workers: int, *, workers_per_node: int | None = None,
+                      node_memory_gb: float | Mapping[str, float] = 0.0,
+                      actual_nchunks: Mapping[str, int] | None = None,
+                      timeline: bool = True) -> SimResult:
+    """Run the policy on a copy of ``plan`` with ``workers`` workers, each unit
+    taking exactly its estimated cost. ``workers_per_node`` spreads workers over
+    nodes named ``node0``, ``node1``, ... (default: all on one node);
+    ``actual_nchunks`` (prepare id -> count) makes prepare units report a chunk
+    count different from the prediction, exercising dynamic expansion."""
+    if workers < 1:
+        raise ValueError("workers must be >= 1")
+    work = plan.copy()
+    per_node = workers_per_node or workers
+    nodes = {w: f"node{w // per_node}" for w in range(workers)}
+    sched = Scheduler(work, nodes=nodes, node_memory_gb=node_memory_gb)
+    actual = actual_nchunks or {}
+    events: list[tuple[float, int, int, str]] = []
+    free: set[int] = set(range(workers))
+    now, seq = 0.0, 0
+    lines: list[tuple[str, Hashable, float, float]] = []
+    while True:
+        for worker, unit in sched.assign(free):
+            free.discard(worker)
+            end = now + unit.cost
+            heapq.heappush(events, (end, seq, worker, unit.id))
+            seq += 1
+            if timeline:
+                lines.append((unit.id, worker, now, end))
+        if not events:
+            break
+        now = events[0][0]
+        while events and events[0][0] == now:
+            _, _, worker, uid = heapq.heappop(events)
+            unit = work.units[uid]
+            sched.complete(uid, nchunks=actual.get(uid) if unit.kind == "prepare" else None)
+            free.add(worker)
+    if not sched.finished or len(sched.done) != len(work.units):
+        raise RuntimeError("simulation stalled: some units never became ready")
+    total = work.total_cost
+    cp = work.critical_path()[0]
+    return SimResult(workers=workers, makespan=now, lower_bound=max(cp, total / workers),
+                     total_cost=total, critical_path_cost=cp, timeline=lines)
+
+
+__all__ = ["Scheduler", "SimResult", "simulate_schedule", "workers_for_ranks", "DEFAULT_NODE"]
