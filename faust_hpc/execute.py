@@ -1,0 +1,197 @@
+"""The unit executor: run one work unit of the plan with the imaging engine.
+
+``run_unit(spec, unit, workdir) -> UnitResult`` is called by the launcher in
+a child process per unit (after ``casa_env.configure``), and by
+``faust-hpc image`` in-process, unit after unit. Units of one image key:
+
+- ``prepare``: sum-of-weights stamp -> common coverage (or the cut-out
+  window) -> chunk list, frozen in ``<imagebase>_<ext>.chunks.json``;
+  ``info = {"nchunks": n, "chunks": [...]}`` lets the plan expand.
+- ``chunkNN``: dirty -> nomask -> seed mask -> clean (seed+multithresh) of
+  that chunk only (its RMS from its own dirty cube, as the original).
+- ``finalize``: common beam across chunks, postprocess each chunk (residual
+  check, pbcor, common beam, PB mask), concatenation, FITS export.
+- ``moments`` / ``qa``: the products layer on the concatenated image.
+
+Every unit reads the frozen chunk list written by prepare, so chunk
+boundaries are identical on 1 rank, N ranks, or after a resume. Outputs are
+absolute paths under ``spec.product_dir``; the launcher records a unit as
+done only when they all exist.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from glob import glob
+from pathlib import Path
+from typing import Any
+
+from faust_hpc.errors import PrerequisiteError, UserInputError
+from faust_hpc.units import ImageKey, Unit
+
+log = logging.getLogger(__name__)
+
+CHUNK_PRODUCT_EXTS = ("image", "residual", "model", "mask", "pb", "psf", "sumwt")
+FINAL_PRODUCT_EXTS = ("image", "image.common", "image.pbcor", "image.pbcor.common", "mask", "model", "pb",
+                      "psf", "residual")
+
+
+@dataclass
+class UnitResult:
+    """What a unit produced (paths) and what the launcher should know."""
+
+    outputs: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def weighting_value(text: str | float) -> float | str:
+    """``"0.5"`` -> 0.5; ``"natural"`` stays a string (ImageKey holds text)."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def config_for(spec: Any, key: ImageKey):
+    """The :class:`ImageConfig` of one image key with the run file's settings."""
+    from faust_hpc.imaging import ImageConfig
+
+    geo = spec.geometry
+    config = ImageConfig.from_name(key.field, key.label, kind=key.array, weighting=weighting_value(key.weighting),
+                                   fullcube=spec.fullcube, prod_dir=spec.product_dir, data_dir=spec.data_dir,
+                                   oversample=geo.oversample, cell_arcsec=geo.cell_arcsec, imsize=geo.imsize)
+    config.line_vwin = spec.line_vwin
+    config.preserve_all_intermediate_products = bool(spec.preserve_all_intermediate_products)
+    ov = spec.spw_overrides(key.label)
+    if ov.rms is not None:
+        config.rms = ov.rms
+    for name in ("gain", "cyclefactor", "smallscalebias"):
+        value = getattr(ov, name)
+        if value is not None:
+            setattr(config, name, float(value))
+    if ov.scales is not None:
+        config.scales = [int(s) for s in ov.scales]
+    if ov.mask_ang_scales is not None:
+        config.mask_ang_scales = [float(s) for s in ov.mask_ang_scales]
+    if ov.uvtaper is not None:
+        config.uvtaper = list(ov.uvtaper)
+    if ov.automask:
+        config.autom_kwargs.update(dict(ov.automask))
+    return config
+
+
+def _existing(paths: list[str]) -> list[str]:
+    return [p for p in paths if os.path.exists(p)]
+
+
+def _run_prepare(spec: Any, unit: Unit, config: Any) -> UnitResult:
+    config.validate_inputs()
+    chunked = config.prepare_chunks(nchunks=unit.nchunks or None, ext=spec.ext)
+    outputs = [config.chunk_list_path(spec.ext), f"{config.tinyimg_imagebase}.sumwt"]
+    return UnitResult(outputs=outputs, info={"nchunks": chunked.nchunks,
+                                             "chunks": [c.to_dict() for c in chunked.chunks]})
+
+
+def _chunk_config(spec: Any, unit: Unit, config: Any, workdir: Path) -> Any:
+    chunked = config.load_frozen_chunks(spec.ext)
+    index = unit.chunk_index
+    if index is None or not 0 <= index < chunked.nchunks:
+        raise PrerequisiteError(f"{unit.id}: chunk {index} is not in the frozen chunk list "
+                                f"({chunked.nchunks} chunks in {config.chunk_list_path(spec.ext)}); "
+                                f"re-plan from the prepare unit")
+    chunk_config = chunked[index]
+    chunk_config.workdir = workdir
+    return chunk_config
+
+
+def _run_chunk(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResult:
+    cc = _chunk_config(spec, unit, config, workdir)
+    th = spec.thresholds
+    cc.run_pipeline_tasks(ext=spec.ext, nomask_sigma=th.nomask_sigma, seedmask_sigma=th.seedmask_sigma,
+                          clean_sigma=th.clean_sigma)
+    base = cc.get_imagebase(ext=spec.ext)
+    outputs = _existing([f"{base}.{e}" for e in CHUNK_PRODUCT_EXTS])
+    return UnitResult(outputs=outputs, info={"chunk": cc.chunk.to_dict(), "rms": cc.rms})
+
+
+def _run_finalize(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResult:
+    chunked = config.load_frozen_chunks(spec.ext)
+    for cc in chunked:
+        cc.workdir = workdir
+    report = chunked.postprocess(ext=spec.ext)
+    base = chunked.get_imagebase(ext=spec.ext)
+    outputs = _existing([f"{base}.image.pbcor.common.fits"] + [f"{base}.{e}" for e in FINAL_PRODUCT_EXTS])
+    resid = {str(k): round(float(v["max_residual"]["max_sigma"]), 3) for k, v in report["chunks"].items()}
+    beam = {k: f"{float(v['value'])!r}{v['unit']}" for k, v in report["beam"].items()}
+    return UnitResult(outputs=outputs, info={"beam": beam, "max_residual_sigma": resid})
+
+
+def _final_image(spec: Any, config: Any) -> str:
+    image = f"{config.get_imagebase(ext=spec.ext)}.image"
+    if not os.path.exists(image):
+        raise PrerequisiteError(f"{image} not found: run the finalize unit first")
+    return image
+
+
+def _run_moments(spec: Any, unit: Unit, config: Any) -> UnitResult:
+    from faust_hpc.products.moments import make_moments_from_image
+
+    vwin = spec.spw_overrides(unit.key.label).moments_vwin_kms
+    files = make_moments_from_image(_final_image(spec, config), vwin=vwin,
+                                    moma_dir=Path(spec.product_dir) / "moments")
+    return UnitResult(outputs=[str(p) for p in files])
+
+
+def _run_qa(spec: Any, unit: Unit, config: Any) -> UnitResult:
+    from faust_hpc.products.qa import make_qa_plots_from_image
+
+    files = make_qa_plots_from_image(_final_image(spec, config), plot_dir=Path(spec.product_dir) / "plots")
+    return UnitResult(outputs=[str(p) for p in files])
+
+
+def run_unit(spec: Any, unit: Unit, workdir: str | os.PathLike) -> UnitResult:
+    """Run one unit (see the module docstring). Raises UserInputError for bad
+    input (missing MS, SPW absent from an MS) and PrerequisiteError when a
+    unit runs before the one that produces its inputs."""
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = config_for(spec, unit.key)
+    config.workdir = workdir
+    log.info("unit %s: start", unit.id)
+    if unit.kind == "prepare":
+        result = _run_prepare(spec, unit, config)
+    elif unit.kind == "chunk":
+        result = _run_chunk(spec, unit, config, workdir)
+    elif unit.kind == "finalize":
+        result = _run_finalize(spec, unit, config, workdir)
+    elif unit.kind == "moments":
+        result = _run_moments(spec, unit, config)
+    elif unit.kind == "qa":
+        result = _run_qa(spec, unit, config)
+    else:  # pragma: no cover - Unit validates its kind
+        raise UserInputError(f"unknown unit kind {unit.kind!r}")
+    log.info("unit %s: done (%d outputs)", unit.id, len(result.outputs))
+    return result
+
+
+def partial_outputs(spec: Any, unit: Unit) -> list[str]:
+    """Temporary products a crashed attempt of ``unit`` may have left (the
+    launcher deletes them before the unit runs again)."""
+    from faust_hpc.imaging.image_tools import TEMP_PREFIX, glob_escape
+
+    config = config_for(spec, unit.key)
+    image_dir = os.path.dirname(config.get_imagebase())
+    if unit.kind == "chunk" and unit.chunk_index is not None:
+        stem = f"{os.path.basename(config.get_imagebase())}_chunk{unit.chunk_index}_"
+    elif unit.kind in ("prepare", "finalize"):
+        stem = f"{os.path.basename(config.get_imagebase())}_"
+    else:
+        return []
+    found = glob(os.path.join(glob_escape(image_dir), f"{TEMP_PREFIX}*-{glob_escape(stem)}*"))
+    return sorted(found)
+
+
+__all__ = ["UnitResult", "run_unit", "config_for", "partial_outputs", "weighting_value"]
