@@ -32,12 +32,15 @@ class CubeGrid:
     cell_arcsec: float
     restfreq_hz: float = 244.9355565e9
     vsys_kms: float = 5.0
-    dv_kms: float = 0.17           # channel width (radio velocity)
+    dv_kms: float = 0.17           # channel width (radio velocity; negative: frequency increases)
     ra: str = "16h57m19.64s"
     dec: str = "-16d09m24.0s"
+    first_velocity_kms: float | None = None   # None: vsys at the middle channel
 
     def velocities(self) -> np.ndarray:
-        """Radio velocity of every channel: vsys at the middle channel."""
+        """Radio velocity of every channel."""
+        if self.first_velocity_kms is not None:
+            return self.first_velocity_kms + np.arange(self.nchan) * self.dv_kms
         return self.vsys_kms + (np.arange(self.nchan) - (self.nchan - 1) / 2.0) * self.dv_kms
 
     def frequencies(self) -> np.ndarray:
