@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from faust_hpc.errors import UserInputError
-from faust_hpc.launcher.coordinator import EXIT_DRAINED, EXIT_FAILED, EXIT_OK, Coordinator, RunSummary
+from faust_hpc.launcher.coordinator import EXIT_DRAINED, EXIT_FAILED, EXIT_OK, Coordinator, DrainSignals, RunSummary
 from faust_hpc.manifest import Manifest, RunClaim, hostname, now
 
 log = logging.getLogger("faust_hpc.launcher")
@@ -32,7 +32,9 @@ log = logging.getLogger("faust_hpc.launcher")
 __all__ = ["launch", "spec_hash", "EXIT_OK", "EXIT_FAILED", "EXIT_DRAINED", "RunSummary"]
 
 # Settings that change what the products are; [scheduler] only changes how they are made.
-_NOT_HASHED = ("path", "name", "scheduler", "product_dir", "casa_data_dir")
+# data_dir: where the MSs are read from, not what they hold -- a batch job may read a staged
+# copy (FAUST_DATA_DIR=/dev/shm/..., see faust_hpc.batch) and must still resume the run.
+_NOT_HASHED = ("path", "name", "scheduler", "product_dir", "casa_data_dir", "data_dir")
 
 
 def _plain(value: Any) -> Any:
@@ -69,13 +71,7 @@ def check_executor(path: str) -> None:
 
 def planned_nchunks(plan: Any) -> dict[str, int]:
     """Chunk count per image key path as the plan has it now."""
-    counts: dict[str, int] = {}
-    for unit in plan.units.values():
-        if unit.kind == "prepare":
-            counts.setdefault(unit.key.path, 0)
-        elif unit.kind == "chunk":
-            counts[unit.key.path] = counts.get(unit.key.path, 0) + 1
-    return counts
+    return {unit.key.path: plan.nchunks(unit.key) for unit in plan.units.values() if unit.kind == "prepare"}
 
 
 def build_run_plan(spec: Any, manifest: Manifest, records: list[dict]) -> tuple[Any, dict[str, int]]:
@@ -83,14 +79,8 @@ def build_run_plan(spec: Any, manifest: Manifest, records: list[dict]) -> tuple[
     (so a resume, or a run on another number of ranks, cuts the same chunks)."""
     from faust_hpc.plan import build_plan
 
-    plan = build_plan(spec)
     frozen = manifest.frozen_nchunks(records)
-    for unit in list(plan.units.values()):
-        if unit.kind == "prepare":
-            n = frozen.get(unit.key.path)
-            if n is not None and n != planned_nchunks(plan).get(unit.key.path):
-                plan.expand(unit.id, n)
-    return plan, frozen
+    return build_plan(spec, frozen_nchunks=frozen), frozen
 
 
 def _make_context_factory(spec: Any) -> Any:
@@ -132,9 +122,12 @@ def launch(runfile: str | os.PathLike, *, break_lock: bool = False, allow_change
     """Run (or resume) a run file; the exit status of ``faust-hpc run``."""
     from faust_hpc.launcher import transport as tr
 
+    import signal
+
     comm = tr.mpi_comm() if tr.in_mpi_job() else None
     rank = comm.Get_rank() if comm is not None else 0
     if rank != 0:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         err = comm.bcast(None, root=0)
         if err is not None:
             return 2
@@ -143,9 +136,11 @@ def launch(runfile: str | os.PathLike, *, break_lock: bool = False, allow_change
         spec = load_runfile(runfile, check_paths=False)
         return tr.mpi_worker_main(comm, _make_context_factory(spec))
 
+    signals = DrainSignals().__enter__()  # a drain signal during start-up must not kill rank 0
     try:
         spec, manifest, claim, records, plan, frozen, digest = _prepare_rank0(runfile, break_lock, allow_changed_spec)
     except BaseException as exc:
+        signals.__exit__()
         if comm is not None:
             comm.bcast(str(exc) or type(exc).__name__, root=0)
         raise
@@ -153,19 +148,20 @@ def launch(runfile: str | os.PathLike, *, break_lock: bool = False, allow_change
         comm.bcast(None, root=0)
     try:
         return _run_rank0(spec, manifest, records, plan, frozen, digest, comm, drain_grace_s, term_grace_s,
-                          progress_interval_s, local_slots)
+                          progress_interval_s, local_slots, signals)
     except BaseException:
         if comm is not None:
             log.exception("launcher failed; aborting the MPI job")
             comm.Abort(1)
         raise
     finally:
+        signals.__exit__()
         claim.release()
 
 
 def _run_rank0(spec: Any, manifest: Manifest, records: list[dict], plan: Any, frozen: dict[str, int],
                digest: str, comm: Any, drain_grace_s: float, term_grace_s: float,
-               progress_interval_s: float, local_slots: int) -> int:
+               progress_interval_s: float, local_slots: int, signals: DrainSignals) -> int:
     from faust_hpc.launcher import transport as tr
     from faust_hpc.launcher.policy import GraphState
     from faust_hpc.launcher.resume import resume
@@ -187,13 +183,14 @@ def _run_rank0(spec: Any, manifest: Manifest, records: list[dict], plan: Any, fr
         coordinator = Coordinator(graph, transport, manifest, product_dir=Path(spec.product_dir),
                                   retries=spec.scheduler.retries, attempts=state.attempts,
                                   drain_grace_s=drain_grace_s, term_grace_s=term_grace_s,
-                                  progress_interval_s=progress_interval_s)
+                                  progress_interval_s=progress_interval_s, signals=signals)
         summary = coordinator.run()
     finally:
         transport.shutdown()
     manifest.append({"event": "finish", "time": now(), "host": hostname(), "pid": os.getpid(),
                      "done": summary.done, "total": summary.total, "failed": sorted(summary.failed),
-                     "drained": summary.drained, "exit_status": summary.exit_status})
+                     "drained": summary.drained, "exit_status": summary.exit_status,
+                     "loop_wall_s": round(summary.elapsed, 3), "loop_cpu_s": round(summary.loop_cpu_s, 3)})
     for line in summary.lines():
         (log.error if line.startswith("FAILED") else log.info)(line)
     return summary.exit_status

@@ -50,6 +50,7 @@ class RunSummary:
     blocked: list[str] = field(default_factory=list)
     drained: bool = False
     elapsed: float = 0.0
+    loop_cpu_s: float = 0.0   # CPU time rank 0 spent in its loop (it should mostly sleep)
 
     @property
     def exit_status(self) -> int:
@@ -80,8 +81,9 @@ class DrainSignals:
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "DrainSignals":
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
+        if not self._old:  # re-entering (installed early by the launcher) keeps the first handlers
+            for sig in (signal.SIGUSR1, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -91,6 +93,7 @@ class DrainSignals:
     def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        self._old.clear()
 
 
 class Coordinator:
@@ -98,7 +101,9 @@ class Coordinator:
                  product_dir: Any, retries: int, attempts: dict[str, int] | None = None,
                  drain_grace_s: float = 60.0, term_grace_s: float = 10.0,
                  progress_interval_s: float = 5.0,
-                 on_done: Callable[[Outcome], None] | None = None) -> None:
+                 on_done: Callable[[Outcome], None] | None = None,
+                 signals: DrainSignals | None = None) -> None:
+        self.signals = signals
         self.graph = graph
         self.transport = transport
         self.manifest = manifest
@@ -143,8 +148,9 @@ class Coordinator:
     # ------------------------------------------------------------------ the loop
     def run(self) -> RunSummary:
         t0 = time.time()
+        cpu0 = time.process_time()
         g = self.graph
-        with DrainSignals() as sig:
+        with (self.signals or DrainSignals()) as sig:
             while True:
                 if sig.received is None:
                     for rank, unit in g.assign(self._free_ranks()):
@@ -169,9 +175,10 @@ class Coordinator:
                 self._progress(t0)
         s = self.summary
         s.elapsed = time.time() - t0
+        s.loop_cpu_s = time.process_time() - cpu0
         s.total = len(g.units)
         s.done = len(g.done & set(g.units))
-        s.blocked = g.blocked()
+        s.blocked = [u for u in g.blocked() if u not in s.failed]
         self._progress(t0, force=True)
         return s
 
@@ -180,22 +187,21 @@ class Coordinator:
         uid = outcome.unit
         unit = g.units.get(uid)
         if outcome.status == "done":
-            g.finished(outcome.rank, uid, "done")
-            self.summary.done_this_run += 1
             self._cost_done += float(unit.cost) if unit is not None else 0.0
-            if unit is not None and unit.kind == "prepare" and "nchunks" in outcome.info:
-                g.expand(uid, int(outcome.info["nchunks"]))
+            nchunks = outcome.info.get("nchunks") if unit is not None and unit.kind == "prepare" else None
+            g.finished(uid, "done", nchunks=None if nchunks is None else int(nchunks))
+            self.summary.done_this_run += 1
             if self.on_done is not None:
                 self.on_done(outcome)
             log.debug("done %s on rank %d in %.1f s", uid, outcome.rank, outcome.elapsed)
             return
         if outcome.status == "interrupted":
-            g.finished(outcome.rank, uid, "interrupted")
+            g.finished(uid, "interrupted")
             log.warning("interrupted %s (attempt %d): %s", uid, outcome.attempt, outcome.error)
             return
         n = self.failures[uid] = self.failures.get(uid, 0) + 1
         final = n > self.retries
-        g.finished(outcome.rank, uid, "failed", final=final)
+        g.finished(uid, "failed", final=final)
         if final:
             self.summary.failed[uid] = {"error": outcome.error, "attempts": n,
                                         "log": outcome.log or str(unit_log_path(self.product_dir, uid, outcome.attempt))}

@@ -214,8 +214,10 @@ def mpi_worker_main(comm: Any, make_context: Callable[[int, int], WorkerContext]
 
     rank = comm.Get_rank()
     node, n_on_node = _node_facts(comm)
-    # The walltime drain signal is rank 0's business; a worker just keeps going.
+    # Drain signals (walltime warning, scancel) are rank 0's business: it decides
+    # whether the running unit may finish or is interrupted; a worker keeps going.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     ctx = make_context(rank, n_on_node)
     comm.gather(WorkerInfo(rank, hostname(), node, n_on_node, node_cores(), node_memory_gb(), ctx.threads),
                 root=0)
