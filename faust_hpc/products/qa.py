@@ -216,10 +216,10 @@ def _panel_grid(cset: CubeSet) -> tuple[int, tuple[int, int, int, int], tuple[np
 def _style(kind: str, rms: float):
     plt = _pyplot()
     if kind == "image":
-        cmap = plt.get_cmap("afmhot").copy()
+        cmap = plt.get_cmap("afmhot").with_extremes(bad=(0.5, 0.5, 0.5, 1.0))
         return cmap, "cyan", -3 * rms, 10 * rms
     if kind == "residual":
-        cmap = plt.get_cmap("RdBu_r").copy()
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad=(0.5, 0.5, 0.5, 1.0))
         return cmap, "black", -RESIDUAL_LEVEL * rms, RESIDUAL_LEVEL * rms
     raise UserInputError(f'invalid QA plot kind "{kind}"; use "image" or "residual"')
 
@@ -230,7 +230,6 @@ def _draw_panel(ax, kind: str, data: np.ndarray, mask: np.ndarray, pbeam: np.nda
 
     plt = _pyplot()
     cmap, mask_color, vmin, vmax = _style(kind, rms)
-    cmap.set_bad("0.5", 1.0)
     dx = (xc[1] - xc[0]) if xc.size > 1 else 1.0
     dy = (yc[1] - yc[0]) if yc.size > 1 else 1.0
     extent = (xc[0] - dx / 2, xc[-1] + dx / 2, yc[0] - dy / 2, yc[-1] + dy / 2)
@@ -308,11 +307,12 @@ def make_qa_plot(cset: CubeSet, kind: str = "image", outfilen: str = "qa_plot",
             for page in range(npages):
                 count = min(per_page, cset.ngood - page * per_page) if cset.ngood else 0
                 nrows = max(1, int(np.ceil(count / NCOLS)))
+                fig_h = nrows * SUBPLOT_INCH + 0.2
                 fig, axes = plt.subplots(nrows=nrows, ncols=NCOLS, squeeze=False,
-                                         figsize=(NCOLS * SUBPLOT_INCH, nrows * SUBPLOT_INCH + 0.3))
+                                         figsize=(NCOLS * SUBPLOT_INCH, fig_h))
                 fig.suptitle(f"{cset.basename} {kind}  rms={cset.rms:.3g}  (>{cset.sigma:g}$\\sigma$: "
                              f"{cset.ngood} chan){'' if npages == 1 else f'  page {page + 1}/{npages}'}",
-                             fontsize=5)
+                             fontsize=5, y=1 - 0.02 / fig_h)
                 for ax in axes.flat[count:]:
                     ax.set_visible(False)
                 if count == 0:
@@ -328,7 +328,7 @@ def make_qa_plot(cset: CubeSet, kind: str = "image", outfilen: str = "qa_plot",
                                 display_copy(pb, factor, lo_x, hi_x, lo_y, hi_y), xc, yc, ix, cset.rms,
                                 tick_pos, limits)
                     del im, rs, ma, pb, data
-                fig.tight_layout(pad=0.4, rect=(0, 0, 1, 1 - 0.3 / (nrows * SUBPLOT_INCH + 0.3)))
+                fig.tight_layout(pad=0.4, rect=(0, 0, 1, 1 - 0.16 / fig_h))
                 png_final = root / (f"{stem}.png" if page == 0 else f"{stem}_p{page + 1}.png")
                 png_tmp = temp_sibling(png_final)
                 fig.savefig(png_tmp, dpi=dpi, format="png")
