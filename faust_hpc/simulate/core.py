@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from faust_hpc import casa_env
-from faust_hpc.catalog import get_setup, get_spw, get_target, spws_for_setup
+from faust_hpc.catalog import C_KMS, get_setup, get_spw, get_target, spws_for_setup
 from faust_hpc.errors import UserInputError
 from faust_hpc.simulate import casa_images, msfix, observe, skymodel
 from faust_hpc.simulate.demo_runfile import write_demo_runfile
@@ -133,8 +133,15 @@ def _array_plans(setup: int, size: SimSize) -> list[observe.ArrayPlan]:
 def _unit_cube(window: SimWindow, grid: skymodel.ModelGrid, res: float) -> tuple[np.ndarray, dict]:
     if window.is_continuum:
         forest = skymodel.ForestModel()
-        cube = skymodel.forest_cube(grid, window.freqs_lsrk_hz, window.rest_hz, forest, res)
-        return cube, {"forest": forest.as_dict()}
+        lines, extended = skymodel.forest_components(grid, window.freqs_lsrk_hz, window.rest_hz, forest, res)
+        cube = lines + extended
+        share = float(lines.sum() / cube.sum())
+        described = forest.as_dict()
+        centres = skymodel.forest_line_velocities(window.freqs_lsrk_hz, window.rest_hz, forest)
+        for line, v0 in zip(described["lines"], centres):
+            line["velocity_kms"] = v0
+            line["freq_lsrk_hz"] = window.rest_hz * (1.0 - v0 / C_KMS)
+        return cube, {"forest": described, "flux_fraction": {"line_forest": share, "extended": 1.0 - share}}
     band = window.nchan * window.chan_width_kms
     disk = skymodel.disk_for_band(band)
     cube = skymodel.disk_cube(grid, window.velocities_kms, window.vsys_kms, disk)

@@ -70,8 +70,10 @@ class ForestModel:
     lines: tuple[ForestLine, ...] = (ForestLine(-0.30, 1.0), ForestLine(-0.12, 0.5),
                                      ForestLine(0.08, 0.7), ForestLine(0.27, 0.35))
     compact_fwhm_arcsec: float = 0.6
-    extended_fwhm_arcsec: float = 3.0
-    extended_relative_peak: float = 0.15   # of the strongest line, per nominal beam
+    # weak, flat-spectrum, resolved emission (~2.5 sigma per beam and channel at the default
+    # SNR): summed over the wide window its flux is comparable to the whole forest's
+    extended_fwhm_arcsec: float = 1.2
+    extended_relative_peak: float = 0.1    # of the strongest line, per nominal beam
 
     def as_dict(self) -> dict:
         return {"lines": [asdict(l) for l in self.lines], "compact_fwhm_arcsec": self.compact_fwhm_arcsec,
@@ -108,19 +110,31 @@ def forest_cube(grid: ModelGrid, freqs_hz: np.ndarray, rest_hz: float, forest: F
                 nominal_beam_arcsec: float) -> np.ndarray:
     """Line forest + extended emission, normalised so the strongest line has
     unit peak per nominal beam (before the global scaling)."""
+    lines, extended = forest_components(grid, freqs_hz, rest_hz, forest, nominal_beam_arcsec)
+    return lines + extended
+
+
+def forest_components(grid: ModelGrid, freqs_hz: np.ndarray, rest_hz: float, forest: ForestModel,
+                      nominal_beam_arcsec: float) -> tuple[np.ndarray, np.ndarray]:
+    """(line forest, extended emission) cubes of :func:`forest_cube`."""
     velocities = C_KMS * (1.0 - freqs_hz / rest_hz)
-    centre_v = velocities.mean()
-    band_kms = abs(velocities[-1] - velocities[0]) * len(velocities) / max(len(velocities) - 1, 1)
     compact = gaussian_blob(grid, forest.compact_fwhm_arcsec)
     compact /= peak_per_beam(compact[:, :, None], grid.cell_arcsec, nominal_beam_arcsec)
     spectrum = np.zeros_like(velocities)
-    for line in forest.lines:
-        v0 = centre_v + line.offset_fraction * band_kms
+    for line, v0 in zip(forest.lines, forest_line_velocities(freqs_hz, rest_hz, forest)):
         spectrum += line.relative_peak * np.exp(-0.5 * ((velocities - v0) / (line.fwhm_kms * FWHM_TO_SIGMA)) ** 2)
     extended = gaussian_blob(grid, forest.extended_fwhm_arcsec)
     extended *= forest.extended_relative_peak / peak_per_beam(extended[:, :, None], grid.cell_arcsec,
                                                               nominal_beam_arcsec)
-    return compact[:, :, None] * spectrum[None, None, :] + extended[:, :, None]
+    return (compact[:, :, None] * spectrum[None, None, :],
+            np.broadcast_to(extended[:, :, None], (grid.npix, grid.npix, len(freqs_hz))).copy())
+
+
+def forest_line_velocities(freqs_hz: np.ndarray, rest_hz: float, forest: ForestModel) -> list[float]:
+    """Centre (radio velocity w.r.t. the window's rest frequency, km/s) of each forest line."""
+    velocities = C_KMS * (1.0 - np.asarray(freqs_hz) / rest_hz)
+    band_kms = abs(velocities[-1] - velocities[0]) * len(velocities) / max(len(velocities) - 1, 1)
+    return [float(velocities.mean() + line.offset_fraction * band_kms) for line in forest.lines]
 
 
 def beam_kernel(npix: int, cell_arcsec: float, bmaj: float, bmin: float, bpa_deg: float) -> np.ndarray:
