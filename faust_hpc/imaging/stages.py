@@ -180,8 +180,6 @@ def clean_line(config: "ImageConfig", mask_method: str = "seed+multithresh", sig
     if mask_method not in MASK_METHODS:
         raise UserInputError(f'invalid mask_method "{mask_method}"; valid values: {", ".join(MASK_METHODS)}')
     imagename = config.get_imagebase(ext=ext)
-    rms = config.rms
-    sel = config.spectral_selection
     seed: dict[str, str] = {}
     if restart:
         if not os.path.exists(imagename + ".model"):
@@ -204,6 +202,8 @@ def clean_line(config: "ImageConfig", mask_method: str = "seed+multithresh", sig
                                         f"mask; run clean_line first")
             seed[".mask"] = imagename + ".mask"
         mask_kwargs = {"usemask": "user", "mask": ""}
+    rms = config.rms
+    sel = config.spectral_selection
     threshold = f"{float(sigma) * rms!r}Jy"
     kwargs = _tclean_kwargs(config, imagename, sel, deconvolver="multiscale", scales=list(config.scales),
                             smallscalebias=config.smallscalebias, gain=config.gain, cyclefactor=config.cyclefactor,
