@@ -27,7 +27,8 @@ SPW's name:
 * Channels that only hold noise stop after the first major cycle; channels
   with emission need several. tclean runs major cycles over the whole chunk
   cube, so a chunk pays for all its channels in every cycle as soon as *one*
-  of its channels holds a line. The chance of that is ``1 - exp(-lambda)``
+  of its channels holds a line (partly: :data:`CHUNK_CYCLE_COUPLING`).
+  The chance of that is ``1 - exp(-lambda)``
   with ``lambda`` = lines expected in the chunk's bandwidth (plus one line
   width): a line density :data:`LINE_DENSITY_PER_GHZ` times the bandwidth, plus
   the one target line every window is centred on (negligible for a 1.9 GHz
@@ -66,6 +67,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from faust_hpc import catalog
 from faust_hpc.geometry import Geometry
@@ -102,6 +104,12 @@ SNR_AT_LINE_WIDTH = 120.0
 narrow windows' 0.17 km/s channels, as for CS 5-4 in CB68)."""
 REFERENCE_SNR = 30.0
 """S/N at which K_MINOR was calibrated (the reference simulation's disk)."""
+CHUNK_CYCLE_COUPLING = 1.0
+"""How much the noise-only channels of a chunk ride along in the major cycles
+its emission channels need: 1 = cube imaging as the FAUST documentation
+describes it (the default pipeline's chunking "proceeds quickly for chunks that
+are mostly noise and reduces the gridding overhead on chunks with emission");
+0 = fully independent per-channel iteration control."""
 CYCLE_DROP = 0.5
 """Factor by which one major cycle lowers the residual peak (cyclefactor x PSF sidelobe)."""
 
@@ -173,6 +181,14 @@ class ImageModel:
         lam = self.lines_per_hz * (nchan * self.chan_spacing_hz + self.line_width_hz)
         return 1.0 - math.exp(-lam)
 
+    def chunk_emission_weight(self, nchan: int) -> float:
+        """Share of a chunk's channels that pay for extra major cycles: a blend
+        (:data:`CHUNK_CYCLE_COUPLING`) of "every channel, once any channel of the
+        chunk has a line" and "only the channels with a line"."""
+        coupled = self.emission_probability(nchan)
+        alone = self.emission_probability(1)
+        return CHUNK_CYCLE_COUPLING * coupled + (1.0 - CHUNK_CYCLE_COUPLING) * alone
+
     @property
     def snr(self) -> float:
         """Peak S/N of a line in one channel (highest when channel ~ line width)."""
@@ -200,10 +216,11 @@ def _plane_gb(npix: int) -> float:
     return npix * PLANE_BYTES / 1e9
 
 
+@lru_cache(maxsize=65536)
 def chunk_estimate(m: ImageModel, nchan: int) -> Estimate:
     """dirty -> nomask clean (to nomask_sigma, no mask) -> seed mask -> clean
     (auto-multithresh + seed, to clean_sigma) of ``nchan`` channels."""
-    p = m.emission_probability(nchan)
+    p = m.chunk_emission_weight(nchan)
     dirty = m.cycle_s
     nomask_cycles = 1.0 + p * (m.major_cycles(m.nomask_sigma) - 1.0)
     clean_cycles = 1.0 + p * (m.major_cycles(m.clean_sigma) - 1.0)

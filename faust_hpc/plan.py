@@ -20,14 +20,17 @@ Chunk counts (``nchunks`` run-wide or per SPW):
   4/40 for Setups 1-2, 20/80 for Setup 3, narrow/continuum);
 * an integer — that many (at most one per channel);
 * ``"auto"`` — sized from the cost model for ``[scheduler] workers`` (P):
-  for a few granularities (target chunk cost = total work / (P x k),
-  k = 1 .. 16 chunks per worker) each auto SPW gets the fewest chunks whose
-  largest chunk is within the target and fits the node memory budget; every
-  candidate is run through the scheduling policy under a simulated clock and
-  the one with the smallest predicted makespan wins (ties: fewer units).
-  Smaller chunks balance better but each pays :data:`costmodel.UNIT_OVERHEAD_S`
-  (CASA start + tclean setup), which is why there is an optimum. The choice is
-  deterministic: the same run file gives the same chunks everywhere.
+  for a range of granularities (target chunk cost = total work / (P x k),
+  k = 1, 2, 4, ... then refined around the best) each auto SPW gets the fewest
+  chunks whose largest chunk is within the target and fits the node memory
+  budget; every candidate plan is run through the scheduling policy under a
+  simulated clock and the one with the smallest predicted makespan wins
+  (ties: fewer units). Smaller chunks balance better, and chunks without
+  emission converge in one major cycle, but each chunk pays
+  :data:`costmodel.UNIT_OVERHEAD_S` (CASA start + tclean setup): that is why
+  there is an optimum. The choice is deterministic: the same run file gives
+  the same chunks on any rank count (the launcher also freezes it in the
+  manifest).
 """
 from __future__ import annotations
 
@@ -43,8 +46,11 @@ from faust_hpc.units import ImageKey, Unit, chunk_part
 
 log = logging.getLogger(__name__)
 
-AUTO_CHUNKS_PER_WORKER = (1, 2, 3, 4, 6, 8, 12, 16)
-"""Granularities tried by ``nchunks = "auto"`` (target chunks per worker)."""
+AUTO_MAX_CHUNKS_PER_WORKER = 1024
+AUTO_MIN_TARGET_OVERHEADS = 4.0
+"""``nchunks = "auto"`` tries target chunk costs total/(P x k) for k = 1, 2, 4, ...
+until a chunk would cost less than this many unit overheads (smaller chunks are
+mostly overhead), then refines around the best k."""
 
 
 @dataclass
@@ -59,12 +65,13 @@ class Plan:
     workers_hint: int = 1
     node_memory_gb: float = 0.0
     _succ: dict[str, list[str]] | None = field(default=None, repr=False)
+    _levels: dict[str, float] | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------- structure
     def copy(self) -> "Plan":
-        """An independent copy (expansion mutates the plan)."""
+        """An independent copy (expansion mutates the plan; units are immutable)."""
         return Plan(dict(self.units), dict(self.models), list(self.keys), self.data_available,
-                    self.workers_hint, self.node_memory_gb)
+                    self.workers_hint, self.node_memory_gb, _succ=None, _levels=self._levels)
 
     def successors(self) -> dict[str, list[str]]:
         """unit id -> ids of the units that depend on it."""
@@ -96,13 +103,16 @@ class Plan:
         return sum(u.cost for u in self.units.values())
 
     def bottom_levels(self) -> dict[str, float]:
-        """Per unit: its cost plus the costliest chain of units that wait on it."""
-        succ = self.successors()
-        level: dict[str, float] = {}
-        for uid in reversed(self.topological_order()):
-            below = max((level[s] for s in succ.get(uid, ())), default=0.0)
-            level[uid] = self.units[uid].cost + below
-        return level
+        """Per unit: its cost plus the costliest chain of units that wait on it
+        (cached until the graph changes; treat the result as read-only)."""
+        if self._levels is None:
+            succ = self.successors()
+            level: dict[str, float] = {}
+            for uid in reversed(self.topological_order()):
+                below = max((level[s] for s in succ.get(uid, ())), default=0.0)
+                level[uid] = self.units[uid].cost + below
+            self._levels = level
+        return self._levels
 
     def topological_order(self) -> list[str]:
         indeg = {uid: 0 for uid in self.units}
@@ -162,6 +172,7 @@ class Plan:
             rebuilt[uid] = unit
         self.units = rebuilt
         self._succ = None
+        self._levels = None
         return chunks
 
 
@@ -242,44 +253,60 @@ def _assemble(keys: list[ImageKey], models: Mapping[str, ImageModel], counts: Ma
                 workers_hint=workers, node_memory_gb=node_memory_gb)
 
 
-def resolve_nchunks(spec: RunSpec, keys: Iterable[ImageKey], models: Mapping[str, ImageModel],
-                    workers: int | None = None) -> dict[str, int]:
-    """Chunk count per key path; ``"auto"`` keys sized for ``workers``
-    (default ``spec.scheduler.workers``) by simulating candidate plans."""
+def _fixed_count(spec: RunSpec, key: ImageKey, model: ImageModel) -> tuple[int, bool]:
+    """(chunk count, is_auto) of one key from the run file's settings."""
+    setting = spec.nchunks_for(key.label)
+    default = catalog.default_nchunks(catalog.get_spw(key.label))
+    count = default if setting in ("auto", "default") else int(setting)
+    return max(1, min(count, model.nchan)), setting == "auto"
+
+
+def resolve_nchunks(entries: Iterable[tuple[RunSpec, ImageKey]], models: Mapping[str, ImageModel],
+                    workers: int, node_memory_gb: float = 0.0) -> dict[str, int]:
+    """Chunk count per key path. ``"auto"`` keys are sized for ``workers`` by
+    simulating candidate plans with the scheduling policy (see module doc)."""
     from faust_hpc.scheduler import simulate_schedule  # the policy lives there; no cycle at import
 
-    keys = list(keys)
-    workers = workers or spec.scheduler.workers
-    memory = spec.scheduler.node_memory_gb
+    entries = list(entries)
+    keys = [key for _, key in entries]
     counts: dict[str, int] = {}
     auto: list[ImageKey] = []
-    for key in keys:
-        setting = spec.nchunks_for(key.label)
-        model = models[key.path]
-        if setting == "auto":
+    for spec, key in entries:
+        counts[key.path], is_auto = _fixed_count(spec, key, models[key.path])
+        if is_auto:
             auto.append(key)
-            counts[key.path] = catalog.default_nchunks(catalog.get_spw(key.label))
-        elif setting == "default":
-            counts[key.path] = catalog.default_nchunks(catalog.get_spw(key.label))
-        else:
-            counts[key.path] = int(setting)
-        counts[key.path] = max(1, min(counts[key.path], model.nchan))
     if not auto:
         return counts
-    best: tuple[float, int, dict[str, int]] | None = None
-    base = _assemble(keys, models, counts, False, workers, memory).total_cost
-    for per_worker in AUTO_CHUNKS_PER_WORKER:
-        target = base / (workers * per_worker)
-        trial = dict(counts)
-        for key in auto:
-            trial[key.path] = fewest_chunks_within(models[key.path], target, memory)
-        plan = _assemble(keys, models, trial, False, workers, memory)
-        sim = simulate_schedule(plan, workers, node_memory_gb=memory, timeline=False)
-        score = (round(sim.makespan, 6), len(plan.units))
-        if best is None or score < best[:2]:
-            best = (*score, trial)
-    assert best is not None
-    return best[2]
+    base = _assemble(keys, models, counts, False, workers, node_memory_gb).total_cost
+    tried: dict[float, tuple[float, int, dict[str, int]]] = {}
+
+    def trial(per_worker: float) -> tuple[float, int, dict[str, int]]:
+        if per_worker not in tried:
+            target = max(base / (workers * per_worker), AUTO_MIN_TARGET_OVERHEADS * costmodel.UNIT_OVERHEAD_S)
+            counts_k = dict(counts)
+            for key in auto:
+                counts_k[key.path] = fewest_chunks_within(models[key.path], target, node_memory_gb)
+            plan = _assemble(keys, models, counts_k, False, workers, node_memory_gb)
+            sim = simulate_schedule(plan, workers, node_memory_gb=node_memory_gb, timeline=False)
+            tried[per_worker] = (round(sim.makespan, 6), len(plan.units), counts_k)
+        return tried[per_worker]
+
+    # coarse: doubling granularity until chunks would be overhead-dominated, or the
+    # predicted makespan got worse twice in a row; then refine around the best
+    per_worker, worse = 1.0, 0
+    while True:
+        score = trial(per_worker)[:2]
+        best_score = min(v[:2] for v in tried.values())
+        worse = worse + 1 if score > best_score else 0
+        if worse >= 2 or per_worker >= AUTO_MAX_CHUNKS_PER_WORKER or \
+                base / (workers * per_worker) <= AUTO_MIN_TARGET_OVERHEADS * costmodel.UNIT_OVERHEAD_S:
+            break
+        per_worker *= 2.0
+    best_k = min(tried, key=lambda k: tried[k][:2])
+    for factor in (0.5 ** 0.5, 2 ** 0.5):
+        trial(best_k * factor)
+    best_k = min(tried, key=lambda k: tried[k][:2])
+    return tried[best_k][2]
 
 
 def build_plan(spec: RunSpec, data_available: bool | None = None, *,
@@ -297,17 +324,33 @@ def build_plan(spec: RunSpec, data_available: bool | None = None, *,
     """
     if data_available is None:
         data_available = spec.data_dir.is_dir()
-    keys = spec.image_keys()
+    return build_combined_plan([spec], data_available=data_available, frozen_nchunks=frozen_nchunks,
+                               rows_per_channel=rows_per_channel, workers=workers)
+
+
+def build_combined_plan(specs: Iterable[RunSpec], *, data_available: bool = False,
+                        frozen_nchunks: Mapping[str, int] | None = None,
+                        rows_per_channel: Mapping[str, float] | None = None,
+                        workers: int | None = None) -> Plan:
+    """One graph for several run files run as one job (e.g. the three Setups of
+    a field): ``"auto"`` chunking balances them together. Image keys must not
+    repeat across the specs."""
+    specs = list(specs)
+    workers = workers or max(s.scheduler.workers for s in specs)
+    memory = min((s.scheduler.node_memory_gb for s in specs if s.scheduler.node_memory_gb > 0), default=0.0)
     rows = rows_per_channel or {}
-    models = {k.path: _image_model(spec, k, rows.get(k.path)) for k in keys}
+    entries = [(spec, key) for spec in specs for key in spec.image_keys()]
+    keys = [key for _, key in entries]
+    if len({k.path for k in keys}) != len(keys):
+        raise ValueError("the same image key appears twice in the combined run files")
+    models = {key.path: _image_model(spec, key, rows.get(key.path)) for spec, key in entries}
     frozen = dict(frozen_nchunks or {})
-    pending = [k for k in keys if k.path not in frozen]
-    counts = resolve_nchunks(spec, pending, models, workers) if pending else {}
-    counts.update({k: int(v) for k, v in frozen.items() if k in models})
-    plan = _assemble(keys, models, counts, data_available, workers or spec.scheduler.workers,
-                     spec.scheduler.node_memory_gb)
+    pending = [(spec, key) for spec, key in entries if key.path not in frozen]
+    counts = resolve_nchunks(pending, models, workers, memory) if pending else {}
+    counts.update({k: max(1, int(v)) for k, v in frozen.items() if k in models})
+    plan = _assemble(keys, models, counts, data_available, workers, memory)
     log.debug("plan: %d units, total cost %.0f s", len(plan.units), plan.total_cost)
     return plan
 
 
-__all__ = ["Plan", "build_plan", "resolve_nchunks", "fewest_chunks_within", "AUTO_CHUNKS_PER_WORKER"]
+__all__ = ["Plan", "build_plan", "build_combined_plan", "resolve_nchunks", "fewest_chunks_within"]

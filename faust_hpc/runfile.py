@@ -337,7 +337,7 @@ def _parse_spws(ck: _Checker, where: str, value: Any, setup: int) -> tuple[str, 
 def _check_label_in_setup(ck: _Checker, where: str, lead: str, label: str, setup: int,
                           in_setup: list[str]) -> None:
     if label not in catalog.ALL_SPW_LABELS:
-        hint = catalog.suggest(label, in_setup) or catalog.suggest(label, catalog.ALL_SPW_LABELS)
+        hint = catalog.suggest(label, catalog.ALL_SPW_LABELS)
         did = f' did you mean "{hint}"?' if hint else f' valid labels of Setup {setup}: {", ".join(in_setup)}'
         raise ck.fail(where, f'{lead}unknown SPW label "{label}";{did}' if lead
                       else f"unknown SPW label;{did}")

@@ -226,6 +226,7 @@ class SimResult:
     lower_bound: float            # max(critical path, total work / workers)
     total_cost: float
     critical_path_cost: float
+    tight_lower_bound: float = 0.0  # image_lower_bound(): also counts each image's own chain
     timeline: list[tuple[str, Hashable, float, float]] = field(default_factory=list)  # (unit, worker, start, end)
 
     @property
@@ -280,7 +281,29 @@ def simulate_schedule(plan: Any, workers: int, *, workers_per_node: int | None =
     total = work.total_cost
     cp = work.critical_path()[0]
     return SimResult(workers=workers, makespan=now, lower_bound=max(cp, total / workers),
-                     total_cost=total, critical_path_cost=cp, timeline=lines)
+                     total_cost=total, critical_path_cost=cp, timeline=lines,
+                     tight_lower_bound=image_lower_bound(work, workers))
 
 
-__all__ = ["Scheduler", "SimResult", "simulate_schedule", "workers_for_ranks", "DEFAULT_NODE"]
+def image_lower_bound(plan: Any, workers: int) -> float:
+    """A tighter makespan bound no schedule can beat: the largest of the
+    critical path, total work / workers, and, per image, prepare + its chunk
+    work spread over all workers (but at least its largest chunk) + finalize +
+    its largest product (an image's chunks cannot start before its prepare,
+    nor its finalize before its last chunk)."""
+    total = plan.total_cost
+    bound = max(plan.critical_path()[0], total / workers)
+    by_key: dict[Any, list[Unit]] = {}
+    for unit in plan.units.values():
+        by_key.setdefault(unit.key, []).append(unit)
+    for units in by_key.values():
+        chunks = [u.cost for u in units if u.kind == "chunk"]
+        before = sum(u.cost for u in units if u.kind == "prepare")
+        after = sum(u.cost for u in units if u.kind == "finalize") + \
+            max((u.cost for u in units if u.kind in ("moments", "qa")), default=0.0)
+        if chunks:
+            bound = max(bound, before + max(sum(chunks) / workers, max(chunks)) + after)
+    return bound
+
+
+__all__ = ["Scheduler", "SimResult", "simulate_schedule", "image_lower_bound", "workers_for_ranks", "DEFAULT_NODE"]
