@@ -42,6 +42,7 @@ TEMPLATE_NAMES = {"slurm": "faust_hpc.sbatch", "torque": "faust_hpc.pbs"}
 DIRECTIVE = {"slurm": "#SBATCH", "torque": "#PBS"}
 DRAINED_STATUS = 3  # `faust-hpc run` exit status: drained on a signal, re-run to finish
 LAUNCHERS = ("srun", "mpirun")
+TORQUE_DRAIN_GRACE_S = 10  # pbs_mom SIGKILLs kill_delay seconds after its TERM
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2}):(\d{2})$")
@@ -273,6 +274,9 @@ def render_slurm(target: RunTarget, opts: SlurmOptions, template: str | os.PathL
     values = _common_values(target, opts.stage_to_shm, job_name(opts.job_name or target.name))
     values["header"] = "\n".join(slurm_header(opts, target))
     values["launcher"] = opts.launcher
+    # drain within the warning: running units get half of it, the rest is for recording and requeue
+    grace = opts.signal_before // 2 if opts.signal_before else 60
+    values["run_args"] = f"--drain-grace {grace}"
     return fill(path.read_text(), values, source=str(path))
 
 
@@ -316,6 +320,7 @@ def render_torque(target: RunTarget, opts: TorqueOptions, template: str | os.Pat
     path = template_path("torque", template)
     values = _common_values(target, opts.stage_to_shm, job_name(opts.job_name or target.name))
     values["header"] = "\n".join(torque_header(opts, target))
+    values["run_args"] = f"--drain-grace {TORQUE_DRAIN_GRACE_S}"
     return fill(path.read_text(), values, source=str(path))
 
 

@@ -54,7 +54,9 @@ if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_RO
 
 # Every rank runs this small wrapper: it picks its own log file by its rank.
 RANK_CMD='r=${OMPI_COMM_WORLD_RANK:-${PMIX_RANK:-${PMI_RANK:-0}}}
-# exec: the rank itself receives the USR1 that mpirun forwards (rank 0 drains)
+# exec: the rank itself receives the USR1 that mpirun forwards (rank 0 drains, workers
+# ignore it); ignored until Python installs its handler, so an early USR1 kills nothing
+trap "" USR1
 if [ "$r" = 0 ]; then
     exec "$1" -m faust_hpc run "$2" > >(tee "$3/rank$r.log") 2>&1
 else
