@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -277,3 +278,47 @@ def test_bad_input_is_refused_before_any_work(tmp_path, kwargs, words):
         simulate(tmp_path / "out", **kwargs)
     assert all(word in str(info.value) for word in words)
     assert not (tmp_path / "out").exists()
+
+
+def test_demo_skips_a_complete_simulation(sim_tiny, capsys):
+    from faust_hpc.cli import main
+
+    before = sim_tiny.truth_json.stat().st_mtime_ns
+    status = main(["demo", str(sim_tiny.outdir), "--size", "tiny", "--spws", f"{CS},{CONT}", "--simulate-only"])
+    assert status == 0
+    assert "already complete" in capsys.readouterr().out
+    assert sim_tiny.truth_json.stat().st_mtime_ns == before
+
+
+def test_demo_runs_the_run_command_under_the_venv_mpirun(tmp_path):
+    from faust_hpc.cli.demo_cmd import imaging_command, mpi_environment, mpirun_executable
+
+    runfile = tmp_path / "demo.toml"
+    command = imaging_command(runfile, 3)
+    mpirun = mpirun_executable()
+    assert mpirun is not None and Path(mpirun).name == "mpirun"
+    assert command[:4] == [mpirun, "-n", "3", "--oversubscribe"]
+    assert command[4:] == [sys.executable, "-m", "faust_hpc", "run", str(runfile)]
+    if os.geteuid() == 0:
+        env = mpi_environment()
+        assert env["OMPI_ALLOW_RUN_AS_ROOT"] == env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] == "1"
+
+
+@pytest.mark.casa
+def test_same_seed_gives_the_same_data(sim_tiny, tools, tmp_path):
+    from conftest import build_simulation
+
+    again = build_simulation(tmp_path / "again")
+    assert again.truth == sim_tiny.truth
+    tb = tools.table()
+    for kind in ("12m", "7m"):
+        columns = []
+        for sim in (sim_tiny, again):
+            assert sim.ms_paths[kind].name == sim_tiny.ms_paths[kind].name
+            tb.open(str(sim.ms_paths[kind]))
+            try:
+                columns.append((tb.getcol("DATA"), tb.getcol("UVW"), tb.getcol("WEIGHT")))
+            finally:
+                tb.close()
+        for first, second in zip(*columns):
+            assert np.array_equal(first, second)
