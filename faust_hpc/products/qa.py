@@ -224,6 +224,43 @@ def _style(kind: str, rms: float):
     raise UserInputError(f'invalid QA plot kind "{kind}"; use "image" or "residual"')
 
 
+class _Contours:
+    """Contour lines and filled bands of one display plane, drawn as plain
+    collections.
+
+    ``ax.contour``/``contourf`` keep their contour generator, i.e. copies of
+    the x, y and z grids, alive as long as the figure: ~9 MB for each
+    400 x 400 panel, 450 MB for a 50-panel page. Computing the paths with
+    ``contourpy`` (matplotlib's own contouring library) and adding only the
+    paths keeps a page's memory at the size of its images."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
+        import contourpy
+
+        self.gen = contourpy.contour_generator(x, y, np.ma.masked_invalid(z),
+                                               line_type=contourpy.LineType.SeparateCode,
+                                               fill_type=contourpy.FillType.OuterCode)
+
+    def lines(self, ax, level: float, **style) -> None:
+        from matplotlib.collections import PathCollection
+        from matplotlib.path import Path as MplPath
+
+        points, codes = self.gen.lines(level)
+        paths = [MplPath(p, c) for p, c in zip(points, codes) if len(p) > 1]
+        if paths:
+            ax.add_collection(PathCollection(paths, facecolors="none", **style), autolim=False)
+
+    def band(self, ax, lower: float, upper: float, color) -> None:
+        from matplotlib.collections import PathCollection
+        from matplotlib.path import Path as MplPath
+
+        points, codes = self.gen.filled(lower, upper)
+        paths = [MplPath(p, c) for p, c in zip(points, codes)]
+        if paths:
+            ax.add_collection(PathCollection(paths, facecolors=[color], edgecolors="none", linewidths=0),
+                              autolim=False)
+
+
 def _draw_panel(ax, kind: str, data: np.ndarray, mask: np.ndarray, pbeam: np.ndarray, xc: np.ndarray,
                 yc: np.ndarray, chan_ix: int, rms: float, tick_pos: np.ndarray, limits: tuple[float, ...]) -> None:
     from matplotlib import patheffects
@@ -235,24 +272,26 @@ def _draw_panel(ax, kind: str, data: np.ndarray, mask: np.ndarray, pbeam: np.nda
     extent = (xc[0] - dx / 2, xc[-1] + dx / 2, yc[0] - dy / 2, yc[-1] + dy / 2)
     ax.imshow(data, vmin=vmin, vmax=vmax, cmap=cmap, origin="lower", extent=extent, interpolation="nearest")
     finite = np.isfinite(data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if np.isfinite(pbeam).any() and np.nanmin(pbeam) < 0.5 < np.nanmax(pbeam):
-            ax.contour(xc, yc, pbeam, levels=[0.5], colors="0.5", linestyles="dashed", linewidths=0.4)
-        if finite.any():
-            dmax, dmin = float(np.nanmax(data)), float(np.nanmin(data))
-            if kind == "image":
-                levels = [lv * rms for lv in IMAGE_LEVELS]
-                if dmax > levels[0]:
-                    ax.contourf(xc, yc, data, levels=levels, cmap=plt.get_cmap("rainbow"), extend="max")
-            else:
-                hi = RESIDUAL_LEVEL * rms
-                if dmax > hi:
-                    ax.contourf(xc, yc, data, levels=[hi, dmax], colors=["gold"])
-                if dmin < -hi:
-                    ax.contourf(xc, yc, data, levels=[dmin, -hi], colors=["navy"])
-        if (mask > 0.5).any() and (mask < 0.5).any():
-            ax.contour(xc, yc, mask, levels=[0.5], colors=mask_color, linestyles="solid", linewidths=0.3)
+    if finite.any():
+        dmax, dmin = float(np.nanmax(data)), float(np.nanmin(data))
+        contours = _Contours(xc, yc, data)
+        if kind == "image":
+            levels = [lv * rms for lv in IMAGE_LEVELS] + [np.inf]
+            colors = plt.get_cmap("rainbow")(np.linspace(0.0, 1.0, len(levels) - 1))
+            for lo, hi, color in zip(levels[:-1], levels[1:], colors):
+                if dmax > lo:
+                    contours.band(ax, lo, hi, color)
+        else:
+            hi = RESIDUAL_LEVEL * rms
+            if dmax > hi:
+                contours.band(ax, hi, np.inf, "gold")
+            if dmin < -hi:
+                contours.band(ax, -np.inf, -hi, "navy")
+        del contours
+    if np.isfinite(pbeam).any() and np.nanmin(pbeam) < 0.5 < np.nanmax(pbeam):
+        _Contours(xc, yc, pbeam).lines(ax, 0.5, edgecolors="0.5", linestyles="dashed", linewidths=0.4)
+    if (mask > 0.5).any() and (mask < 0.5).any():
+        _Contours(xc, yc, mask).lines(ax, 0.5, edgecolors=mask_color, linewidths=0.3)
     text = ax.annotate(str(chan_ix), (0.80, 0.90), xycoords="axes fraction", fontsize="xx-small")
     text.set_path_effects([patheffects.withStroke(linewidth=2, foreground="white")])
     ax.set_xticks(tick_pos)
