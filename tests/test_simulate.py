@@ -249,7 +249,7 @@ def test_demo_runfile_loads_and_overrides_geometry(sim_tiny):
     assert "override" in sim_tiny.runfile.read_text()
     for label in spec.spw_labels:
         scales = spec.spw_overrides(label).scales
-        assert scales and max(scales) <= spec.geometry.imsize // 3
+        assert scales and max(scales) <= spec.geometry.imsize // 6
 
 
 def test_make_runfile_writes_a_loadable_variant(sim_tiny, tmp_path, make_runfile):

@@ -62,19 +62,30 @@ def imaging_command(runfile: Path, ranks: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from faust_hpc.catalog import get_setup, get_target
     from faust_hpc.cli.simulate_cmd import parse_spw_list
     from faust_hpc.errors import UserInputError
-    from faust_hpc.simulate import is_complete, simulate
+    from faust_hpc.simulate import is_complete, resolve_spws
 
     if args.ranks < 1:
         raise UserInputError(f"--ranks must be >= 1 (got {args.ranks})")
-    directory = Path(args.directory).resolve()
+    get_target(args.field)
+    get_setup(args.setup)
     spws = parse_spw_list(args.spws)
+    resolve_spws(args.setup, spws)      # bad labels stop here, before any work
+    directory = Path(args.directory).resolve()
     if not args.resimulate and is_complete(directory, args.field, args.setup, spws, args.size):
         print(f"demo data already complete in {directory} (use --resimulate to rebuild)")
     else:
-        print(f"simulating {args.field} Setup {args.setup} ({args.size}) into {directory} ...", flush=True)
-        simulate(directory, field=args.field, setup=args.setup, spws=spws, size=args.size, seed=DEFAULT_SEED)
+        # in a child process: CASA's memory is released before the long imaging run
+        command = [sys.executable, "-m", "faust_hpc", "simulate", str(directory), "--field", args.field,
+                   "--setup", str(args.setup), "--size", args.size, "--seed", str(DEFAULT_SEED)]
+        if spws:
+            command += ["--spws", ",".join(spws)]
+        print("simulating: " + " ".join(command), flush=True)
+        status = subprocess.call(command)
+        if status != 0:
+            return status
     runfile = directory / "demo.toml"
     if args.simulate_only:
         print(f"run file: {runfile}")

@@ -197,6 +197,7 @@ def _simulate(outdir: Path, field: str, res: float, vsys: float, setup: int, lab
     truth_dir.mkdir(exist_ok=True)
     (truth_dir / "truth.json").unlink(missing_ok=True)   # incomplete until rewritten
 
+    t0 = time.time()
     # 1. unit-scale sky
     grid = skymodel.ModelGrid(size.model_npix, size.model_cell_arcsec)
     cubes: dict[str, np.ndarray] = {}
@@ -207,6 +208,7 @@ def _simulate(outdir: Path, field: str, res: float, vsys: float, setup: int, lab
         images[w.label] = casa_images.write_model_image(work / f"model_{w.label}.im", cubes[w.label], grid,
                                                         ra, dec, w.freqs_lsrk_hz, w.rest_hz)
 
+    log.info("sky model: %d windows, %d^2 pixels (%.1f s)", len(windows), grid.npix, time.time() - t0)
     # 2. one execution block per array
     plans = _array_plans(setup, size)
     tmp_ms: dict[str, Path] = {}
@@ -215,6 +217,7 @@ def _simulate(outdir: Path, field: str, res: float, vsys: float, setup: int, lab
         tmp_ms[plan.kind] = work / f"{plan.kind}.ms"
         spw_ids[plan.kind] = observe.observe(tmp_ms[plan.kind], plan, windows, field, ra, dec, images)
 
+    log.info("observed and predicted %s (%.1f s)", ", ".join(tmp_ms), time.time() - t0)
     # 3. noise level from what was observed -> scale of the sky
     counts = {p.kind: msfix.unflagged_counts(tmp_ms[p.kind]) for p in plans}
     sigmas = {p.kind: {w.label: visibility_sigma_jy(DISH_M[p.kind], w.chan_width_hz, p.integration_s, band)
@@ -259,6 +262,7 @@ def _simulate(outdir: Path, field: str, res: float, vsys: float, setup: int, lab
             "integration_s": plan.integration_s,
             "n_antennas": _n_antennas(ms), "spw_ids": ids, "topo_chan_freqs_hz": topo}
 
+    log.info("noise added, metadata fixed (%.1f s)", time.time() - t0)
     # 4. truth
     spws_truth: dict[str, dict] = {}
     model_fits: dict[str, Path] = {}

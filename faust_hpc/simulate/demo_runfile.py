@@ -21,12 +21,14 @@ MIN_CHANNELS_PER_CHUNK = 8
 
 def scales_for(field: str, cell_arcsec: float, image_size: int) -> list[int]:
     """The default scales_pix keep their size in beams (at the default
-    oversampling); scales wider than a third of the image are dropped."""
+    oversampling); scales wider than a sixth of the image are dropped (the
+    multiscale clean cannot fit them inside a clean mask, and the simulated
+    sources are smaller than that)."""
     defaults = imaging_defaults()
     oversample = float(defaults["oversample"])
     res = get_target(field).res
     scales = [int(round(s / oversample * res / cell_arcsec)) for s in defaults["scales_pix"]]
-    return sorted({s for s in scales if s <= image_size // 3})
+    return sorted({s for s in scales if s <= image_size // 6})
 
 
 def nchunks_for(window: SimWindow) -> int:
