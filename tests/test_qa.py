@@ -174,3 +174,20 @@ def test_make_all_qa_plots_and_command(qa_cube: dict, tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"{BASE}_qa_plot_residual.pdf" in proc.stdout
+
+
+def test_partial_outputs_finds_only_temporaries(qa_cube: dict, tmp_path: Path) -> None:
+    from faust_hpc.products import moments, qa
+
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / f".tmp-123-abcd1234-{BASE}_qa_plot_image.png").write_text("x")
+    (plots / f"{BASE}_qa_plot_image.png").write_text("x")
+    (plots / ".tmp-123-abcd1234-CB68_other_qa_plot_image.png").write_text("x")
+    assert [Path(p).name for p in qa.partial_outputs(qa_cube["image"], plots)] == \
+        [f".tmp-123-abcd1234-{BASE}_qa_plot_image.png"]
+    mom = tmp_path / "moments" / "CB68"
+    mom.mkdir(parents=True)
+    (mom / f".tmp-9-ffff0000-{BASE}.mom1.fits.im").mkdir()
+    assert [Path(p).name for p in moments.partial_outputs(qa_cube["image"], tmp_path / "moments")] == \
+        [f".tmp-9-ffff0000-{BASE}.mom1.fits.im"]

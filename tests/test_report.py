@@ -9,6 +9,8 @@ finalizes. The report must render both.
 """
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +174,33 @@ def test_report_command_line(tmp_path: Path) -> None:
     assert (tmp_path / "prod" / "report" / "report.html").exists()
     assert not (tmp_path / "prod" / "report" / "report.md").exists()
     assert "run report: demo" in (tmp_path / "prod" / "report" / "report.html").read_text()
+
+
+def test_report_of_a_real_launcher_run_with_a_failed_unit(tmp_path: Path) -> None:
+    """The launcher itself (local workers, the cheap test executor) writes the
+    manifest; one chunk fails once and is retried, one QA unit fails for good."""
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "data" / "CB68-Setup2").mkdir(parents=True)
+    runfile = tmp_path / "run.toml"
+    runfile.write_text('[run]\nname = "cheap"\ndata_dir = "data"\nproduct_dir = "prod"\n'
+                       '[imaging]\nfields = ["CB68"]\nsetup = 2\nspws = ["244.936GHz_CS", "246.700GHz_cont"]\n'
+                       'nchunks = 2\n[scheduler]\nretries = 1\nexecutor = "tests.units_cheap:run_unit"\n')
+    control = tmp_path / "control.json"
+    control.write_text(json.dumps({"fail": {f"{CONT}/chunk01": {"mode": "raise", "attempts": [1]},
+                                            f"{CS}/qa": {"mode": "exit"}}}))
+    env = {**os.environ, "FAUST_CHEAP_CONTROL": str(control),
+           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-m", "faust_hpc", "run", str(runfile), "--local-workers", "2",
+                          "--progress-every", "600"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "FAILED" in run.stderr, run.stderr[-2000:]
+    proc = subprocess.run([sys.executable, "-m", "faust_hpc", "report", str(runfile)], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = tmp_path / "prod" / "report"
+    md = (report / "report.md").read_text()
+    cs = next(line for line in md.splitlines() if line.startswith(f"| {CS} "))
+    cont = next(line for line in md.splitlines() if line.startswith(f"| {CONT} "))
+    # the plan's units count: prepare + 2 chunks + finalize + moments + qa
+    assert "| failed | 5/6 |" in cs and "qa #2 (failed)" in cs
+    assert "| done | 6/6 |" in cont and "chunk01 #1 (failed)" in cont
+    assert (report / "timeline.png").stat().st_size > 20_000

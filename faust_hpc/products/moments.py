@@ -405,3 +405,14 @@ def make_all_moment_maps(field: str, ext: str = "clean", vwin: float | None = No
 def iter_moment_outputs(imagenames: Iterable[str], moma_dir: str | os.PathLike | None = None) -> Iterable[Path]:
     for name in imagenames:
         yield from moment_paths(name, moma_dir).values()
+
+
+def partial_outputs(imagename: str | os.PathLike, moma_dir: str | os.PathLike | None = None) -> list[str]:
+    """Temporary files a crashed moments unit may have left beside its outputs
+    (``.tmp-<pid>-<random>-<name>``; the launcher may delete them before a retry)."""
+    outputs = moment_paths(imagename, moma_dir)
+    outdir = next(iter(outputs.values())).parent
+    if not outdir.is_dir():
+        return []
+    base = os.path.basename(image_stem(imagename))
+    return sorted(str(p) for p in outdir.glob(f".tmp-*-{glob.escape(base)}.*"))

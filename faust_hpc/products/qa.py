@@ -430,3 +430,14 @@ def make_all_qa_plots(field: str, ext: str = "clean", ignore_chunks: bool = True
             continue
         written += make_qa_plots_from_image(image, plot_sigma=plot_sigma, overwrite=overwrite, plot_dir=plot_dir)
     return written
+
+
+def partial_outputs(imagename: str | os.PathLike, plot_dir: str | os.PathLike | None = None) -> list[str]:
+    """Temporary plot files a crashed QA unit may have left (``.tmp-<pid>-<random>-<name>``)."""
+    import glob as _glob
+
+    root = _plot_root(str(imagename).rstrip("/"), plot_dir)
+    if not root.is_dir():
+        return []
+    base = os.path.basename(image_stem(str(imagename).rstrip("/")))
+    return sorted(str(p) for p in root.glob(f".tmp-*-{_glob.escape(base)}_qa_plot_*"))
