@@ -24,8 +24,8 @@ Chunk counts (``nchunks`` run-wide or per SPW):
   k = 1, 2, 4, ... then refined around the best) each auto SPW gets the fewest
   chunks whose largest chunk is within the target and fits the node memory
   budget; every candidate plan is run through the scheduling policy under a
-  simulated clock and the one with the smallest predicted makespan wins
-  (ties: fewer units). Smaller chunks balance better, and chunks without
+  simulated clock, and the one with the fewest units among those within 1 %
+  of the smallest predicted makespan wins (:data:`AUTO_MAKESPAN_SLACK`). Smaller chunks balance better, and chunks without
   emission converge in one major cycle, but each chunk pays
   :data:`costmodel.UNIT_OVERHEAD_S` (CASA start + tclean setup): that is why
   there is an optimum. The choice is deterministic: the same run file gives
@@ -46,6 +46,7 @@ from faust_hpc.units import ImageKey, Unit, chunk_part
 
 log = logging.getLogger(__name__)
 
+AUTO_MAKESPAN_SLACK = 0.01
 AUTO_MAX_CHUNKS_PER_WORKER = 1024
 AUTO_MIN_TARGET_OVERHEADS = 4.0
 """``nchunks = "auto"`` tries target chunk costs total/(P x k) for k = 1, 2, 4, ...
@@ -305,7 +306,11 @@ def resolve_nchunks(entries: Iterable[tuple[RunSpec, ImageKey]], models: Mapping
     best_k = min(tried, key=lambda k: tried[k][:2])
     for factor in (0.5 ** 0.5, 2 ** 0.5):
         trial(best_k * factor)
-    best_k = min(tried, key=lambda k: tried[k][:2])
+    # the fewest units among the candidates within AUTO_MAKESPAN_SLACK of the best
+    # makespan: when the critical path binds, more chunks buy nothing
+    best_makespan = min(v[0] for v in tried.values())
+    near = [k for k, v in tried.items() if v[0] <= best_makespan * (1.0 + AUTO_MAKESPAN_SLACK)]
+    best_k = min(near, key=lambda k: (tried[k][1], tried[k][0]))
     return tried[best_k][2]
 
 

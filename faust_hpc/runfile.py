@@ -479,7 +479,7 @@ def _parse_one_spw(ck: _Checker, label: str, raw: Any, setup: int) -> SpwOverrid
             default = allowed[key]
             if isinstance(default, bool):
                 clean[key] = ck.boolean(f"{where} automask", key, value)
-            elif isinstance(default, int) and not isinstance(default, bool) and key == "growiterations":
+            elif isinstance(default, int):
                 clean[key] = ck.integer(f"{where} automask", key, value, minimum=0)
             else:
                 clean[key] = ck.number(f"{where} automask", key, value, minimum=0.0)

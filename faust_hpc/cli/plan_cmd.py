@@ -5,7 +5,9 @@ Ranks vs workers: under ``mpirun -n N`` rank 0 schedules and ranks 1..N-1
 run units, so N ranks give N - 1 workers (one rank runs units serially on one
 worker). The predicted makespan for N ranks is the scheduling policy of the
 launcher (:mod:`faust_hpc.scheduler`) run under a simulated clock with that many
-workers; the lower bound is max(critical path, total work / workers).
+workers; the lower bound is max(critical path, total work / workers) (the
+JSON also has ``image_lower_bound``, which adds each image's own chain:
+prepare + its chunk work spread over all workers + finalize + products).
 """
 from __future__ import annotations
 
@@ -54,12 +56,13 @@ def summarize(spec, ranks: list[int]) -> dict:
                                 nchunks=sum(1 for u in units if u.kind == "chunk"),
                                 cost=round(sum(u.cost for u in units), 1)))
     cp_cost, cp_ids = plan.critical_path()
-    makespan, lower, workers, balance = {}, {}, {}, {}
+    makespan, lower, tight, workers, balance = {}, {}, {}, {}, {}
     for n in ranks:
         sim = simulate_schedule(plan, workers_for_ranks(n), node_memory_gb=spec.scheduler.node_memory_gb,
                                 timeline=False)
         makespan[str(n)] = round(sim.makespan, 1)
         lower[str(n)] = round(sim.lower_bound, 1)
+        tight[str(n)] = round(sim.tight_lower_bound, 1)
         workers[str(n)] = sim.workers
         balance[str(n)] = round(sim.balance, 4)
     return OrderedDict(
@@ -68,7 +71,7 @@ def summarize(spec, ranks: list[int]) -> dict:
         units_by_kind=plan.count_by_group(), units=len(plan.units),
         spws=spws, total_cost=round(plan.total_cost, 1),
         critical_path_cost=round(cp_cost, 1), critical_path=cp_ids,
-        workers=workers, makespan=makespan, lower_bound=lower,
+        workers=workers, makespan=makespan, lower_bound=lower, image_lower_bound=tight,
         makespan_over_work_per_worker=balance,
         cost_unit="estimated seconds on the reference 2-core machine",
     )
