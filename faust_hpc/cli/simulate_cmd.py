@@ -33,6 +33,11 @@ def run(args: argparse.Namespace) -> int:
                       size=args.size, seed=args.seed)
     for kind, ms in result.ms_paths.items():
         print(f"{kind:>3} MS: {ms}")
+    for label, spw in result.truth["spws"].items():
+        rms = spw["noise"]["image_rms_natural_jy_per_beam"]
+        print(f"  {label}: {spw['nchan']} of the real {spw['catalog_nchan']} channels "
+              f"({spw['chan_width_hz'] / 1e3:.3f} kHz), peak {spw['peak_jy_per_beam_nominal'] * 1e3:.1f} mJy/beam "
+              f"at {spw['nominal_beam_arcsec']}\", natural rms {rms['joint'] * 1e3:.2f} mJy/beam (joint)")
     print(f"truth:  {result.truth_json}")
     print(f"run file: {result.runfile}  (faust-hpc run {result.runfile})")
     return 0

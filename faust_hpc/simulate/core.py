@@ -10,7 +10,7 @@ Order of work (each step in its own module):
    added and the metadata fixed (:mod:`.msfix`);
 4. truth FITS + ``truth.json`` (:mod:`.truth`) and ``demo.toml``
    (:mod:`.demo_runfile`).
-Everything is built under ``DIR/.simulate-work`` and renamed into place;
+Everything is built under ``DIR/.simulate-work-<pid>`` and renamed into place;
 ``truth.json`` is written last, so its presence means the data set is complete.
 """
 from __future__ import annotations
@@ -190,7 +190,7 @@ def _simulate(outdir: Path, field: str, res: float, vsys: float, setup: int, lab
     ra, dec = field_position(field)
     windows = plan_windows([get_spw(label) for label in labels], vsys, size.nchan_line, size.nchan_cont)
     band = get_setup(setup).band
-    work = outdir / ".simulate-work"
+    work = outdir / f".simulate-work-{os.getpid()}"   # private to this process
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     truth_dir = outdir / "truth"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from faust_hpc.catalog import default_nchunks, get_target, imaging_defaults
+from faust_hpc.catalog import default_nchunks, get_setup, get_target, imaging_defaults
 from faust_hpc.simulate.sizes import SimSize
 from faust_hpc.simulate.windows import SimWindow
 
@@ -38,6 +38,7 @@ def nchunks_for(window: SimWindow) -> int:
 def render_demo_runfile(field: str, setup: int, windows: list[SimWindow], size: SimSize) -> str:
     labels = ", ".join(f'"{w.label}"' for w in windows)
     scales = scales_for(field, size.image_cell_arcsec, size.image_size)
+    arrays = "joint" if "7m" in get_setup(setup).arrays else "12m"   # Setup 3 has 12m data only
     lines = [
         f"# Demo run file written by `faust-hpc simulate` (size = {size.name}).",
         "# Simulated data: reduced channel counts at the real channel widths, centred on vsys.",
@@ -55,7 +56,7 @@ def render_demo_runfile(field: str, setup: int, windows: list[SimWindow], size: 
         f"setup = {setup}",
         f"spws = [{labels}]",
         "weightings = [0.5]",
-        'arrays = ["joint"]',
+        f'arrays = ["{arrays}"]',
         "fullcube = true",
         'ext = "clean"',
         'nchunks = "default"',
