@@ -59,6 +59,24 @@ _NAME_RE = re.compile(r"^[^/\x00]+$")
 # The validated, immutable result
 # ----------------------------------------------------------------------------
 
+class FrozenDict(dict):
+    """A read-only, hashable dict (so a RunSpec can be hashed and shared)."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))
+
+    def _readonly(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("run-file settings are read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
+
+    def __ior__(self, other: Any) -> "FrozenDict":  # type: ignore[override]
+        raise TypeError("run-file settings are read-only")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle/deepcopy without __setitem__
+        return (FrozenDict, (dict(self),))
+
+
 @dataclass(frozen=True)
 class GeometryOverrides:
     """Optional geometry overrides (None = the documented rule)."""
@@ -93,7 +111,7 @@ class SpwOverrides:
     mask_ang_scales: tuple[float, ...] | None = None
     smallscalebias: float | None = None
     uvtaper: tuple[str, ...] | None = None
-    automask: Mapping[str, Any] = field(default_factory=dict)
+    automask: Mapping[str, Any] = field(default_factory=FrozenDict)
     moments_vwin_kms: float | None = None
 
 
@@ -483,7 +501,7 @@ def _parse_one_spw(ck: _Checker, label: str, raw: Any, setup: int) -> SpwOverrid
                 clean[key] = ck.integer(f"{where} automask", key, value, minimum=0)
             else:
                 clean[key] = ck.number(f"{where} automask", key, value, minimum=0.0)
-        kw["automask"] = clean
+        kw["automask"] = FrozenDict(clean)
     return SpwOverrides(**kw)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,10 @@ def test_full_example_loads(tmp_path):
     assert keys == spec.image_keys()
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.setup = 2  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        cont.automask["noisethreshold"] = 1.0  # type: ignore[index]
+    assert hash(spec) == hash(load_runfile(path))                       # hashable, deterministic
+    assert pickle.loads(pickle.dumps(spec)) == spec
 
 
 def test_defaults_and_selections(tmp_path):
