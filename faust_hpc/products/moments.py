@@ -33,7 +33,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -243,7 +243,7 @@ class MomentMapper:
             maps = self._accumulate(cube, mask, pb)
             self.outdir.mkdir(parents=True, exist_ok=True)
             written = []
-            for ext, (data, unit) in maps.items():
+            for ext, data, unit in maps:
                 out = self.outputs[ext]
                 write_map_fits(out, data, cube, self._vsys_chan, unit, beam=cube.restoring_beam(self._vsys_chan),
                                object_name=self.field)
@@ -251,7 +251,8 @@ class MomentMapper:
                 log.info("wrote %s", out)
         return written
 
-    def _accumulate(self, cube: PlaneReader, mask: PlaneReader, pb: PlaneReader) -> dict[str, tuple[np.ndarray, str]]:
+    def _accumulate(self, cube: PlaneReader, mask: PlaneReader,
+                    pb: PlaneReader) -> Iterator[tuple[str, np.ndarray, str]]:
         velo = cube.velocities_kms()
         win = self._window(velo)
         dv = float(np.median(np.abs(np.diff(velo)))) if velo.size > 1 else 1.0
@@ -291,37 +292,37 @@ class MomentMapper:
         return self._finish(peak, m0, m1, m2, sum_v2_m1, dv, rms, pbplane, cube.brightness_unit())
 
     def _finish(self, peak: np.ndarray, m0: _Sums, m1: _Sums, m2: _Sums, sum_v2_m1: np.ndarray,
-                dv: float, rms: float, pbplane: np.ndarray, bunit: str) -> dict[str, tuple[np.ndarray, str]]:
+                dv: float, rms: float, pbplane: np.ndarray, bunit: str) -> Iterator[tuple[str, np.ndarray, str]]:
+        """Yield ``(ext, map, unit)`` one map at a time, releasing the sums each
+        map no longer needs, so the peak memory stays near that of the sums."""
         nan = np.nan
+        flux_unit = bunit or "Jy/beam"
+        if self.pbcor_input:
+            pbcor = np.ones(pbplane.shape, dtype=np.float32)
+        else:
+            pbcor = np.where(pbplane >= self.pb_limit, pbplane, nan).astype(np.float32)
         with np.errstate(invalid="ignore", divide="ignore"):
-            peak = np.where(np.isfinite(peak), peak, nan)
-            mom0 = np.where(m0.n > 0, dv * m0.s0, nan)
-            mom0_err = np.where(m0.n > 0, dv * np.sqrt(m0.n) * rms, nan)
+            yield "max.pbcor", np.where(np.isfinite(peak), peak, nan).astype(np.float32) / pbcor, flux_unit
+            del peak
+            has0 = m0.n > 0
+            yield "mom0.pbcor", (np.where(has0, dv * m0.s0, nan) / pbcor).astype(np.float32), f"{flux_unit}.km/s"
+            yield ("mom0_err.pbcor", (np.where(has0, dv * np.sqrt(m0.n) * rms, nan) / pbcor).astype(np.float32),
+                   f"{flux_unit}.km/s")
+            del has0, m0
             ok1 = (m1.n > 0) & (m1.s0 > 0)
             mom1 = np.where(ok1, m1.s1 / m1.s0, nan)
-            m0_1 = dv * m1.s0
-            n1 = dv * m1.s1
-            dn1 = dv * rms * np.sqrt(sum_v2_m1)
-            dm0_1 = dv * np.sqrt(m1.n) * rms
-            mom1_err = np.where(ok1, np.abs(mom1) * np.sqrt((dn1 / n1) ** 2 + (dm0_1 / m0_1) ** 2), nan)
+            yield "mom1", mom1.astype(np.float32), "km/s"
+            # dM1 = |M1| sqrt((dN1/N1)^2 + (dM0/M0)^2), N1 = dv sum(I v), dN1 = dv rms sqrt(sum v^2)
+            rel_n1 = rms * np.sqrt(sum_v2_m1) / np.abs(m1.s1)
+            rel_m0 = rms * np.sqrt(m1.n) / m1.s0
+            yield ("mom1_err", np.where(ok1, np.abs(mom1) * np.hypot(rel_n1, rel_m0), nan).astype(np.float32),
+                   "km/s")
+            del ok1, mom1, rel_n1, rel_m0, m1, sum_v2_m1
             ok2 = (m2.n > 0) & (m2.s0 > 0)
             mean2 = m2.s1 / m2.s0
             var2 = np.clip(m2.s2 / m2.s0 - mean2 ** 2, 0.0, None)
-            mom2 = np.where(ok2, np.sqrt(var2), nan)
-            if self.pbcor_input:
-                pbcor = np.ones_like(pbplane)
-            else:
-                pbcor = np.where(pbplane >= self.pb_limit, pbplane, nan)
-            flux_unit = bunit or "Jy/beam"
-            maps = {
-                "max.pbcor": (peak / pbcor, flux_unit),
-                "mom0.pbcor": (mom0 / pbcor, f"{flux_unit}.km/s"),
-                "mom0_err.pbcor": (mom0_err / pbcor, f"{flux_unit}.km/s"),
-                "mom1": (mom1, "km/s"),
-                "mom1_err": (mom1_err, "km/s"),
-                "mom2": (mom2, "km/s"),
-            }
-        return {k: (v.astype(np.float32), u) for k, (v, u) in maps.items()}
+            del mean2
+            yield "mom2", np.where(ok2, np.sqrt(var2), nan).astype(np.float32), "km/s"
 
     # documented single-moment entry points (each makes the full set: one pass is
     # as cheap as any one of them)
