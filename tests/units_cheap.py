@@ -6,7 +6,7 @@ temporary name and renamed into place, a prepare unit reporting its chunk
 list — and its behaviour is driven by a JSON control file named by the
 environment variable ``FAUST_CHEAP_CONTROL`` (inherited by the unit children):
 
-    {"sleep":   {"<glob on unit id>": seconds, ...},         # first match wins
+    {"sleep":   {"<glob on unit id>": seconds | {"seconds": s, "attempts": [1]}},  # first match wins
      "fail":    {"<glob>": {"mode": "raise"|"exit"|"segfault"|"kill9"|"hang",
                             "attempts": [1, 2]}},             # attempts to fail (default: all)
      "nchunks": {"<glob on prepare id>": n},                  # the real chunk count a prepare reports
@@ -81,6 +81,8 @@ def run_unit(spec: Any, unit: Any, workdir: Path) -> dict:
     if fail and attempt in fail.get("attempts", [attempt]):
         _fail(fail.get("mode", "raise"))
     seconds = _match(ctl.get("sleep", {}), unit.id)
+    if isinstance(seconds, dict):
+        seconds = seconds["seconds"] if attempt in seconds.get("attempts", [attempt]) else 0
     if seconds:
         time.sleep(float(seconds))
     digest = hashlib.sha256(unit.id.encode())

@@ -30,12 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def chunk_bounds(entry: object) -> tuple[int, int]:
     """(first channel, channel count) of one entry of a frozen chunk list:
-    ``[start, nchan]``, ``{"start": .., "nchan": ..}`` or ``{"channels": [..]}``."""
+    ``[start, nchan]``, the imaging engine's ``{"start_chan_ix": .., "nchan": ..}``
+    or ``{"channels": [..]}``."""
     if isinstance(entry, dict):
         if "channels" in entry:
             chans = list(entry["channels"])
             return int(chans[0]), len(chans)
-        start = entry.get("start", entry.get("chan_start", entry.get("first")))
+        start = next((entry[k] for k in ("start_chan_ix", "chan_start", "first") if k in entry), None)
+        if start is None and isinstance(entry.get("start"), int):
+            start = entry["start"]
         n = entry.get("nchan", entry.get("n"))
         if n is None and "stop" in entry:
             n = int(entry["stop"]) - int(start)

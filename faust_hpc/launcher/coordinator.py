@@ -65,7 +65,9 @@ class RunSummary:
         if self.drained:
             out.append("stopped early by a signal: run the same command again to finish")
         for uid, f in sorted(self.failed.items()):
-            out.append(f"FAILED {uid} after {f['attempts']} attempt(s): {f['error']}  log: {f['log']}")
+            out_file = str(f["log"]).replace(".casa.log", ".out")
+            out.append(f"FAILED {uid} after {f['attempts']} attempt(s): {f['error']}  "
+                       f"log: {f['log']} (stdout/stderr: {out_file})")
         if self.blocked:
             out.append(f"{len(self.blocked)} unit(s) not run because a unit they need failed: "
                        + ", ".join(self.blocked[:5]) + (" ..." if len(self.blocked) > 5 else ""))

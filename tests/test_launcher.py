@@ -1,0 +1,251 @@
+"""The launcher end to end with cheap units (tests/units_cheap.py) and real mpirun.
+
+Every test runs the real ``faust-hpc run`` command — under ``mpirun`` with
+3-4 ranks where the behaviour is about MPI, alone where it is about the
+coordinator — and judges it by the manifest and the products it leaves.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from tests.launcher_helpers import (CONT, CS, KEY_CONT, KEY_CS, REPO, VENV_BIN, finish_record, kill_tree,
+                                    products, records, run, start, wait_for, write_run)
+
+
+def _events(recs: list[dict], event: str) -> list[dict]:
+    return [r for r in recs if r.get("event") == event]
+
+
+def _first(recs: list[dict], unit: str, event: str) -> dict:
+    return next(r for r in recs if r.get("unit") == unit and r.get("event") == event)
+
+
+# ---------------------------------------------------------------------------- dispatch order
+@pytest.mark.mpi
+def test_dynamic_dispatch_follows_the_scheduler_priority(tmp_path):
+    """One worker rank: every unit it is handed is the best ready unit at that
+    moment by the policy's priority (critical path, then cost), so continuum
+    chunks (the heavy ones) go before the narrow window's."""
+    from faust_hpc.plan import build_plan
+    from faust_hpc.runfile import load_runfile
+
+    runfile, env = write_run(tmp_path, nchunks={CS: 3, CONT: 3})
+    res = run(runfile, env, 2)
+    assert res.returncode == 0, res.stdout + res.stderr
+    plan = build_plan(load_runfile(runfile))
+    level = plan.bottom_levels()
+    prio = {uid: (-level[uid], -plan.units[uid].cost, uid) for uid in plan.units}
+    done, started, order = set(), set(), []
+    for rec in records(runfile):
+        uid = rec.get("unit")
+        if rec.get("event") == "started":
+            ready = [u for u, unit in plan.units.items()
+                     if u not in started and all(d in done for d in unit.deps)]
+            assert uid == min(ready, key=prio.__getitem__), f"{uid} dispatched while {ready} were ready"
+            started.add(uid)
+            order.append(uid)
+        elif rec.get("event") == "done":
+            done.add(uid)
+    assert len(order) == len(plan.units)
+    chunks = [u for u in order if "/chunk" in u]
+    assert chunks[:3] == [f"{KEY_CONT}/chunk0{i}" for i in range(3)]
+
+
+# ---------------------------------------------------------------------------- overlap + idle CPU
+@pytest.fixture(scope="module")
+def sleepy_run(tmp_path_factory):
+    """3 workers; the narrow window's chunks sleep 2.5 s, everything else is quick."""
+    tmp = tmp_path_factory.mktemp("sleepy")
+    runfile, env = write_run(tmp, nchunks={CS: 4, CONT: 3}, control={"sleep": {f"{KEY_CS}/chunk*": 2.5}})
+    res = run(runfile, env, 4)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return runfile, records(runfile)
+
+
+@pytest.mark.mpi
+def test_finalize_of_one_spw_starts_before_another_spws_chunks_finish(sleepy_run):
+    _runfile, recs = sleepy_run
+    cont_finalize = _first(recs, f"{KEY_CONT}/finalize", "started")["time"]
+    cs_chunks_done = max(r["time"] for r in _events(recs, "done") if r["unit"].startswith(f"{KEY_CS}/chunk"))
+    assert cont_finalize < cs_chunks_done
+    # and the continuum products too: no barrier anywhere
+    assert _first(recs, f"{KEY_CONT}/qa", "started")["time"] < cs_chunks_done
+
+
+@pytest.mark.mpi
+def test_scheduler_rank_sleeps_while_units_run(sleepy_run):
+    """Rank 0 polls with Iprobe + backoff: over a run of sleeping units its CPU
+    time is a small fraction of the wall time (a blocking recv would spin a core)."""
+    runfile, _recs = sleepy_run
+    fin = finish_record(runfile)
+    assert fin["loop_wall_s"] > 4
+    assert fin["loop_cpu_s"] < 0.2 * fin["loop_wall_s"], fin
+
+
+# ---------------------------------------------------------------------------- crashes
+@pytest.mark.mpi
+def test_killed_or_crashing_unit_children_are_retried(tmp_path):
+    """kill -9 of one unit's child, and a real segfault in another: each fails
+    that attempt only; the retry succeeds and the run completes."""
+    victim = f"{KEY_CONT}/chunk01"
+    runfile, env = write_run(tmp_path, control={"sleep": {victim: 3},
+                                                "fail": {f"{KEY_CS}/chunk01": {"mode": "segfault", "attempts": [1]}}})
+    proc = start(runfile, env, 3)
+    try:
+        rec = wait_for(lambda: next((r for r in records(runfile)
+                                     if r.get("unit") == victim and r.get("event") == "started"), None),
+                       what="the victim unit to start")
+        os.kill(rec["pid"], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+    assert proc.returncode == 0, out
+    recs = records(runfile)
+    failed = {r["unit"]: r for r in _events(recs, "failed")}
+    assert "SIGKILL" in failed[victim]["error"]
+    assert "SIGSEGV" in failed[f"{KEY_CS}/chunk01"]["error"]
+    assert _first(recs, victim, "done")["attempt"] == 2
+    assert _first(recs, f"{KEY_CS}/chunk01", "done")["attempt"] == 2
+    assert (runfile.parent / "products" / "logs" / f"{victim.replace('/', '__')}.attempt2.out").exists()
+
+
+def test_unit_failing_for_good_is_summarised_and_exit_is_nonzero(tmp_path):
+    bad = f"{KEY_CS}/chunk00"
+    runfile, env = write_run(tmp_path, retries=1, control={"fail": {bad: {"mode": "raise"}}})
+    res = run(runfile, env)
+    assert res.returncode == 1
+    log = runfile.parent / "products" / "logs" / f"{bad.replace('/', '__')}.attempt2.casa.log"
+    assert f"FAILED {bad} after 2 attempt(s): RuntimeError: cheap unit failing on purpose  log: {log}" in res.stderr
+    assert "not run because a unit they need failed" in res.stderr
+    assert "cheap unit failing on purpose" in log.with_name(log.name.replace(".casa.log", ".out")).read_text()
+    # the other window was not held back by the failure
+    assert _first(records(runfile), f"{KEY_CONT}/qa", "done")
+    status = subprocess.run([str(VENV_BIN / "faust-hpc"), "status", str(runfile), "--json"], cwd=REPO,
+                            capture_output=True, text=True, env=env)
+    st = json.loads(status.stdout)
+    assert [f["unit"] for f in st["failed"]] == [bad]
+    cs_row = next(r for r in st["spws"] if r["spw"] == CS)
+    assert (cs_row["failed"], cs_row["done"], cs_row["pending"]) == (1, 3, 3)
+
+
+def test_unit_timeout_fails_the_attempt(tmp_path):
+    slow = f"{KEY_CS}/chunk02"
+    runfile, env = write_run(tmp_path, retries=0, timeout_s=1.5, nchunks={CS: 3}, spws=(CS,),
+                             control={"fail": {slow: {"mode": "hang"}}})
+    res = run(runfile, env)
+    assert res.returncode == 1
+    assert "timed out after 1.5 s" in _first(records(runfile), slow, "failed")["error"]
+
+
+# ---------------------------------------------------------------------------- resume
+@pytest.mark.mpi
+def test_killed_mpirun_resumes_without_redoing_and_gives_identical_products(tmp_path):
+    control = {"sleep": {"*": 0.3}}
+    nchunks = {CS: 5, CONT: 5}
+    runfile, env = write_run(tmp_path, "killed", nchunks=nchunks, control=control)
+    proc = start(runfile, env, 3)
+    try:
+        wait_for(lambda: len(_events(records(runfile), "done")) >= 6, what="six units done")
+    finally:
+        kill_tree(proc.pid)
+        proc.wait()
+    first = records(runfile)
+    done_before = {r["unit"] for r in _events(first, "done")}
+    assert 6 <= len(done_before) < 18
+    # the dead launcher's owner record is taken over: no --break-lock needed on this host
+    res = run(runfile, env)  # resume serially: another rank count, same products
+    assert res.returncode == 0, res.stderr
+    after = records(runfile)[len(first):]
+    restarted = {r["unit"] for r in _events(after, "started")}
+    assert not restarted & done_before, f"done units redone: {restarted & done_before}"
+    assert len(done_before) + len(restarted) == 18
+    ref_file, ref_env = write_run(tmp_path, "reference", nchunks=nchunks, control=control)
+    assert run(ref_file, ref_env).returncode == 0
+    assert products(runfile) == products(ref_file)
+    assert not list((runfile.parent / "products" / "cheap").glob("*.tmp*"))
+
+
+@pytest.mark.mpi
+def test_serial_and_four_rank_runs_give_identical_products(tmp_path):
+    nchunks = {CS: 4, CONT: 6}
+    serial, env1 = write_run(tmp_path, "serial", nchunks=nchunks)
+    parallel, env4 = write_run(tmp_path, "parallel", nchunks=nchunks, control={"nchunks": {}})
+    assert run(serial, env1).returncode == 0
+    res = run(parallel, env4, 4)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert products(serial) == products(parallel)
+    assert len(products(serial)) == 2 * 4 + 4 + 6
+    ranks = {r["rank"] for r in _events(records(parallel), "done")}
+    assert ranks == {1, 2, 3}
+
+
+def test_second_launcher_refused_and_status_shows_the_live_run(tmp_path):
+    runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,), control={"sleep": {"*chunk*": 2}})
+    proc = start(runfile, env)
+    try:
+        wait_for(lambda: [r for r in records(runfile) if r.get("event") == "started" and "chunk" in r["unit"]],
+                 what="the first launcher to start a chunk")
+        status = subprocess.run([str(VENV_BIN / "faust-hpc"), "status", str(runfile), "--json"], cwd=REPO,
+                                capture_output=True, text=True, env=env)
+        st = json.loads(status.stdout)
+        assert st["live"] is True and st["owner"]["pid"] == proc.pid
+        assert st["totals"]["running"] == 1
+        second = run(runfile, env)
+        assert second.returncode == 2
+        assert "another launcher is running this run now (host" in second.stderr
+        assert f"pid {proc.pid}" in second.stderr
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+    assert proc.returncode == 0, out
+    assert "progress: 6/6 units done" in out and "ETA" in out
+
+
+# ---------------------------------------------------------------------------- drain (walltime)
+@pytest.mark.mpi
+def test_sigusr1_drains_interrupts_after_grace_and_rerun_finishes(tmp_path):
+    """Slurm's walltime warning: no new units; running ones get the grace
+    period, then are interrupted (not failed); exit 3; a re-run finishes."""
+    runfile, env = write_run(tmp_path, nchunks={CS: 4}, spws=(CS,),
+                             control={"sleep": {"*chunk*": {"seconds": 6, "attempts": [1]}}})
+    proc = start(runfile, env, 3, "--drain-grace", "1")
+    try:
+        wait_for(lambda: len(_events(records(runfile), "started")) >= 3, what="chunks to start")
+        proc.send_signal(signal.SIGUSR1)  # to mpirun, which forwards it to the ranks
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+    assert proc.returncode == 3, out
+    recs = records(runfile)
+    assert not _events(recs, "failed")
+    interrupted = {r["unit"] for r in _events(recs, "interrupted")}
+    assert interrupted == {f"{KEY_CS}/chunk00", f"{KEY_CS}/chunk01"}
+    assert finish_record(runfile)["drained"] is True
+    res = run(runfile, env)
+    assert res.returncode == 0, res.stderr
+    assert {r["attempt"] for r in _events(records(runfile), "done") if r["unit"] in interrupted} == {2}
+
+
+# ---------------------------------------------------------------------------- rerun
+def test_rerun_by_channel_redoes_that_chunk_and_its_dependents_only(tmp_path):
+    runfile, env = write_run(tmp_path, nchunks={CS: 3}, spws=(CS,), control={"nchan": 100})
+    assert run(runfile, env).returncode == 0
+    cli = [str(VENV_BIN / "faust-hpc"), "rerun", str(runfile), "--spw", CS]
+    res = subprocess.run(cli + ["--channel", "60"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    n = len(records(runfile))
+    assert run(runfile, env).returncode == 0
+    redone = [r["unit"] for r in _events(records(runfile)[n:], "started")]
+    assert sorted(redone) == sorted(f"{KEY_CS}/{p}" for p in ("chunk01", "finalize", "moments", "qa"))
+    bad = subprocess.run(cli + ["--chunk", "9"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "has chunks 0..2" in bad.stderr
+    bad = subprocess.run(cli[:-1] + ["244.936GHz_XX"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "choose one of: 244.936GHz_CS" in bad.stderr
