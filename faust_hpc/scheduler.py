@@ -20,21 +20,23 @@ API (small on purpose)::
     sched.fail(unit_id, retry=False)         # failed for good: its dependents are blocked
     sched.finished                           # nothing ready or running any more
     sched.ready_ids(), sched.running, sched.blocked_ids(), sched.remaining_cost()
+    sched.priority(unit_id)                  # the sort key assign() uses (smaller first)
 
 Policy:
 
-* **Finish images first.** A ready finalize, moments or QA unit goes before
-  any chunk or prepare: an image's finalize starts the moment its last chunk
-  is done, its moments and QA right after — never at the end of the run — so
-  products appear SPW by SPW and a crash or time limit loses less. (Simulated
-  on a full FAUST field this costs <= 1.5 % of makespan against pure
-  cost-ordering; ``finish_images_first=False`` turns it off.)
-* **Largest estimated cost first** otherwise. A ready unit's priority is its
-  cost plus the costliest chain of units waiting on it (its "bottom level"),
-  then its own cost, then its id (deterministic). Among the chunks of one
-  image this is plain largest-cost-first; across images it starts the work
-  that has the most waiting behind it (a heavy window's prepare before a light
-  window's chunk), which keeps a large finalize from being left for the end.
+* **Largest estimated cost first.** A ready unit's priority
+  (:meth:`Scheduler.priority`) is its cost plus the costliest chain of units
+  waiting on it (its "bottom level"), then its own cost, then its id
+  (deterministic). Among the chunks of one image this is plain
+  largest-cost-first; across images it starts the work that has the most
+  waiting behind it (a heavy window's prepare before a light window's chunk),
+  which keeps a large finalize from being left for the end.
+* **No barriers.** Readiness is tracked per unit: an image's finalize is
+  ready the moment its last chunk is done, its moments and QA right after,
+  and they run as soon as their priority comes up — never only at the end of
+  the run. ``finish_images_first=True`` goes further and runs a ready
+  finalize/moments/QA before any chunk (products appear SPW by SPW); on a full
+  FAUST field it costs <= 1.5 % of simulated makespan, so it is an option.
 * **Memory-aware.** Workers on one node never run units whose ``mem_gb``
   together exceed that node's budget. A unit bigger than the whole budget runs
   alone on an otherwise idle node rather than never. Lower-priority units that
@@ -72,7 +74,7 @@ class Scheduler:
 
     def __init__(self, plan: Any, nodes: Mapping[Hashable, str] | None = None,
                  node_memory_gb: float | Mapping[str, float] | None = 0.0,
-                 done: Iterable[str] = (), finish_images_first: bool = True) -> None:
+                 done: Iterable[str] = (), finish_images_first: bool = False) -> None:
         self.plan = plan
         self.finish_images_first = finish_images_first
         self.nodes: dict[Hashable, str] = dict(nodes or {})
@@ -94,18 +96,20 @@ class Scheduler:
         self._ready: set[str] = {uid for uid, n in self._missing.items()
                                  if n == 0 and uid not in self.done and uid not in self.dead
                                  and uid not in self._where}
-        self._heap = [self._entry(uid) for uid in self._ready]
+        self._heap = [self.priority(uid) for uid in self._ready]
         heapq.heapify(self._heap)
 
-    def _entry(self, uid: str) -> tuple[int, float, float, str]:
+    def priority(self, uid: str) -> tuple[int, float, float, str]:
+        """Sort key of a unit: smaller runs first (see the module doc)."""
         unit = self.plan.units[uid]
         first = 0 if (self.finish_images_first and unit.kind in _FINISHING) else 1
         return (first, -self._level[uid], -unit.cost, uid)
 
+
     def _push(self, uid: str) -> None:
         if uid not in self._ready:
             self._ready.add(uid)
-            heapq.heappush(self._heap, self._entry(uid))
+            heapq.heappush(self._heap, self.priority(uid))
 
     def budget(self, node: str) -> float:
         """Memory budget of a node in GB (inf = unlimited)."""
@@ -122,7 +126,7 @@ class Scheduler:
 
     def ready_ids(self) -> list[str]:
         """Ready units in the order they would be assigned."""
-        return [entry[-1] for entry in sorted(self._entry(u) for u in self._ready)]
+        return [entry[-1] for entry in sorted(self.priority(u) for u in self._ready)]
 
     def blocked_ids(self) -> list[str]:
         """Units that cannot run because something they need failed for good."""
@@ -250,7 +254,7 @@ class SimResult:
 def simulate_schedule(plan: Any, workers: int, *, workers_per_node: int | None = None,
                       node_memory_gb: float | Mapping[str, float] = 0.0,
                       actual_nchunks: Mapping[str, int] | None = None,
-                      timeline: bool = True, finish_images_first: bool = True) -> SimResult:
+                      timeline: bool = True, finish_images_first: bool = False) -> SimResult:
     """Run the policy on a copy of ``plan`` with ``workers`` workers, each unit
     taking exactly its estimated cost. ``workers_per_node`` spreads workers over
     nodes named ``node0``, ``node1``, ... (default: all on one node);

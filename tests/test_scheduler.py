@@ -68,18 +68,22 @@ def test_largest_cost_first_among_ready_units(tmp_path):
         costs.append(picks[0][1].cost)
         sched.complete(picks[0][1].id)
     assert len(costs) == 7 and costs == sorted(costs, reverse=True) and costs[0] > costs[-1]
+    assert sched.priority(plan.units[prepare.id].id) < sched.priority(CS + "/finalize")
 
 
 def test_finalize_starts_while_other_chunks_still_run(tmp_path):
     plan = make_plan(tmp_path, extra='[spw."244.936GHz_CS"]\nnchunks = 2\n')
-    sim = simulate_schedule(plan, 3)
-    start = {uid: s for uid, _, s, _ in sim.timeline}
-    end = {uid: e for uid, _, _, e in sim.timeline}
-    last_cont_chunk = max(end[u] for u in end if u.startswith(CONT + "/chunk"))
-    assert start[CS + "/finalize"] < last_cont_chunk
+    for first in (False, True):
+        sim = simulate_schedule(plan, 3, finish_images_first=first)
+        start = {uid: s for uid, _, s, _ in sim.timeline}
+        end = {uid: e for uid, _, _, e in sim.timeline}
+        last_cont_chunk = max(end[u] for u in end if u.startswith(CONT + "/chunk"))
+        assert start[CS + "/finalize"] < last_cont_chunk
+        assert start[CS + "/qa"] < last_cont_chunk
+        assert sim.lower_bound <= sim.tight_lower_bound <= sim.makespan + 1e-6
+    # finishing first: finalize the moment the last chunk is done, products right after
     assert start[CS + "/finalize"] == pytest.approx(max(end[u] for u in end if u.startswith(CS + "/chunk")))
     assert start[CS + "/moments"] == pytest.approx(end[CS + "/finalize"])
-    assert sim.lower_bound <= sim.tight_lower_bound <= sim.makespan + 1e-6
 
 
 def test_memory_budget_per_node_is_never_exceeded(tmp_path):
