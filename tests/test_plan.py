@@ -234,3 +234,19 @@ def test_plan_cli_rank_parsing():
     for bad in ("x", "0", ""):
         with pytest.raises(UserInputError, match="--ranks"):
             parse_ranks(bad)
+
+
+def test_plan_summary_with_data_present(tmp_path):
+    from faust_hpc.cli.plan_cmd import render_text, summarize
+
+    (tmp_path / "data" / "CB68-Setup2").mkdir(parents=True)
+    path = tmp_path / "run.toml"
+    path.write_text('[run]\ndata_dir = "data"\nproduct_dir = "products"\n[imaging]\nfields = ["CB68"]\n'
+                    'setup = 2\nspws = ["244.936GHz_CS"]\nnchunks = "auto"\n[scheduler]\nworkers = 3\n')
+    spec = load_runfile(path)
+    summary = summarize(spec, [1, 4])
+    assert summary["catalog_only"] is False and summary["workers"] == {"1": 1, "4": 3}
+    assert summary["makespan"]["1"] == pytest.approx(summary["total_cost"], rel=1e-6)
+    text = render_text(summary, spec)
+    assert "catalog alone" not in text and 'nchunks = "auto"' in text
+    assert not (tmp_path / "products").exists()

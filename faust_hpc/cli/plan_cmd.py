@@ -82,6 +82,10 @@ def render_text(s: dict, spec) -> str:
     lines = [f"{spec.path.name}: run {s['name']!r}: {len(s['fields'])} field(s), Setup {s['setup']}, "
              f"{len(spec.spw_labels)} SPW(s), arrays {'/'.join(spec.arrays)}, "
              f"weightings {', '.join(str(w) for w in spec.weightings)}"]
+    auto = [label for label in spec.spw_labels if spec.nchunks_for(label) == "auto"]
+    if auto:
+        lines.append(f'nchunks = "auto" ({len(auto)} SPW(s)) sized for {spec.scheduler.workers} workers '
+                     f"([scheduler] workers); other rank counts below reuse these chunks")
     if s["catalog_only"]:
         lines.append(f"data_dir {spec.data_dir} is absent: planning from the catalog alone "
                      f"(nominal FAUST visibility counts)")
