@@ -14,7 +14,6 @@ import pytest
 from faust_hpc.errors import RunFileError, UserInputError
 from faust_hpc.runfile import RunSpec, SpwOverrides, load_runfile
 
-REPO = Path(__file__).resolve().parents[1]
 
 FULL = """
 [run]

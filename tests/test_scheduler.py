@@ -2,7 +2,6 @@
 failure bookkeeping, and the simulated clock."""
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
