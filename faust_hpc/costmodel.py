@@ -15,11 +15,18 @@ real FAUST execution blocks. One major cycle of one channel costs::
     cycle = K_PIX * npix + K_VIS[gridder] * rows
 
 (``rows`` = visibility rows per channel summed over the EBs of the array kind;
-from the MSs when the launcher supplies them, else the nominal FAUST counts
-in :data:`NOMINAL_EBS`.) Calibration on the reference table (joint, mosaic,
-480 px, 62 channels): dirty 8 s -> ``cycle`` = 0.13 s per channel; clean with
-6 major cycles 120 s -> 0.32 s per channel per cycle, i.e. auto-multithresh
-(``K_AUTOMASK``) + multiscale minor cycle (``K_MINOR`` per scale) ~0.19 s.
+counted rows when a caller has them, ``build_plan(rows_per_channel=...)``,
+else the nominal FAUST counts in :data:`NOMINAL_EBS`.) Calibration on the
+reference table (joint, mosaic, 480 px, 62 channels, ~15k rows): dirty 8 s ->
+``cycle`` = 0.12-0.13 s per channel, nearly all pixel term; clean with 6 major
+cycles 120 s -> 0.32 s per channel per cycle, i.e. auto-multithresh
+(``K_AUTOMASK``) ~0.1 s + multiscale minor cycle (``K_MINOR`` at 3 scales,
+growing as scales squared since every component updates every scale pair)
+~0.09 s. The visibility constants cannot be calibrated on those tiny data
+sets (they "hardly matter" there): they are set from mosaic/standard gridding
+throughput (~1 / ~2.5 million rows per second per cycle), and with nominal
+FAUST EBs (~1.1 million rows per channel) the visibility term is about as
+large as the pixel term.
 
 Why some chunks are heavier than others comes from *emission*, not from the
 SPW's name:
