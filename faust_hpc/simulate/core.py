@@ -185,120 +185,163 @@ def simulate(outdir: str | os.PathLike, field: str = "CB68", setup: int = 2,
     return result
 
 
+@dataclass(frozen=True)
+class _Job:
+    """The fixed inputs of one simulation."""
+
+    outdir: Path
+    field: str
+    res: float
+    vsys: float
+    setup: int
+    size: SimSize
+    seed: int
+    ra: str
+    dec: str
+    windows: tuple[SimWindow, ...]
+    grid: skymodel.ModelGrid
+    work: Path
+
+    @property
+    def ms_dir(self) -> Path:
+        return self.outdir / "data" / f"{self.field}-Setup{self.setup}"
+
+
+@dataclass
+class _NoiseBudget:
+    """Noise of one window per array, and the scale that puts the sky at the stated SNR."""
+
+    sigma_vis_jy: dict[str, float]
+    n_vis: dict[str, int]
+    rms: dict[str, float]
+    unit_peak: float
+    scale: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sigma_vis_jy": self.sigma_vis_jy, "n_vis_per_channel": self.n_vis,
+                "image_rms_natural_jy_per_beam": self.rms,
+                "note": "sigma per real/imag part of one correlation (MS SIGMA); "
+                        "rms of a natural-weighted channel at the phase centre "
+                        "(Briggs 0.5 is ~1.1-1.5x higher)"}
+
+
 def _simulate(outdir: Path, field: str, res: float, vsys: float, setup: int, labels: list[str],
               size: SimSize, seed: int) -> SimResult:
     ra, dec = field_position(field)
-    windows = plan_windows([get_spw(label) for label in labels], vsys, size.nchan_line, size.nchan_cont)
-    band = get_setup(setup).band
-    work = outdir / f".simulate-work-{os.getpid()}"   # private to this process
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    job = _Job(outdir=outdir, field=field, res=res, vsys=vsys, setup=setup, size=size, seed=seed, ra=ra, dec=dec,
+               windows=tuple(plan_windows([get_spw(label) for label in labels], vsys, size.nchan_line,
+                                          size.nchan_cont)),
+               grid=skymodel.ModelGrid(size.model_npix, size.model_cell_arcsec),
+               work=outdir / f".simulate-work-{os.getpid()}")   # private to this process
+    shutil.rmtree(job.work, ignore_errors=True)
+    job.work.mkdir(parents=True)
     truth_dir = outdir / "truth"
     truth_dir.mkdir(exist_ok=True)
     (truth_dir / "truth.json").unlink(missing_ok=True)   # incomplete until rewritten
-
     t0 = time.time()
-    # 1. unit-scale sky
-    grid = skymodel.ModelGrid(size.model_npix, size.model_cell_arcsec)
+
+    cubes, structure, images = _build_sky(job)
+    log.info("sky model: %d windows, %d^2 pixels (%.1f s)", len(job.windows), job.grid.npix, time.time() - t0)
+    plans = _array_plans(setup, size)
+    blocks = {plan.kind: job.work / f"{plan.kind}.ms" for plan in plans}
+    spw_ids = {plan.kind: observe.observe(blocks[plan.kind], plan, list(job.windows), field, ra, dec, images)
+               for plan in plans}
+    log.info("observed and predicted %s (%.1f s)", ", ".join(blocks), time.time() - t0)
+    budgets = _noise_budgets(job, plans, blocks, spw_ids, cubes)
+    arrays_truth = {plan.kind: _finish_block(job, plan, index, blocks[plan.kind], spw_ids[plan.kind], budgets)
+                    for index, plan in enumerate(plans)}
+    log.info("noise added, metadata fixed (%.1f s)", time.time() - t0)
+    spws_truth = {w.label: _window_truth(job, w, cubes[w.label], images[w.label], budgets[w.label],
+                                         structure[w.label]) for w in job.windows}
+
+    job.ms_dir.mkdir(parents=True, exist_ok=True)
+    for kind, block in blocks.items():
+        final = outdir / arrays_truth[kind]["ms"]
+        shutil.rmtree(final, ignore_errors=True)
+        block.rename(final)
+    write_demo_runfile(outdir / "demo.toml", field, setup, list(job.windows), size)
+    truth = {"field": field, "setup": setup, "size": size.name, "seed": seed,
+             "position": {"ra": ra, "dec": dec, "frame": "J2000"}, "vsys_kms": vsys,
+             "ms_dir": str(job.ms_dir.relative_to(outdir)), "science_intent": observe.SCIENCE_INTENT,
+             "size_preset": size.as_dict(), "arrays": arrays_truth, "spws": spws_truth}
+    write_truth_json(truth_dir / "truth.json", truth)
+    shutil.rmtree(job.work, ignore_errors=True)
+    return SimResult.load(outdir)
+
+
+def _build_sky(job: _Job) -> tuple[dict[str, np.ndarray], dict[str, dict], dict[str, Path]]:
+    """Unit-scale cubes, their description for the truth, and CASA model images."""
     cubes: dict[str, np.ndarray] = {}
     structure: dict[str, dict] = {}
     images: dict[str, Path] = {}
-    for w in windows:
-        cubes[w.label], structure[w.label] = _unit_cube(w, grid, res)
-        images[w.label] = casa_images.write_model_image(work / f"model_{w.label}.im", cubes[w.label], grid,
-                                                        ra, dec, w.freqs_lsrk_hz, w.rest_hz)
+    for w in job.windows:
+        cubes[w.label], structure[w.label] = _unit_cube(w, job.grid, job.res)
+        images[w.label] = casa_images.write_model_image(job.work / f"model_{w.label}.im", cubes[w.label], job.grid,
+                                                        job.ra, job.dec, w.freqs_lsrk_hz, w.rest_hz)
+    return cubes, structure, images
 
-    log.info("sky model: %d windows, %d^2 pixels (%.1f s)", len(windows), grid.npix, time.time() - t0)
-    # 2. one execution block per array
-    plans = _array_plans(setup, size)
-    tmp_ms: dict[str, Path] = {}
-    spw_ids: dict[str, dict[str, int]] = {}
-    for plan in plans:
-        tmp_ms[plan.kind] = work / f"{plan.kind}.ms"
-        spw_ids[plan.kind] = observe.observe(tmp_ms[plan.kind], plan, windows, field, ra, dec, images)
 
-    log.info("observed and predicted %s (%.1f s)", ", ".join(tmp_ms), time.time() - t0)
-    # 3. noise level from what was observed -> scale of the sky
-    counts = {p.kind: msfix.unflagged_counts(tmp_ms[p.kind]) for p in plans}
-    sigmas = {p.kind: {w.label: visibility_sigma_jy(DISH_M[p.kind], w.chan_width_hz, p.integration_s, band)
-                       for w in windows} for p in plans}
-    noise: dict[str, dict] = {}
-    scale: dict[str, float] = {}
-    unit_peak: dict[str, float] = {}
-    for w in windows:
-        per_array = {p.kind: (counts[p.kind].get(spw_ids[p.kind][w.label], 0), sigmas[p.kind][w.label])
-                     for p in plans}
-        rms = {kind: natural_image_rms([v]) for kind, v in per_array.items()}
-        rms["joint"] = natural_image_rms(list(per_array.values()))
-        unit_peak[w.label] = skymodel.peak_per_beam(cubes[w.label], grid.cell_arcsec, res)
-        scale[w.label] = size.peak_snr * rms["joint"] / unit_peak[w.label]
-        noise[w.label] = {"sigma_vis_jy": {k: v[1] for k, v in per_array.items()},
-                          "n_vis_per_channel": {k: v[0] for k, v in per_array.items()},
-                          "image_rms_natural_jy_per_beam": rms,
-                          "note": "sigma per real/imag part of one correlation (MS SIGMA); "
-                                  "rms of a natural-weighted channel at the phase centre "
-                                  "(Briggs 0.5 is ~1.1-1.5x higher)"}
+def _noise_budgets(job: _Job, plans: list[observe.ArrayPlan], blocks: dict[str, Path],
+                   spw_ids: dict[str, dict[str, int]], cubes: dict[str, np.ndarray]) -> dict[str, _NoiseBudget]:
+    """The noise follows from what was actually observed (unflagged
+    visibilities); the sky is then scaled so its peak at the nominal beam is
+    ``peak_snr`` x the joint natural-weighted rms (prediction is linear)."""
+    band = get_setup(job.setup).band
+    counts = {plan.kind: msfix.unflagged_counts(blocks[plan.kind]) for plan in plans}
+    budgets: dict[str, _NoiseBudget] = {}
+    for w in job.windows:
+        sigma = {plan.kind: visibility_sigma_jy(DISH_M[plan.kind], w.chan_width_hz, plan.integration_s, band)
+                 for plan in plans}
+        n_vis = {plan.kind: counts[plan.kind].get(spw_ids[plan.kind][w.label], 0) for plan in plans}
+        rms = {kind: natural_image_rms([(n_vis[kind], sigma[kind])]) for kind in sigma}
+        rms["joint"] = natural_image_rms([(n_vis[kind], sigma[kind]) for kind in sigma])
+        unit_peak = skymodel.peak_per_beam(cubes[w.label], job.grid.cell_arcsec, job.res)
+        budgets[w.label] = _NoiseBudget(sigma_vis_jy=sigma, n_vis=n_vis, rms=rms, unit_peak=unit_peak,
+                                        scale=job.size.peak_snr * rms["joint"] / unit_peak)
+    return budgets
 
-    arrays_truth: dict[str, dict] = {}
-    ms_dir = outdir / "data" / f"{field}-Setup{setup}"
-    ms_dir.mkdir(parents=True, exist_ok=True)
-    final_ms: dict[str, Path] = {}
-    for index, plan in enumerate(plans):
-        ms = tmp_ms[plan.kind]
-        ids = spw_ids[plan.kind]
-        msfix.add_noise_and_weights(ms, {ids[w.label]: scale[w.label] for w in windows},
-                                    {ids[w.label]: sigmas[plan.kind][w.label] for w in windows},
-                                    seed=seed * 10 + index)
-        msfix.renumber_scans(ms)
-        topo = msfix.relabel_windows_topo(ms, observe.spw_layout(plan.kind, windows), ra, dec)
-        msfix.share_polarization(ms)
-        msfix.add_processor(ms)
-        msfix.set_telescope_alma(ms)
-        msfix.fill_source_table(ms, ids, windows, vsys)
-        final_ms[plan.kind] = ms_dir / ms_name(field, setup, plan.kind, seed)
-        arrays_truth[plan.kind] = {
-            "ms": str(final_ms[plan.kind].relative_to(outdir)), "config_file": plan.config_file,
+
+def _finish_block(job: _Job, plan: observe.ArrayPlan, index: int, ms: Path, ids: dict[str, int],
+                  budgets: dict[str, _NoiseBudget]) -> dict[str, Any]:
+    """Noise, weights and metadata fix-ups of one block; returns its truth entry."""
+    msfix.add_noise_and_weights(ms, {ids[w.label]: budgets[w.label].scale for w in job.windows},
+                                {ids[w.label]: budgets[w.label].sigma_vis_jy[plan.kind] for w in job.windows},
+                                seed=job.seed * 10 + index)
+    msfix.renumber_scans(ms)
+    topo = msfix.relabel_windows_topo(ms, observe.spw_layout(plan.kind, list(job.windows)), job.ra, job.dec)
+    msfix.share_polarization(ms)
+    msfix.add_processor(ms)
+    msfix.set_telescope_alma(ms)
+    msfix.fill_source_table(ms, ids, list(job.windows), job.vsys)
+    final = job.ms_dir / ms_name(job.field, job.setup, plan.kind, job.seed)
+    return {"ms": str(final.relative_to(job.outdir)), "config_file": plan.config_file,
             "dish_diameter_m": DISH_M[plan.kind], "date": plan.date, "time_s": plan.time_s,
-            "integration_s": plan.integration_s,
-            "n_antennas": _n_antennas(ms), "spw_ids": ids, "topo_chan_freqs_hz": topo}
+            "integration_s": plan.integration_s, "n_antennas": _n_antennas(ms), "spw_ids": ids,
+            "topo_chan_freqs_hz": topo}
 
-    log.info("noise added, metadata fixed (%.1f s)", time.time() - t0)
-    # 4. truth
-    spws_truth: dict[str, dict] = {}
-    model_fits: dict[str, Path] = {}
-    for w in windows:
-        cube = cubes[w.label] * scale[w.label]
-        casa_images.scale_image(images[w.label], scale[w.label])
-        model_fits[w.label] = casa_images.export_fits(images[w.label], truth_dir / f"{field}_{w.label}_model.fits")
-        peak_chan = int(np.argmax(cube.max(axis=(0, 1))))
-        spws_truth[w.label] = {
-            "kind": "continuum" if w.is_continuum else "line",
-            "spw_name": w.name, "ot_name": w.spw.ot_name, "rest_freq_hz": w.rest_hz,
-            "nchan": w.nchan, "catalog_nchan": w.spw.nchan, "chan_width_hz": w.chan_width_hz,
-            "chan_width_kms": w.chan_width_kms, "frame": "LSRK", "velocity_convention": "radio",
-            "chan_freqs_lsrk_hz": [float(f) for f in w.freqs_lsrk_hz],
-            "velocities_kms": [float(v) for v in w.velocities_kms],
-            "vsys_kms": vsys, "line_centre_lsrk_hz": w.centre_lsrk_hz,
-            "model_fits": str(model_fits[w.label].relative_to(outdir)),
-            "model_cell_arcsec": grid.cell_arcsec, "model_npix": grid.npix, "brightness_unit": "Jy/pixel",
-            "peak_jy_per_pixel": float(cube.max()),
-            "peak_jy_per_beam_nominal": float(unit_peak[w.label] * scale[w.label]),
-            "nominal_beam_arcsec": res, "peak_channel": peak_chan,
-            "integrated_flux_jy_kms": integrated_flux_jy_kms(cube, w.chan_width_kms),
-            "peak_snr_joint_natural": size.peak_snr,
-            "noise": noise[w.label], **structure[w.label]}
 
-    for kind, ms in final_ms.items():
-        shutil.rmtree(ms, ignore_errors=True)
-        tmp_ms[kind].rename(ms)
-    runfile = write_demo_runfile(outdir / "demo.toml", field, setup, windows, size)
-    truth = {"field": field, "setup": setup, "size": size.name, "seed": seed,
-             "position": {"ra": ra, "dec": dec, "frame": "J2000"}, "vsys_kms": vsys,
-             "ms_dir": str(ms_dir.relative_to(outdir)), "science_intent": observe.SCIENCE_INTENT,
-             "size_preset": size.as_dict(), "arrays": arrays_truth, "spws": spws_truth}
-    write_truth_json(truth_dir / "truth.json", truth)
-    shutil.rmtree(work, ignore_errors=True)
-    return SimResult.load(outdir)
+def _window_truth(job: _Job, w: SimWindow, unit_cube: np.ndarray, image: Path, budget: _NoiseBudget,
+                  structure: dict) -> dict[str, Any]:
+    """Scale the model image, export it to FITS and describe the window."""
+    cube = unit_cube * budget.scale
+    casa_images.scale_image(image, budget.scale)
+    fits_path = casa_images.export_fits(image, job.outdir / "truth" / f"{job.field}_{w.label}_model.fits")
+    return {
+        "kind": "continuum" if w.is_continuum else "line",
+        "spw_name": w.name, "ot_name": w.spw.ot_name, "rest_freq_hz": w.rest_hz,
+        "nchan": w.nchan, "catalog_nchan": w.spw.nchan, "chan_width_hz": w.chan_width_hz,
+        "chan_width_kms": w.chan_width_kms, "frame": "LSRK", "velocity_convention": "radio",
+        "chan_freqs_lsrk_hz": [float(f) for f in w.freqs_lsrk_hz],
+        "velocities_kms": [float(v) for v in w.velocities_kms],
+        "vsys_kms": job.vsys, "line_centre_lsrk_hz": w.centre_lsrk_hz,
+        "model_fits": str(fits_path.relative_to(job.outdir)),
+        "model_cell_arcsec": job.grid.cell_arcsec, "model_npix": job.grid.npix, "brightness_unit": "Jy/pixel",
+        "peak_jy_per_pixel": float(cube.max()),
+        "peak_jy_per_beam_nominal": float(budget.unit_peak * budget.scale),
+        "nominal_beam_arcsec": job.res, "peak_channel": int(np.argmax(cube.max(axis=(0, 1)))),
+        "integrated_flux_jy_kms": integrated_flux_jy_kms(cube, w.chan_width_kms),
+        "peak_snr_joint_natural": job.size.peak_snr,
+        "noise": budget.as_dict(), **structure}
 
 
 def _n_antennas(ms: Path) -> int:
