@@ -288,7 +288,8 @@ def resolve_nchunks(entries: Iterable[tuple[RunSpec, ImageKey]], models: Mapping
             for key in auto:
                 counts_k[key.path] = fewest_chunks_within(models[key.path], target, node_memory_gb)
             plan = _assemble(keys, models, counts_k, False, workers, node_memory_gb)
-            sim = simulate_schedule(plan, workers, node_memory_gb=node_memory_gb, timeline=False)
+            # workers per node are unknown at plan time: the budget caps each chunk, not concurrency
+            sim = simulate_schedule(plan, workers, timeline=False)
             tried[per_worker] = (round(sim.makespan, 6), len(plan.units), counts_k)
         return tried[per_worker]
 

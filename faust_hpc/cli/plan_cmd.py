@@ -5,7 +5,9 @@ Ranks vs workers: under ``mpirun -n N`` rank 0 schedules and ranks 1..N-1
 run units, so N ranks give N - 1 workers (one rank runs units serially on one
 worker). The predicted makespan for N ranks is the scheduling policy of the
 launcher (:mod:`faust_hpc.scheduler`) run under a simulated clock with that many
-workers; the lower bound is max(critical path, total work / workers) (the
+workers (how ranks share nodes is not known before ``mpirun`` starts, so the
+prediction lets memory limit each unit, not how many run at once); the lower
+bound is max(critical path, total work / workers) (the
 JSON also has ``image_lower_bound``, which adds each image's own chain:
 prepare + its chunk work spread over all workers + finalize + products).
 """
@@ -58,8 +60,7 @@ def summarize(spec, ranks: list[int]) -> dict:
     cp_cost, cp_ids = plan.critical_path()
     makespan, lower, tight, workers, balance = {}, {}, {}, {}, {}
     for n in ranks:
-        sim = simulate_schedule(plan, workers_for_ranks(n), node_memory_gb=spec.scheduler.node_memory_gb,
-                                timeline=False)
+        sim = simulate_schedule(plan, workers_for_ranks(n), timeline=False)
         makespan[str(n)] = round(sim.makespan, 1)
         lower[str(n)] = round(sim.lower_bound, 1)
         tight[str(n)] = round(sim.tight_lower_bound, 1)
