@@ -90,6 +90,9 @@ def render_text(s: dict, spec) -> str:
     if s["catalog_only"]:
         lines.append(f"data_dir {spec.data_dir} is absent: planning from the catalog alone "
                      f"(nominal FAUST visibility counts)")
+    else:
+        lines.append("costs: catalog channel counts and nominal FAUST visibility counts (the prepare "
+                     "units report the real chunk lists when the run starts)")
     lines.append(f"units: {kinds['prepare']} prepare, {kinds['chunk']} chunk, {kinds['finalize']} finalize, "
                  f"{kinds['products']} products ({s['units']} total)")
     lines.append(f"total cost: {_hours(s['total_cost'])} ({s['cost_unit']})")
