@@ -33,8 +33,8 @@ def unit_workdir(product_dir: Path, unit_id: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from faust_hpc import casa_env
     from faust_hpc.execute import config_for, run_unit
+    from faust_hpc.plan import build_plan
     from faust_hpc.runfile import load_runfile
-    from faust_hpc.units import Unit, chunk_part
 
     spec = load_runfile(args.runfile, check_paths=True)
     product_dir = Path(spec.product_dir)
@@ -45,29 +45,28 @@ def run(args: argparse.Namespace) -> int:
     # Bad input before any work: every MS present, every SPW in every MS.
     for key in keys:
         config_for(spec, key).validate_inputs()
+    # The same plan as `faust-hpc run` (chunk counts incl. "auto"), so a serial
+    # run and an MPI run of one run file give the same chunks and products.
+    plan = build_plan(spec)
     t_start = time.time()
     for key in keys:
-        setting = spec.nchunks_for(key.label)
-        nchunks = None if setting in ("default", "auto") else int(setting)
-        prepare = Unit(id=key.unit_id("prepare"), kind="prepare", key=key, nchunks=nchunks)
+        prepare = plan.units[key.unit_id("prepare")]
         t0 = time.time()
         result = run_unit(spec, prepare, unit_workdir(product_dir, prepare.id))
         n = int(result.info["nchunks"])
         print(f"{prepare.id}: {n} chunks ({time.time() - t0:.1f} s)")
-        for index in range(n):
-            uid = key.unit_id(chunk_part(index, n))
+        for unit in plan.expand(prepare.id, n):
             t0 = time.time()
-            run_unit(spec, Unit(id=uid, kind="chunk", key=key, deps=(prepare.id,), chunk_index=index, nchunks=n),
-                     unit_workdir(product_dir, uid))
-            print(f"{uid}: done ({time.time() - t0:.1f} s)")
+            run_unit(spec, unit, unit_workdir(product_dir, unit.id))
+            print(f"{unit.id}: done ({time.time() - t0:.1f} s)")
         t0 = time.time()
-        fin = Unit(id=key.unit_id("finalize"), kind="finalize", key=key)
+        fin = plan.units[key.unit_id("finalize")]
         result = run_unit(spec, fin, unit_workdir(product_dir, fin.id))
         fits = next((p for p in result.outputs if p.endswith(".fits")), "")
         print(f"{fin.id}: {fits} ({time.time() - t0:.1f} s)")
         if not args.no_products:
             for kind in ("moments", "qa"):
-                unit = Unit(id=key.unit_id(kind), kind=kind, key=key, deps=(fin.id,))
+                unit = plan.units[key.unit_id(kind)]
                 t0 = time.time()
                 result = run_unit(spec, unit, unit_workdir(product_dir, unit.id))
                 print(f"{unit.id}: {len(result.outputs)} files ({time.time() - t0:.1f} s)")

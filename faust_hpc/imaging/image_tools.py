@@ -27,6 +27,9 @@ from faust_hpc import casa_env
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".tmp-"
+# Files named like a product's extension that a re-run of tclean must not
+# delete: the frozen chunk list belongs to the prepare stage.
+PRESERVED_ON_REPUBLISH = (".chunks.json",)
 
 # Extensions tclean can write for one imagename (the original's list).
 TCLEAN_EXTS = (
@@ -169,7 +172,7 @@ def publish_tclean_products(tmp_base: str, final_base: str, keep: Iterable[str] 
     produced = sorted(glob(glob_escape(tmp_base) + ".*"))
     exts = [p[len(tmp_base):] for p in produced]
     keep_set = None if keep is None else set(keep)
-    delete_all_extensions(final_base)
+    delete_all_extensions(final_base, keep_exts=PRESERVED_ON_REPUBLISH)
     published: list[str] = []
     ordered = sorted(exts, key=lambda e: (e == last, e))
     for ext in ordered:
