@@ -142,33 +142,46 @@ def unit_record(unit: str, event: str, *, attempt: int, rank: int = 0, host: str
     return rec
 
 
+def _parse_fast(data: bytes) -> list[dict] | None:
+    """One JSON parse for a whole well-formed file (100k records in a few
+    tenths of a second); None if any line is not a plain record."""
+    body = data.strip()
+    if not body:
+        return []
+    try:
+        parsed = json.loads(b"[" + body.replace(b"\n", b",") + b"]")
+    except ValueError:
+        return None
+    return parsed if all(isinstance(r, dict) for r in parsed) else None
+
+
 def _parse_lines(data: bytes, path: Path) -> list[dict]:
     """All complete records; a torn or garbled line is skipped (a torn *last*
     line is the expected trace of a crash mid-append and is not worth a warning)."""
     if not data:
         return []
-    text = data.decode("utf-8", errors="replace")
-    lines = text.split("\n")
-    # Fast path: one json parse for the whole file (100k records in ~0.2 s).
-    body = [ln for ln in lines if ln.strip()]
-    try:
-        parsed = json.loads("[" + ",".join(body) + "]")
-        if all(isinstance(r, dict) for r in parsed):
-            return parsed
-    except ValueError:
-        pass
+    if data.endswith(b"\n"):
+        fast = _parse_fast(data)
+        if fast is not None:
+            return fast
+    else:
+        # The usual damage: a crash mid-append tore the last line. Parse the rest in one go.
+        cut = data.rfind(b"\n") + 1
+        head = _parse_fast(data[:cut])
+        if head is not None:
+            try:
+                tail = json.loads(data[cut:])
+                return head + ([tail] if isinstance(tail, dict) else [])
+            except ValueError:
+                return head
     records: list[dict] = []
-    last_index = len(lines) - 1
-    while last_index > 0 and not lines[last_index].strip():
-        last_index -= 1
-    for i, line in enumerate(lines):
+    for i, line in enumerate(data.split(b"\n")):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
         except ValueError:
-            if i != last_index:
-                log.debug("%s: skipping unreadable line %d", path, i + 1)
+            log.debug("%s: skipping unreadable line %d", path, i + 1)
             continue
         if isinstance(rec, dict):
             records.append(rec)
