@@ -195,3 +195,32 @@ def test_bad_input_without_casa(tmp_path):
     config.rms = 0.01
     with pytest.raises(PrerequisiteError, match="make_tiny_image_stamp"):
         config.clean_line(ext="clean", mask_method="auto-multithresh")
+
+
+def test_executor_names_partial_outputs_of_a_crashed_unit(tmp_path):
+    from faust_hpc.execute import config_for, partial_outputs, weighting_value
+    from faust_hpc.runfile import load_runfile
+    from faust_hpc.units import Unit
+
+    run = tmp_path / "run.toml"
+    run.write_text('[run]\ndata_dir = "data"\nproduct_dir = "products"\n'
+                   '[imaging]\nfields = ["CB68"]\nsetup = 2\nspws = ["244.936GHz_CS"]\n'
+                   'cell_arcsec = 0.1\nimsize = 128\n'
+                   '[spw."244.936GHz_CS"]\nrms = 0.002\ngain = 0.03\nscales = [0, 5]\n'
+                   'automask = { lownoisethreshold = 2.0 }\n')
+    spec = load_runfile(run, check_paths=False)
+    key = spec.image_keys()[0]
+    config = config_for(spec, key)
+    assert (config.rms, config.gain, config.scales) == (0.002, 0.03, [0, 5])
+    assert config.autom_kwargs["lownoisethreshold"] == 2.0 and config.autom_kwargs["noisethreshold"] == 5.0
+    assert config.dset.cell == "0.1arcsec" and weighting_value(key.weighting) == 0.5
+    d = Path(config.get_imagebase()).parent
+    stem = Path(config.get_imagebase()).name
+    crashed = [d / f".tmp-123-clean_clean-{stem}_chunk1_clean.model", d / f".tmp-9-{stem}_clean.image.pbcor"]
+    other = d / f".tmp-123-clean_clean-{stem}_chunk0_clean.model"
+    for p in crashed + [other]:
+        p.mkdir(parents=True)
+    chunk1 = Unit(id=key.unit_id("chunk01"), kind="chunk", key=key, chunk_index=1, nchunks=2)
+    assert partial_outputs(spec, chunk1) == [str(crashed[0])]
+    fin = Unit(id=key.unit_id("finalize"), kind="finalize", key=key)
+    assert str(crashed[1]) in partial_outputs(spec, fin)

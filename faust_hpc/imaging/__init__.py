@@ -45,3 +45,24 @@ __all__ = [
     "export_fits", "get_freq_axis_from_image", "hanning_smooth_image", "make_multiscale_joint_mask",
     "primary_beam_correct", "smooth_cube_to_common_beam", "MASK_METHODS",
 ]
+
+from faust_hpc.imaging.recipes import make_all_line_dirty_cubes, postproc_all_cleaned_images, run_pipeline
+
+__all__ += ["run_pipeline", "make_all_line_dirty_cubes", "postproc_all_cleaned_images"]
+
+# The moment-map and QA functions of the original module live in the products
+# layer; they are reachable from here lazily (no import cycle, no CASA import).
+_PRODUCTS = {
+    "make_moments_from_image": "faust_hpc.products.moments", "make_all_moment_maps": "faust_hpc.products.moments",
+    "MomentMapper": "faust_hpc.products.moments", "make_qa_plots_from_image": "faust_hpc.products.qa",
+    "make_all_qa_plots": "faust_hpc.products.qa", "make_qa_plot": "faust_hpc.products.qa",
+    "CubeSet": "faust_hpc.products.qa",
+}
+
+
+def __getattr__(name: str):
+    if name in _PRODUCTS:
+        import importlib
+
+        return getattr(importlib.import_module(_PRODUCTS[name]), name)
+    raise AttributeError(f"module 'faust_hpc.imaging' has no attribute {name!r}")
