@@ -221,7 +221,7 @@ tasks.tclean(vis={[str(sim_tiny.ms_paths['12m']), str(sim_tiny.ms_paths['7m'])]!
              start=f'{{f[0]}}Hz', width=f'{{f[1] - f[0]}}Hz', nchan=len(f), imsize=128, cell='0.1arcsec',
              gridder='mosaic', weighting='natural', niter=0)
 ia = tools.image(); ia.open({str(tmp_path / 'dirty.image')!r}); d = ia.getchunk()[:, :, 0, :]; ia.close()
-print(json.dumps({{"rms": float(np.std(d[:24, :24, :])), "spectrum": d.max(axis=(0, 1)).tolist()}}))
+print(json.dumps({{"rms": d.std(axis=(0, 1)).tolist(), "spectrum": d.max(axis=(0, 1)).tolist()}}))
 """
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                           timeout=300)
@@ -230,7 +230,12 @@ print(json.dumps({{"rms": float(np.std(d[:24, :24, :])), "spectrum": d.max(axis=
 
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     expected = truth["noise"]["image_rms_natural_jy_per_beam"]["joint"]
-    assert result["rms"] == pytest.approx(expected, rel=0.2)
+    # noise in the line-free inner channels (the edge channels have partial coverage)
+    model, _ = model_cube_from_fits(sim_tiny.model_fits[CS])
+    true_spectrum = model.sum(axis=(0, 1))
+    free = [c for c in range(1, truth["nchan"] - 1) if true_spectrum[c] < 1e-3 * true_spectrum.max()]
+    assert len(free) >= 4
+    assert np.mean([result["rms"][c] for c in free]) == pytest.approx(expected, rel=0.2)
     spectrum = np.asarray(result["spectrum"])
     assert spectrum.max() > 10 * expected
     centre = (truth["nchan"] - 1) / 2
