@@ -191,3 +191,21 @@ def test_partial_outputs_finds_only_temporaries(qa_cube: dict, tmp_path: Path) -
     (mom / f".tmp-9-ffff0000-{BASE}.mom1.fits.im").mkdir()
     assert [Path(p).name for p in moments.partial_outputs(qa_cube["image"], tmp_path / "moments")] == \
         [f".tmp-9-ffff0000-{BASE}.mom1.fits.im"]
+
+
+def test_strip_reading_gives_the_same_selection_and_planes(qa_cube: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from faust_hpc.products import qa
+    from faust_hpc.products.cube import PlaneReader
+
+    whole = qa.CubeSet(qa_cube["image"])
+    monkeypatch.setattr(PlaneReader, "strips",
+                        lambda self, budget, nchan: [(y, min(y + 11, self.ny) - 1) for y in range(0, self.ny, 11)])
+    strips = qa.CubeSet(qa_cube["image"])
+    assert list(strips.good_chan) == list(whole.good_chan)
+    assert [s.peak for s in strips.stats] == [s.peak for s in whole.stats]
+    # the display copy read strip by strip equals the one made from whole planes
+    factor, bounds, _ = qa._panel_grid(whole)
+    (data, ma, pb), = qa._page_display(whole, [11], "image", factor, bounds)
+    im, _, ma_full, pb_full = whole.get_image_planes(11)
+    np.testing.assert_array_equal(data, qa.display_copy(im, factor, *bounds))
+    np.testing.assert_array_equal(ma, qa.display_copy(ma_full, factor, *bounds))

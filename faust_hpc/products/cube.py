@@ -141,6 +141,12 @@ class PlaneReader:
         self.nx, self.ny = self.shape[self.x_axis], self.shape[self.y_axis]
         self.nchan = self.shape[self.spec_axis] if self.spec_axis is not None else 1
         self.has_mask = bool(self._ia.maskhandler("default"))
+        try:
+            tiles = [int(t) for t in self._ia.summary(list=False, verbose=False)["tileshape"]]
+        except (KeyError, RuntimeError):
+            tiles = [min(n, 64) for n in self.shape]
+        self.tile_y = tiles[self.y_axis]
+        self.tile_chan = tiles[self.spec_axis] if self.spec_axis is not None else 1
 
     # -- life cycle
     def close(self) -> None:
@@ -173,6 +179,45 @@ class PlaneReader:
             good = self._to_yx(np.asarray(self._ia.getchunk(blc=blc, trc=trc, getmask=True)))
             data[~good] = np.nan
         return data
+
+    def block(self, chan0: int, chan1: int, y0: int, y1: int) -> np.ndarray:
+        """Channels ``chan0..chan1`` of rows ``y0..y1`` (inclusive) as float32
+        ``(chan, y, x)``, masked pixels NaN.
+
+        Why blocks: CASA stores cubes in tiles spanning several channels
+        (e.g. 80 x 50 x 1 x 8) and caches every tile an access touches, so
+        reading one full plane of a 2000 x 2000 cube holds 8 planes' worth of
+        tiles (128 MB) per open image. A strip of rows across the channels
+        touches only the tiles of that strip."""
+        blc = [0] * len(self.shape)
+        trc = [n - 1 for n in self.shape]
+        blc[self.y_axis], trc[self.y_axis] = int(y0), int(y1)
+        if self.spec_axis is not None:
+            if not (0 <= chan0 <= chan1 < self.nchan):
+                raise IndexError(f"{self.path}: channels {chan0}..{chan1} outside 0..{self.nchan - 1}")
+            blc[self.spec_axis], trc[self.spec_axis] = int(chan0), int(chan1)
+        data = self._to_cyx(np.asarray(self._ia.getchunk(blc=blc, trc=trc), dtype=np.float32))
+        if self.has_mask:
+            good = self._to_cyx(np.asarray(self._ia.getchunk(blc=blc, trc=trc, getmask=True)))
+            data[~good] = np.nan
+        return data
+
+    def _to_cyx(self, chunk: np.ndarray) -> np.ndarray:
+        keep = [self.spec_axis, self.y_axis, self.x_axis] if self.spec_axis is not None else [self.y_axis, self.x_axis]
+        index = tuple(slice(None) if ax in keep else 0 for ax in range(chunk.ndim))
+        remaining = [ax for ax in range(chunk.ndim) if ax in keep]
+        out = np.transpose(chunk[index], [remaining.index(ax) for ax in keep])
+        if self.spec_axis is None:
+            out = out[None]
+        return np.ascontiguousarray(out)
+
+    def strips(self, budget_bytes: int, nchan: int) -> list[tuple[int, int]]:
+        """Row ranges ``(y0, y1)`` (inclusive), aligned to the storage tiles,
+        such that a block of ``nchan`` channels stays near ``budget_bytes``."""
+        row_bytes = self.nx * max(nchan, 1) * 4
+        tiles_per_strip = max(1, int(budget_bytes // max(row_bytes * self.tile_y, 1)))
+        height = self.tile_y * tiles_per_strip
+        return [(y, min(y + height, self.ny) - 1) for y in range(0, self.ny, height)]
 
     def _to_yx(self, chunk: np.ndarray) -> np.ndarray:
         # Keep the two direction axes, in (y, x) order, whatever the axis order on disk.

@@ -53,8 +53,19 @@ CCH_VWIN_KMS = float(_DEFAULTS["cch_vwin_kms"])
 DEFAULT_M1_SIGMA = float(_DEFAULTS["m1_sigma"])
 DEFAULT_M2_SIGMA = float(_DEFAULTS["m2_sigma"])
 
+# Bytes of one strip block (rows x window channels) read at a time.
+STRIP_BYTES = 16 * 2 ** 20
+# Pixels per sampled plane that enter the noise estimate.
+RMS_SAMPLES_PER_PLANE = 131_072
+
 # Output extensions, in the order they are written (each "<base>.<ext>.fits").
 MOMENT_EXTS = ("max.pbcor", "mom0.pbcor", "mom0_err.pbcor", "mom1", "mom1_err", "mom2")
+
+
+def _pb_strip(pb: PlaneReader, chan: int, y0: int, y1: int) -> np.ndarray:
+    """Rows y0..y1 of the PB at ``chan`` (a single-plane PB serves every channel)."""
+    k = 0 if pb.nchan == 1 else chan
+    return pb.block(k, k, y0, y1)[0]
 
 
 def default_vwin(label: str | None) -> float:
@@ -195,19 +206,25 @@ class MomentMapper:
     def get_rms(self, cube: PlaneReader, pb: PlaneReader) -> tuple[float, float]:
         """Noise of the unsmoothed and of the Hanning-smoothed cube.
 
-        Both are measured on the same sampled planes, so a user-given ``rms``
-        is carried over to the Hanning cube by the measured ratio (about 1/1.3
-        for the correlated channels of ALMA cubes, 1/1.63 for independent ones)."""
-        raw, hann = [], []
-        for k in sample_channels(cube.nchan):
-            inside = plane_or_single(pb, k) >= self.pb_limit
-            cur = cube.plane(k)
-            prev = cube.plane(k - 1) if k > 0 else None
-            nxt = cube.plane(k + 1) if k + 1 < cube.nchan else None
-            raw.append(robust_rms(np.where(inside, cur, np.nan)))
-            hann.append(robust_rms(np.where(inside, hanning_plane(prev, cur, nxt), np.nan)))
-        rms_raw = combine_plane_rms(raw)
-        rms_hann = combine_plane_rms(hann)
+        Both are measured (MAD, inside the PB limit) on the same sampled
+        planes, read strip by strip, so a user-given ``rms`` is carried over to
+        the Hanning cube by the measured ratio (about 1/1.3 for the correlated
+        channels of ALMA cubes, 1/1.63 for independent ones)."""
+        chans = sample_channels(cube.nchan)
+        stride = max(1, int(np.ceil(cube.nx * cube.ny / RMS_SAMPLES_PER_PLANE)))
+        raw: dict[int, list[np.ndarray]] = {k: [] for k in chans}
+        hann: dict[int, list[np.ndarray]] = {k: [] for k in chans}
+        for y0, y1 in cube.strips(STRIP_BYTES, 3):
+            for k in chans:
+                lo, hi = max(k - 1, 0), min(k + 1, cube.nchan - 1)
+                blk = cube.block(lo, hi, y0, y1)
+                inside = _pb_strip(pb, k, y0, y1) >= self.pb_limit
+                cur = blk[k - lo]
+                smooth = hanning_plane(blk[k - lo - 1] if k > lo else None, cur, blk[k - lo + 1] if k < hi else None)
+                raw[k].append(np.where(inside, cur, np.nan).ravel()[::stride])
+                hann[k].append(np.where(inside, smooth, np.nan).ravel()[::stride])
+        rms_raw = combine_plane_rms([robust_rms(np.concatenate(raw[k])) for k in chans])
+        rms_hann = combine_plane_rms([robust_rms(np.concatenate(hann[k])) for k in chans])
         if self.rms_override is not None:
             rms_hann *= float(self.rms_override) / rms_raw
             rms_raw = float(self.rms_override)
@@ -243,16 +260,21 @@ class MomentMapper:
             maps = self._accumulate(cube, mask, pb)
             self.outdir.mkdir(parents=True, exist_ok=True)
             written = []
-            for ext, data, unit in maps:
+            beam = cube.restoring_beam(self._vsys_chan)
+            for ext in MOMENT_EXTS:
+                data, unit = maps.pop(ext)
                 out = self.outputs[ext]
-                write_map_fits(out, data, cube, self._vsys_chan, unit, beam=cube.restoring_beam(self._vsys_chan),
-                               object_name=self.field)
+                write_map_fits(out, data, cube, self._vsys_chan, unit, beam=beam, object_name=self.field)
+                del data
                 written.append(out)
                 log.info("wrote %s", out)
         return written
 
     def _accumulate(self, cube: PlaneReader, mask: PlaneReader,
-                    pb: PlaneReader) -> Iterator[tuple[str, np.ndarray, str]]:
+                    pb: PlaneReader) -> dict[str, tuple[np.ndarray, str]]:
+        """All maps, computed strip by strip of rows: each strip reads the
+        window's channels (plus one on each side for the Hanning smoothing)
+        once, so memory is the output maps plus one strip block."""
         velo = cube.velocities_kms()
         win = self._window(velo)
         dv = float(np.median(np.abs(np.diff(velo)))) if velo.size > 1 else 1.0
@@ -261,24 +283,25 @@ class MomentMapper:
         self.rms, self.rms_hann = rms, rms_hann
         log.info("%s: window %d..%d (%d channels, dv=%.4f km/s), rms=%.4g, hanning rms=%.4g",
                  self.basename, win[0], win[-1], win.size, dv, rms, rms_hann)
-        shape = (cube.ny, cube.nx)
-        peak = np.full(shape, -np.inf, dtype=np.float32)
-        m0 = _Sums.zeros(shape)
-        m1 = _Sums.zeros(shape)
-        m2 = _Sums.zeros(shape)
-        sum_v2_m1 = np.zeros(shape)   # sum of v_i^2 over the moment-1 pixels (for its error)
-        # Sliding window of raw planes: (k-1, k, k+1) for the Hanning plane of k.
         first, last = int(win[0]), int(win[-1])
-        prev = cube.plane(first - 1) if first > 0 else None
-        cur = cube.plane(first)
-        for k in range(first, last + 1):
-            nxt = cube.plane(k + 1) if k + 1 < cube.nchan else None
-            if abs(velo[k] - self.vsys) <= self.vwin + 1e-9:
+        lo, hi = max(first - 1, 0), min(last + 1, cube.nchan - 1)
+        bunit = cube.brightness_unit()
+        full = {ext: np.full((cube.ny, cube.nx), np.nan, dtype=np.float32) for ext in MOMENT_EXTS}
+        units: dict[str, str] = {}
+        for y0, y1 in cube.strips(STRIP_BYTES, hi - lo + 1):
+            blk = cube.block(lo, hi, y0, y1)
+            mblk = mask.block(first, last, y0, y1)
+            shape = blk.shape[1:]
+            peak = np.full(shape, -np.inf, dtype=np.float32)
+            m0, m1, m2 = _Sums.zeros(shape), _Sums.zeros(shape), _Sums.zeros(shape)
+            sum_v2_m1 = np.zeros(shape)   # sum of v_i^2 over the moment-1 pixels (for its error)
+            for k in range(first, last + 1):
                 v = float(velo[k])
+                cur = blk[k - lo]
                 finite = np.isfinite(cur)
                 np.fmax(peak, np.where(finite, cur, -np.inf), out=peak)
-                in_mask = (mask.plane(k) > 0.5) & finite
-                hann = hanning_plane(prev, cur, nxt)
+                in_mask = (mblk[k - first] > 0.5) & finite
+                hann = hanning_plane(blk[k - lo - 1] if k > lo else None, cur, blk[k - lo + 1] if k < hi else None)
                 with np.errstate(invalid="ignore"):
                     sel1 = in_mask & (hann > self.m1_sigma * rms_hann)
                     sel2 = in_mask & (hann > self.m2_sigma * rms_hann)
@@ -286,10 +309,12 @@ class MomentMapper:
                 m1.add(cur, sel1, v)
                 m2.add(cur, sel2, v)
                 sum_v2_m1 += np.where(sel1, v * v, 0.0)
-                del hann, sel1, sel2, in_mask, finite
-            prev, cur = cur, nxt
-        pbplane = plane_or_single(pb, self._vsys_chan)
-        return self._finish(peak, m0, m1, m2, sum_v2_m1, dv, rms, pbplane, cube.brightness_unit())
+            del blk, mblk
+            pbstrip = _pb_strip(pb, self._vsys_chan, y0, y1)
+            for ext, data, unit in self._finish(peak, m0, m1, m2, sum_v2_m1, dv, rms, pbstrip, bunit):
+                full[ext][y0:y1 + 1] = data
+                units[ext] = unit
+        return {ext: (full[ext], units[ext]) for ext in MOMENT_EXTS}
 
     def _finish(self, peak: np.ndarray, m0: _Sums, m1: _Sums, m2: _Sums, sum_v2_m1: np.ndarray,
                 dv: float, rms: float, pbplane: np.ndarray, bunit: str) -> Iterator[tuple[str, np.ndarray, str]]:

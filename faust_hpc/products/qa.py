@@ -50,6 +50,8 @@ MAX_PANEL_PIX = 400           # display resolution of one panel
 IMAGE_LEVELS = (10, 20, 40, 80)
 RESIDUAL_LEVEL = 5
 CROP = 0.12                   # crop this fraction of the width on each side (PB-blanked corners)
+STRIP_BYTES = 16 * 2 ** 20    # one block of rows x channels read at a time
+SCAN_SAMPLE_BUDGET = 8_000_000  # noise-sample values kept over all channels in the selection pass
 
 
 def _pyplot():
@@ -115,14 +117,34 @@ class CubeSet:
                  self.ngood, self.nchan, self.sigma)
 
     def _scan(self, image: PlaneReader, pb: PlaneReader) -> list[ChannelStats]:
-        """One streaming pass: peak and noise of every plane inside the PB limit."""
+        """One streaming pass over the image, strip by strip of rows and a
+        few storage tiles of channels at a time: the peak and a strided noise
+        sample of every plane inside the PB limit."""
+        nchan = image.nchan
+        per_plane = int(np.clip(SCAN_SAMPLE_BUDGET // max(nchan, 1), 4096, 262_144))
+        stride = max(1, int(np.ceil(image.nx * image.ny / per_plane)))
+        cstep = max(image.tile_chan, 1) * max(1, 8 // max(image.tile_chan, 1))
+        peaks = np.full(nchan, -np.inf)
+        samples: list[list[np.ndarray]] = [[] for _ in range(nchan)]
+        for y0, y1 in image.strips(STRIP_BYTES, cstep):
+            single_pb = pb.block(0, 0, y0, y1)[0] if pb.nchan == 1 else None
+            for c0 in range(0, nchan, cstep):
+                c1 = min(c0 + cstep, nchan) - 1
+                blk = image.block(c0, c1, y0, y1)
+                pbb = pb.block(c0, c1, y0, y1) if single_pb is None else single_pb[None]
+                with np.errstate(invalid="ignore"):
+                    blk[~(pbb >= self.pb_limit) | ~np.isfinite(blk)] = np.nan
+                for j in range(c1 - c0 + 1):
+                    plane = blk[j]
+                    if np.isfinite(plane).any():
+                        peaks[c0 + j] = max(peaks[c0 + j], float(np.nanmax(plane)))
+                    samples[c0 + j].append(plane.ravel()[::stride].copy())
+                del blk, pbb
         stats = []
-        for k in range(image.nchan):
-            inside = plane_or_single(pb, k) >= self.pb_limit
-            plane = np.where(inside, image.plane(k), np.nan)
-            finite = np.isfinite(plane)
-            peak = float(np.max(plane[finite])) if finite.any() else float("nan")
-            stats.append(ChannelStats(k, peak, robust_rms(plane)))
+        for k in range(nchan):
+            peak = float(peaks[k]) if np.isfinite(peaks[k]) else float("nan")
+            stats.append(ChannelStats(k, peak, robust_rms(np.concatenate(samples[k]))))
+            samples[k] = []
         return stats
 
     # -- documented API
@@ -303,6 +325,35 @@ def _draw_panel(ax, kind: str, data: np.ndarray, mask: np.ndarray, pbeam: np.nda
     ax.set_ylim(limits[2], limits[3])
 
 
+def _page_display(cset: CubeSet, chans: list[int], kind: str, factor: int,
+                  bounds: tuple[int, int, int, int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Display-resolution (data, mask, PB) of the given channels, read strip
+    by strip of rows: only one strip of each cube is ever in memory, and the
+    storage-tile cache stays the size of a strip."""
+    lo_x, hi_x, lo_y, hi_y = bounds
+    ny_d, nx_d = (hi_y - lo_y) // factor, (hi_x - lo_x) // factor
+    out = [(np.full((ny_d, nx_d), np.nan, np.float32), np.zeros((ny_d, nx_d), np.float32),
+            np.full((ny_d, nx_d), np.nan, np.float32)) for _ in chans]
+    data_path = cset.image_path if kind == "image" else cset.residual_path
+    with PlaneReader(data_path) as data, PlaneReader(cset.mask_path) as mask, PlaneReader(cset.pb_path) as pb:
+        height = factor * max(1, int(np.ceil(max(data.tile_y, 64) / factor)))
+        for r0 in range(0, ny_d * factor, height):
+            y0 = lo_y + r0
+            y1 = min(y0 + height, lo_y + ny_d * factor) - 1
+            d0, d1 = r0 // factor, (y1 - lo_y + 1) // factor
+            rows = y1 - y0 + 1
+            for i, ch in enumerate(chans):
+                pbs = pb.block(0 if pb.nchan == 1 else ch, 0 if pb.nchan == 1 else ch, y0, y1)[0]
+                plane = data.block(ch, ch, y0, y1)[0]
+                with np.errstate(invalid="ignore"):
+                    plane[~(pbs >= cset.pb_limit)] = np.nan
+                ma = np.nan_to_num(mask.block(ch, ch, y0, y1)[0])
+                out[i][0][d0:d1] = display_copy(plane, factor, lo_x, hi_x, 0, rows)
+                out[i][1][d0:d1] = display_copy(ma, factor, lo_x, hi_x, 0, rows)
+                out[i][2][d0:d1] = display_copy(pbs, factor, lo_x, hi_x, 0, rows)
+    return out
+
+
 def qa_plot_paths(imagename: str | os.PathLike, plot_dir: str | os.PathLike | None = None,
                   kinds: tuple[str, ...] = ("image", "residual")) -> dict[str, list[Path]]:
     """The first-page PNG and the PDF of each kind (what overwrite=False checks)."""
@@ -339,7 +390,6 @@ def make_qa_plot(cset: CubeSet, kind: str = "image", outfilen: str = "qa_plot",
     per_page = NCOLS * MAX_ROWS_PER_PAGE
     written: list[Path] = []
     renames: list[tuple[Path, Path]] = []
-    planes = cset.iter_planes()
     npages = max(1, int(np.ceil(cset.ngood / per_page)))
     try:
         with PdfPages(pdf_tmp) as pdf:
@@ -359,14 +409,11 @@ def make_qa_plot(cset: CubeSet, kind: str = "image", outfilen: str = "qa_plot",
                     axes.flat[0].text(0.5, 0.5, f"no channel above {cset.sigma:g} sigma", ha="center",
                                       va="center", fontsize=4, transform=axes.flat[0].transAxes)
                     axes.flat[0].set_axis_off()
-                for ax in axes.flat[:count]:
-                    (im, rs, ma, pb), ix = next(planes)
-                    data = im if kind == "image" else rs
-                    _draw_panel(ax, kind, display_copy(data, factor, lo_x, hi_x, lo_y, hi_y),
-                                display_copy(ma, factor, lo_x, hi_x, lo_y, hi_y),
-                                display_copy(pb, factor, lo_x, hi_x, lo_y, hi_y), xc, yc, ix, cset.rms,
-                                tick_pos, limits)
-                    del im, rs, ma, pb, data
+                chans = [int(c) for c in cset.good_chan[page * per_page: page * per_page + count]]
+                shown = _page_display(cset, chans, kind, factor, (lo_x, hi_x, lo_y, hi_y))
+                for ax, ix, (data, ma, pb) in zip(axes.flat[:count], chans, shown):
+                    _draw_panel(ax, kind, data, ma, pb, xc, yc, ix, cset.rms, tick_pos, limits)
+                del shown
                 fig.tight_layout(pad=0.4, rect=(0, 0, 1, 1 - 0.16 / fig_h))
                 png_final = root / (f"{stem}.png" if page == 0 else f"{stem}_p{page + 1}.png")
                 png_tmp = temp_sibling(png_final)
@@ -380,8 +427,6 @@ def make_qa_plot(cset: CubeSet, kind: str = "image", outfilen: str = "qa_plot",
             tmp.unlink(missing_ok=True)
         pdf_tmp.unlink(missing_ok=True)
         raise
-    finally:
-        planes.close()
     # Pages beyond this run's count from an earlier run would mislead: remove them.
     for stale in root.glob(f"{stem}_p*.png"):
         if stale not in {final for _, final in renames}:
