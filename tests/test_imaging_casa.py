@@ -164,7 +164,7 @@ def test_restart_one_chunk_rebuilds_full_cube(chunked_run):
     assert k == chunked.nchunks - 1
     before_full = _pixels(f"{chunked_run.base}.model")
     before_mtime = os.stat(f"{chunked_run.base}.image.pbcor.common.fits").st_mtime_ns
-    target.clean_line(ext=ext, restart=True, sigma=2.0)
+    target.clean_line(ext=ext, restart=True, sigma=2.5)
     chunked.postprocess(ext=ext, use_existing_except=[k])
     after_full = _pixels(f"{chunked_run.base}.model")
     assert after_full.shape == before_full.shape

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 from glob import glob
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -51,8 +52,10 @@ def log_post(msg: str, priority: str = "INFO") -> None:
     """Post a message to the Python log and the CASA log of this process."""
     level = {"INFO": logging.INFO, "WARN": logging.WARNING, "SEVERE": logging.ERROR}.get(priority, logging.INFO)
     log.log(level, msg)
+    if "casatasks" not in sys.modules:  # never import CASA just to log
+        return
     try:
-        tasks().casalog.post(msg, priority, "faust_hpc")
+        sys.modules["casatasks"].casalog.post(msg, priority, "faust_hpc")
     except Exception:  # logging must never break a stage
         pass
 
