@@ -24,6 +24,11 @@ from slurm_cluster import SlurmCluster, SlurmUnavailable
 pytestmark = pytest.mark.slurm
 
 DEMO_SPW = "244.936GHz_CS"
+# The demo run, cut to fit the test budget on a 2-core box: one SPW, 12m only, a 64 px
+# image, single-scale clean; three chunks for two workers, so that a unit is still
+# waiting when the walltime signal arrives.
+DEMO_IMAGING = {"spws": [DEMO_SPW], "arrays": ["12m"], "imsize": 64, "cell_arcsec": 0.15}
+DEMO_SPW_SETTINGS = {"nchunks": 3, "scales": [0]}
 RANKS = 3          # rank 0 schedules, two workers image
 JOB_TIMEOUT = 240  # s, a generous bound for one demo job on a busy 2-core box
 
@@ -138,7 +143,7 @@ def demo_runfile_factory(sim_tiny, tmp_path_factory):
     def make(tag: str) -> Path:
         where = tmp_path_factory.mktemp(f"slurm-{tag}")
         return write_runfile_variant(sim_tiny, where / "demo.toml", run={"name": f"demo-{tag}"},
-                                     imaging={"spws": [DEMO_SPW]})
+                                     imaging=DEMO_IMAGING, spw={DEMO_SPW: DEMO_SPW_SETTINGS})
     return make
 
 
@@ -185,57 +190,70 @@ def test_rendered_script_runs_the_demo(uninterrupted: Path) -> None:
     assert "SLURM_RESTART_COUNT=0" in log and "launcher srun" in log
 
 
-def test_requeue_mid_run_resumes_and_matches(slurm: SlurmCluster, uninterrupted: Path,
-                                             demo_runfile_factory) -> None:
-    runfile = demo_runfile_factory("requeue")
-    product_dir = runfile.parent / "products"
-    jobid = submit_rendered(runfile)
-    # requeue once the first chunk is done and the run is not finished
-    wait_for(lambda: any("/chunk" in r["unit"] for r in unit_events(manifest_records(product_dir), "done")),
-             JOB_TIMEOUT, "the first finished chunk")
-    before = manifest_records(product_dir)
-    assert not any(r["unit"].endswith("/finalize") for r in unit_events(before, "done"))
-    t_requeue = time.time()
-    slurm.requeue(jobid)
-    log = wait_done(slurm, jobid, product_dir)
-    assert "SLURM_RESTART_COUNT=1" in log and "run complete" in log, log[-4000:]
+def test_walltime_signal_then_requeue_resume_every_unit_once(slurm: SlurmCluster, uninterrupted: Path,
+                                                             demo_runfile_factory) -> None:
+    """One job through both interruptions (one demo run less than two tests, same coverage):
 
-    records = manifest_records(product_dir)
-    done = assert_every_unit_done_once(records)
-    done_before = {r["unit"] for r in unit_events(before, "done")}
-    assert done_before and done_before < done
-    assert done == {r["unit"] for r in unit_events(manifest_records(uninterrupted), "done")}
-    assert_same_products(uninterrupted, product_dir)
-
-    # requeue -> resumed work: the second launcher's first unit start
-    resumed = [r["time"] for r in unit_events(records, "started") if r["time"] > t_requeue]
-    relaunched = [r["time"] for r in records if r.get("event") == "run" and r["time"] > t_requeue]
-    assert resumed and relaunched
-    print(f"requeue -> launcher restarted {min(relaunched) - t_requeue:.1f} s, "
-          f"-> first unit started {min(resumed) - t_requeue:.1f} s")
-
-
-def test_walltime_signal_drains_requeues_and_completes(slurm: SlurmCluster, uninterrupted: Path,
-                                                       demo_runfile_factory) -> None:
-    runfile = demo_runfile_factory("signal")
+    1. USR1 to the batch shell, as Slurm sends it ``--signal-before`` seconds before the
+       time limit: the launcher hands out no new unit, lets the running ones finish,
+       exits 3, and the job requeues itself (SLURM_RESTART_COUNT=1);
+    2. ``scontrol requeue`` while the restarted job is working: it is requeued again
+       (SLURM_RESTART_COUNT=2) and completes.
+    Across the three runs every unit is done exactly once and the products equal the
+    uninterrupted run's.
+    """
+    runfile = demo_runfile_factory("interrupted")
     product_dir = runfile.parent / "products"
     jobid = submit_rendered(runfile, "--signal-before", "60")
     assert slurm.job_info(jobid).get("Requeue") == "1"
+
+    # --- 1. the walltime signal, once the first chunks are running
     wait_for(lambda: any("/chunk" in r["unit"] for r in unit_events(manifest_records(product_dir), "started")),
              JOB_TIMEOUT, "the first chunk to start")
     t_signal = time.time()
-    slurm.signal_batch(jobid, "USR1")  # what Slurm does at --signal=B:USR1@60 before the limit
+    slurm.signal_batch(jobid, "USR1")  # what Slurm does at --signal=B:USR1@60
+    drained: list[dict] = []
+
+    def first_run_drained() -> bool:
+        drained[:] = [r for r in manifest_records(product_dir) if r.get("event") == "finish"]
+        return bool(drained)
+    wait_for(first_run_drained, JOB_TIMEOUT, "the first launcher to drain")
+    assert drained[0]["drained"] and drained[0]["exit_status"] == 3, drained[0]
+    records = manifest_records(product_dir)
+    late_starts = [r["unit"] for r in unit_events(records, "started")
+                   if t_signal + 1.0 < r["time"] < drained[0]["time"]]
+    assert not late_starts, f"units handed out after USR1: {late_starts}"
+    left = {r["unit"] for r in unit_events(manifest_records(uninterrupted), "done")} \
+        - {r["unit"] for r in unit_events(records, "done")}
+    assert any("/chunk" in u for u in left), f"nothing left for the requeued job: {left}"
+
+    # --- 2. scontrol requeue once the self-requeued job has finished a unit of its own
+    restarted: list[dict] = []
+
+    def resumed_work_done() -> bool:
+        recs = manifest_records(product_dir)
+        runs = [r for r in recs if r.get("event") == "run" and r["time"] > drained[0]["time"]]
+        restarted[:] = runs
+        return bool(runs) and any(r["time"] > runs[0]["time"] for r in unit_events(recs, "done"))
+    wait_for(resumed_work_done, JOB_TIMEOUT, "the requeued job to finish a unit", interval=0.2)
+    t_requeue = time.time()
+    slurm.requeue(jobid)
     log = wait_done(slurm, jobid, product_dir)
-    assert "USR1: time limit near" in log and "requeueing job" in log, log[-4000:]
-    assert "SLURM_RESTART_COUNT=1" in log and "run complete" in log, log[-4000:]
+    for needle in ("USR1: time limit near", "requeueing job", "SLURM_RESTART_COUNT=1",
+                   "TERM: job is being stopped", "SLURM_RESTART_COUNT=2", "run complete"):
+        assert needle in log, (needle, log[-4000:])
 
     records = manifest_records(product_dir)
-    drained = [r for r in records if r.get("event") == "finish" and r.get("drained")]
-    assert drained and drained[0]["exit_status"] == 3, "the first launcher did not record a drain"
-    # after the signal the first launcher handed out nothing new
-    late_starts = [r for r in unit_events(records, "started")
-                   if t_signal + 1.0 < r["time"] < drained[0]["time"]]
-    assert not late_starts, late_starts
     done = assert_every_unit_done_once(records)
     assert done == {r["unit"] for r in unit_events(manifest_records(uninterrupted), "done")}
     assert_same_products(uninterrupted, product_dir)
+
+    runs = sorted(r["time"] for r in records if r.get("event") == "run")
+    assert len(runs) == 3, runs
+    third = runs[2]
+    first_start = min(r["time"] for r in unit_events(records, "started") if r["time"] >= third)
+    timing = {"usr1_to_drained_s": round(drained[0]["time"] - t_signal, 1),
+              "drained_to_relaunch_s": round(restarted[0]["time"] - drained[0]["time"], 1),
+              "requeue_to_relaunch_s": round(third - t_requeue, 1),
+              "requeue_to_first_unit_s": round(first_start - t_requeue, 1)}
+    print("slurm resume timing", json.dumps(timing))

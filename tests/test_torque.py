@@ -23,8 +23,11 @@ RANKS = 3
 
 
 def test_rendered_torque_script_completes_the_demo(sim_tiny, make_runfile, tmp_path: Path) -> None:
+    # the demo run cut to the test budget as in test_slurm.py: one SPW, 12m, 64 px, single scale
     runfile = make_runfile(sim_tiny, tmp_path, run={"name": "demo-torque"},
-                           imaging={"spws": ["244.936GHz_CS"]})
+                           imaging={"spws": ["244.936GHz_CS"], "arrays": ["12m"], "imsize": 64,
+                                    "cell_arcsec": 0.15},
+                           spw={"244.936GHz_CS": {"nchunks": 2, "scales": [0]}})
     render = subprocess.run([sys.executable, "-m", "faust_hpc", "torque", str(runfile), "--nodes", "1",
                              "--ppn", str(RANKS), "--walltime", "00:30:00", "--stage-to-shm"],
                             capture_output=True, text=True, timeout=120)
