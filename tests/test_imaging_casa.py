@@ -165,7 +165,9 @@ def test_restart_one_chunk_rebuilds_full_cube(chunked_run):
     before_full = _pixels(f"{chunked_run.base}.model")
     before_mtime = os.stat(f"{chunked_run.base}.image.pbcor.common.fits").st_mtime_ns
     target.clean_line(ext=ext, restart=True, sigma=2.5)
-    chunked.postprocess(ext=ext, use_existing_except=[k])
+    chunked.postprocess(ext=ext, use_existing_except=[k], make_hanning=True)
+    hanning = f"{chunked_run.base}.image.common.hanning"
+    assert _pixels(hanning).shape == _pixels(f"{chunked_run.base}.image.common").shape
     after_full = _pixels(f"{chunked_run.base}.model")
     assert after_full.shape == before_full.shape
     lo = target.chunk.start_chan_ix

@@ -340,6 +340,10 @@ class ChunkedConfigSet:
             infiles = [f"{b}.{im_ext}" for b in bases]
             missing = [f for f in infiles if not os.path.exists(f)]
             if missing:
+                # never leave an older concatenation that no longer matches its chunks
+                from faust_hpc.imaging.image_tools import if_exists_remove
+
+                if_exists_remove(f"{imagebase}.{im_ext}")
                 log_post(f"-- skipping concatenation of .{im_ext}: {missing[0]} not found", "WARN")
                 continue
             written.append(concat_images(infiles, f"{imagebase}.{im_ext}"))
@@ -353,7 +357,18 @@ class ChunkedConfigSet:
         from faust_hpc.imaging.postprocess import export_fits, hanning_smooth_image
 
         beam = self.get_common_beam(ext=ext)
-        indices = range(self.nchunks) if use_existing_except is None else list(use_existing_except)
+        if use_existing_except is None:
+            indices = list(range(self.nchunks))
+        else:
+            indices = sorted({int(i) % self.nchunks for i in use_existing_except})
+            # chunks never postprocessed cannot be "existing": do them too
+            for config in self.configs:
+                base = config.get_imagebase(ext=ext)
+                if config.chunk.index not in indices and not all(
+                        os.path.exists(f"{base}.{e}") for e in ("image.common", "image.pbcor", "image.pbcor.common")):
+                    log_post(f"-- chunk {config.chunk.index} has no postprocessed products: postprocessing it too")
+                    indices.append(config.chunk.index)
+            indices.sort()
         reports = {}
         for ix in indices:
             reports[int(ix)] = self.configs[ix].postprocess(ext=ext, make_fits=False, make_hanning=False,

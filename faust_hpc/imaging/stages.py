@@ -27,7 +27,7 @@ from faust_hpc.catalog import imaging_defaults
 from faust_hpc.errors import PrerequisiteError, UserInputError
 from faust_hpc.geometry import optimum_size
 from faust_hpc.imaging.chunking import SpectralSelection
-from faust_hpc.imaging.image_tools import (ImageManager, copy_image, delete_all_extensions, if_exists_remove,
+from faust_hpc.imaging.image_tools import (ImageManager, copy_image, delete_all_extensions,
                                            log_post, publish_tclean_products, remove_stale_temporaries, tasks,
                                            temp_name)
 from faust_hpc.imaging import postprocess as pp
@@ -83,12 +83,12 @@ def _run_tclean(config: "ImageConfig", final_base: str, stage: str, kwargs: dict
         except Exception:
             delete_all_extensions(tmp_base)
             raise
-    if not os.path.exists(tmp_base + ".image") and kwargs.get("niter", 0) >= 0:
+    if not os.path.exists(tmp_base + ".image"):
         delete_all_extensions(tmp_base)
         raise RuntimeError(f"tclean ({stage}) wrote no image for {final_base}; see the CASA log "
                            f"{_casa_log_hint()}")
-    if isinstance(result, dict) and result.get("stopcode") == 0 and kwargs.get("niter", 0) > 0:
-        log.debug("tclean summary: %s", {k: result.get(k) for k in ("iterdone", "nmajordone", "stopcode")})
+    if isinstance(result, dict):
+        log.debug("tclean %s: %s", stage, {k: result.get(k) for k in ("iterdone", "nmajordone", "stopcode")})
     published = publish_tclean_products(tmp_base, final_base, keep=keep)
     log_post(f"-- {stage} done in {time.time() - t0:.1f}s: {os.path.basename(final_base)}")
     return published
