@@ -93,5 +93,11 @@ def run(args: argparse.Namespace) -> int:
     command = imaging_command(runfile, args.ranks)
     print("running: " + " ".join(command), flush=True)
     status = subprocess.call(command, env=mpi_environment())
-    print(f"products: {directory / 'products'} (exit status {status})")
+    products = directory / "products"
+    print(f"products: {products} (exit status {status})")
+    for fits_file in sorted(products.glob("images/*/*_clean.image.pbcor.common.fits")):
+        print(f"  cube:    {fits_file}")
+    for fits_file in sorted(products.glob("moments/*/*.mom[01]*.fits")):
+        print(f"  moment:  {fits_file}")
+    print(f"  truth:   {directory / 'truth' / 'truth.json'}")
     return status
