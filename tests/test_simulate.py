@@ -327,3 +327,38 @@ def test_same_seed_gives_the_same_data(sim_tiny, tools, tmp_path):
                 tb.close()
         for first, second in zip(*columns):
             assert np.array_equal(first, second)
+
+
+def test_beam_convolution_conserves_flux_in_jy_per_beam():
+    """A point source of S Jy -> S Jy/beam; a Gaussian of FWHM a -> S b^2/(a^2 + b^2)."""
+    from faust_hpc.simulate.skymodel import ModelGrid, convolve_to_beam, gaussian_blob
+
+    grid = ModelGrid(129, 0.05)
+    point = np.zeros((129, 129, 1))
+    point[64, 64, 0] = 2.0
+    assert convolve_to_beam(point, grid.cell_arcsec, 0.4).max() == pytest.approx(2.0, rel=1e-6)
+    blob = gaussian_blob(grid, 0.6)[:, :, None]
+    blob *= 3.0 / blob.sum()
+    assert convolve_to_beam(blob, grid.cell_arcsec, 0.4).max() == pytest.approx(3.0 * 0.16 / (0.36 + 0.16), rel=1e-3)
+
+
+def test_spw_ids_differ_even_for_a_single_window():
+    from faust_hpc.simulate.observe import spw_layout
+    from faust_hpc.simulate.windows import plan_windows
+
+    for labels in ([CS], [CS, CONT], ["244.049GHz_H2CS", CS, "245.606GHz_HC3N", CONT]):
+        windows = plan_windows([get_spw(label) for label in labels], 5.0, 20, 20)
+        ids = {kind: {w.label: i for i, (w, full) in enumerate(spw_layout(kind, windows)) if full}
+               for kind in ("12m", "7m")}
+        assert all(ids["12m"][label] != ids["7m"][label] for label in labels)
+
+
+def test_windows_keep_the_real_channel_width_centred_on_vsys():
+    from faust_hpc.simulate.windows import plan_windows
+
+    line, cont = plan_windows([get_spw(CS), get_spw(CONT)], 5.0, 20, 64)
+    assert line.nchan == 20 and cont.nchan == 64
+    assert np.diff(line.freqs_lsrk_hz) == pytest.approx(np.full(19, get_spw(CS).chan_width_hz))
+    assert line.velocities_kms.mean() == pytest.approx(5.0, abs=1e-9)
+    assert line.name.endswith(get_spw(CS).ot_name) and line.name.startswith("X0000000000#ALMA_RB_06#")
+    assert cont.ch_avg_name.endswith("#CH_AVG") and not cont.ch_avg_name.endswith(get_spw(CONT).ot_name)
