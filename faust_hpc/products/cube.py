@@ -382,15 +382,16 @@ def write_map_fits(outfile: Path, data_yx: np.ndarray, template: PlaneReader, ch
         ia.setbrightnessunit(unit)
         if beam:
             ia.setrestoringbeam(major=beam["major"], minor=beam["minor"], pa=beam["positionangle"])
-        ia.done()
-        if object_name:
-            casa_env.casatasks().imhead(imagename=str(tmp_im), mode="put", hdkey="object", hdvalue=object_name)
-        ia.open(str(tmp_im))
         ia.tofits(outfile=str(tmp_fits), overwrite=True, velocity=False, history=False)
     finally:
         ia.done()
         csys.done()
         shutil.rmtree(tmp_im, ignore_errors=True)
+    if object_name:
+        # astropy, not casatasks.imhead: importing casatasks costs ~150 MB per process
+        from astropy.io import fits
+
+        fits.setval(tmp_fits, "OBJECT", value=object_name)
     os.replace(tmp_fits, outfile)
     return outfile
 

@@ -221,8 +221,8 @@ class MomentMapper:
                 inside = _pb_strip(pb, k, y0, y1) >= self.pb_limit
                 cur = blk[k - lo]
                 smooth = hanning_plane(blk[k - lo - 1] if k > lo else None, cur, blk[k - lo + 1] if k < hi else None)
-                raw[k].append(np.where(inside, cur, np.nan).ravel()[::stride])
-                hann[k].append(np.where(inside, smooth, np.nan).ravel()[::stride])
+                raw[k].append(np.where(inside, cur, np.nan).ravel()[::stride].copy())
+                hann[k].append(np.where(inside, smooth, np.nan).ravel()[::stride].copy())
         rms_raw = combine_plane_rms([robust_rms(np.concatenate(raw[k])) for k in chans])
         rms_hann = combine_plane_rms([robust_rms(np.concatenate(hann[k])) for k in chans])
         if self.rms_override is not None:
