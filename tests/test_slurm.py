@@ -152,7 +152,7 @@ def uninterrupted(slurm, demo_runfile_factory) -> Path:
     """The demo run as one uninterrupted Slurm job; returns its product_dir."""
     runfile = demo_runfile_factory("plain")
     product_dir = runfile.parent / "products"
-    jobid = submit_rendered(runfile)
+    jobid = submit_rendered(runfile, "--launcher", "mpirun")  # the interrupted job uses srun
     log = wait_done(slurm, jobid, product_dir)
     assert "run complete" in log, log[-4000:]
     return product_dir
@@ -187,7 +187,7 @@ def test_rendered_script_runs_the_demo(uninterrupted: Path) -> None:
     done = assert_every_unit_done_once(records)
     assert any(u.endswith("/finalize") for u in done)
     log = next((uninterrupted / "logs" / "jobs").glob("slurm-*.out")).read_text()
-    assert "SLURM_RESTART_COUNT=0" in log and "launcher srun" in log
+    assert "SLURM_RESTART_COUNT=0" in log and "launcher mpirun" in log
 
 
 def test_walltime_signal_then_requeue_resume_every_unit_once(slurm: SlurmCluster, uninterrupted: Path,
@@ -204,8 +204,9 @@ def test_walltime_signal_then_requeue_resume_every_unit_once(slurm: SlurmCluster
     """
     runfile = demo_runfile_factory("interrupted")
     product_dir = runfile.parent / "products"
-    jobid = submit_rendered(runfile, "--signal-before", "60")
+    jobid = submit_rendered(runfile, "--signal-before", "60", "--stage-to-shm")
     assert slurm.job_info(jobid).get("Requeue") == "1"
+    staged = Path(f"/dev/shm/faust-hpc-{jobid}")
 
     # --- 1. the walltime signal, once the first chunks are running
     wait_for(lambda: any("/chunk" in r["unit"] for r in unit_events(manifest_records(product_dir), "started")),
@@ -240,8 +241,10 @@ def test_walltime_signal_then_requeue_resume_every_unit_once(slurm: SlurmCluster
     slurm.requeue(jobid)
     log = wait_done(slurm, jobid, product_dir)
     for needle in ("USR1: time limit near", "requeueing job", "SLURM_RESTART_COUNT=1",
-                   "TERM: job is being stopped", "SLURM_RESTART_COUNT=2", "run complete"):
+                   "TERM: job is being stopped", "SLURM_RESTART_COUNT=2", "run complete",
+                   "launcher srun", f"measurement sets read from: {staged}"):
         assert needle in log, (needle, log[-4000:])
+    assert not staged.exists(), "the staged copy in /dev/shm was not removed"
 
     records = manifest_records(product_dir)
     done = assert_every_unit_done_once(records)
