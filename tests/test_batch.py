@@ -71,6 +71,8 @@ def test_slurm_header_from_options_and_extra_passed_through(runfile: Path, tmp_p
     assert "srun --mpi=pmix" in text and "-m faust_hpc run" in text
     assert "scontrol requeue" in text and "trap on_usr1 USR1" in text
     assert "STAGE_ITEMS=(CB68-Setup2)" in text and "STAGE_TO_SHM=0" in text
+    # running units may finish for half the warning; the rest is for recording and requeue
+    assert "RUN_ARGS=(--drain-grace 150)" in text
     _bash_syntax_ok(text, tmp_path)
 
 
@@ -89,7 +91,8 @@ def test_torque_header_and_body(runfile: Path, tmp_path: Path) -> None:
                  "#PBS -l mem=64gb", "#PBS -q batch", "#PBS -j oe"):
         assert line in header, (line, header)
     assert header[-1] == "#PBS -m abe"
-    assert 'cd "${PBS_O_WORKDIR:?' in text
+    assert 'cd "${PBS_O_WORKDIR:?' in text and "JOBNAME=${PBS_JOBNAME:-CB68-demo}" in text
+    assert f"RUN_ARGS=(--drain-grace {batch.TORQUE_DRAIN_GRACE_S})" in text
     assert '--hostfile "$NODEFILE"' in text and "NP=${PBS_NP:-" in text
     assert "{{" not in text
     _bash_syntax_ok(text, tmp_path)
