@@ -216,3 +216,48 @@ def test_local_launcher_rejects_bad_arguments(runfile: Path, tmp_path: Path) -> 
     bad.write_text("[run]\n")
     proc = subprocess.run([str(script), str(bad), "2"], capture_output=True, text=True)
     assert proc.returncode == 2 and "data_dir: missing" in proc.stderr
+
+
+@pytest.mark.mpi
+def test_local_launcher_per_rank_logs_drain_and_resume(tmp_path: Path) -> None:
+    """launch/run_local.sh with 3 real MPI ranks and the cheap executor (no CASA):
+    USR1 drains (exit 3), the same command again finishes, each unit done once."""
+    import json
+    import signal
+    import time
+
+    (tmp_path / "data" / "CB68-Setup2").mkdir(parents=True)
+    runfile = tmp_path / "run.toml"
+    runfile.write_text('[run]\nname = "local"\ndata_dir = "data"\nproduct_dir = "products"\n'
+                       '[imaging]\nfields = ["CB68"]\nsetup = 2\nspws = ["244.936GHz_CS"]\nnchunks = 4\n'
+                       '[scheduler]\nexecutor = "tests.units_cheap:run_unit"\n')
+    control = tmp_path / "control.json"
+    control.write_text(json.dumps({"sleep": {"*chunk*": 2.0}}))
+    env = dict(os.environ, PYTHONPATH=str(REPO), FAUST_CHEAP_CONTROL=str(control))
+    manifest = tmp_path / "products" / ".faust-hpc" / "manifest.jsonl"
+
+    def events(kind: str) -> list[str]:
+        if not manifest.exists():
+            return []
+        return [r["unit"] for r in map(json.loads, manifest.read_text().splitlines())
+                if r.get("event") == kind and "unit" in r]
+
+    cmd = [str(REPO / "launch" / "run_local.sh"), str(runfile), "3"]
+    first = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    deadline = time.monotonic() + 120
+    while not any("/chunk" in u for u in events("started")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGUSR1)
+    out, _ = first.communicate(timeout=120)
+    assert first.returncode == 3, out
+    assert "SIGUSR1 received: no new units" in out
+    assert len(events("done")) < 8, "drained run should leave work for the re-run"
+    (log_dir,) = (tmp_path / "products" / "logs" / "local").iterdir()
+    assert sorted(p.name for p in log_dir.iterdir()) == ["rank0.log", "rank1.log", "rank2.log"]
+    assert "no new units" in (log_dir / "rank0.log").read_text()
+
+    second = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stdout + second.stderr
+    done = events("done")
+    assert len(done) == len(set(done)) == 8  # prepare, 4 chunks, finalize, moments, qa
