@@ -280,10 +280,6 @@ class PlaneReader:
             return ""
 
 
-def open_optional(path: str | os.PathLike) -> PlaneReader | None:
-    return PlaneReader(path) if os.path.isdir(path) else None
-
-
 def check_same_grid(ref: PlaneReader, other: PlaneReader, single_plane_ok: bool = False) -> None:
     """Products of one imaging run share their grid; anything else is a mix-up."""
     same = (other.nx, other.ny) == (ref.nx, ref.ny) and (

@@ -41,7 +41,7 @@ from faust_hpc.catalog import get_target, imaging_defaults
 from faust_hpc.errors import CatalogError, UserInputError
 from faust_hpc.products import paths
 from faust_hpc.products.cube import (PB_LIMIT, PlaneReader, check_same_grid, combine_plane_rms,
-                                     hanning_plane, image_stem, is_chunk_product, open_optional,
+                                     hanning_plane, image_stem, is_chunk_product,
                                      parse_product_name, plane_or_single, require, robust_rms,
                                      sample_channels, write_map_fits)
 
