@@ -1,11 +1,16 @@
-"""Bounded-memory access to CASA image cubes, one channel plane at a time.
+"""Bounded-memory access to CASA image cubes: a plane or a strip at a time.
 
 Why this module exists: the original pipeline read whole cubes into numpy
 (``ia.getchunk()`` without limits) to make QA plots, which needed > 50 GB for
 the Setup 3 cubes. Everything in :mod:`faust_hpc.products` goes through
-:class:`PlaneReader`, which only ever asks CASA for one ``(x, y)`` plane at a
-given channel (``ia.getchunk`` with ``blc``/``trc``), so the memory of a QA or
-moment unit scales with the image *area*, never with the number of channels.
+:class:`PlaneReader`, which only asks CASA for bounded boxes
+(``ia.getchunk`` with ``blc``/``trc``): one channel plane, or a *strip* of
+rows across a few channels (:meth:`PlaneReader.block`). Strips matter
+because CASA stores cubes in tiles spanning several channels and keeps the
+tiles an access touched: a full-plane read of a 2000 x 2000 cube with 8-channel
+tiles holds 128 MB of tiles per open image, a 50-row strip 3 MB. So the memory
+of a QA or moment unit scales with the image *area* (its output maps), never
+with the number of channels.
 
 Also here: the product-name rules (stem, base name, field/label parsed back
 out of a file name), the robust noise estimate shared by QA and moments, and
