@@ -15,11 +15,13 @@ peak (inside the primary-beam limit) exceeds ``sigma`` x the full-cube noise
 
 Files: ``<PLOT_DIR>/<base>_qa_plot_image.{png,pdf}`` and
 ``..._qa_plot_residual.{png,pdf}``. The original read the four cubes whole
-(> 50 GB for Setup 3). Here a first pass streams the image one plane at a time
-to measure the noise and pick the channels; the plotting pass reads the four
-planes of one channel at a time and keeps only a display-resolution copy per
-panel (a panel is ~1.3 inch wide, so ~400 pixels are all a PNG at 300 dpi can
-show). Large channel counts go onto several pages (one PDF, numbered PNGs), so
+(> 50 GB for Setup 3). Here a first pass streams the image (and PB) strip by
+strip of rows to measure each plane's peak and noise and pick the channels;
+the plotting pass reads the page's channels strip by strip and keeps only a
+display-resolution copy per panel (a panel is ~1.3 inch wide, so ~400 pixels
+are all a PNG at 300 dpi can show). Contours are drawn as plain path
+collections (matplotlib's contour sets keep copies of their grids alive).
+Large channel counts go onto several pages (one PDF, numbered PNGs), so
 neither the figure nor the raster grows without bound.
 """
 from __future__ import annotations
