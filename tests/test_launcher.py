@@ -186,7 +186,8 @@ def test_serial_and_four_rank_runs_give_identical_products(tmp_path):
 
 
 def test_second_launcher_refused_and_status_shows_the_live_run(tmp_path):
-    runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,), control={"sleep": {"*chunk*": 2}})
+    gate = tmp_path / "open-the-gate"
+    runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,), control={"gate": {"*chunk*": str(gate)}})
     proc = start(runfile, env)
     try:
         wait_for(lambda: [r for r in records(runfile) if r.get("event") == "started" and "chunk" in r["unit"]],
@@ -200,6 +201,7 @@ def test_second_launcher_refused_and_status_shows_the_live_run(tmp_path):
         assert second.returncode == 2
         assert "another launcher is running this run now (host" in second.stderr
         assert f"pid {proc.pid}" in second.stderr
+        gate.touch()
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

@@ -9,6 +9,7 @@ environment variable ``FAUST_CHEAP_CONTROL`` (inherited by the unit children):
     {"sleep":   {"<glob on unit id>": seconds | {"seconds": s, "attempts": [1]}},  # first match wins
      "fail":    {"<glob>": {"mode": "raise"|"exit"|"segfault"|"kill9"|"hang",
                             "attempts": [1, 2]}},             # attempts to fail (default: all)
+     "gate":    {"<glob>": "/path"},                          # wait until that file exists (<= 120 s)
      "nchunks": {"<glob on prepare id>": n},                  # the real chunk count a prepare reports
      "nchan": 120}                                            # channels per SPW for chunk lists
 
@@ -80,6 +81,10 @@ def run_unit(spec: Any, unit: Any, workdir: Path) -> dict:
     fail = _match(ctl.get("fail", {}), unit.id)
     if fail and attempt in fail.get("attempts", [attempt]):
         _fail(fail.get("mode", "raise"))
+    gate = _match(ctl.get("gate", {}), unit.id)
+    deadline = time.time() + 120
+    while gate and not os.path.exists(gate) and time.time() < deadline:
+        time.sleep(0.05)
     seconds = _match(ctl.get("sleep", {}), unit.id)
     if isinstance(seconds, dict):
         seconds = seconds["seconds"] if attempt in seconds.get("attempts", [attempt]) else 0
