@@ -232,7 +232,7 @@ def test_local_launcher_per_rank_logs_drain_and_resume(tmp_path: Path) -> None:
                        '[imaging]\nfields = ["CB68"]\nsetup = 2\nspws = ["244.936GHz_CS"]\nnchunks = 4\n'
                        '[scheduler]\nexecutor = "tests.units_cheap:run_unit"\n')
     control = tmp_path / "control.json"
-    control.write_text(json.dumps({"sleep": {"*chunk*": 2.0}}))
+    control.write_text(json.dumps({"sleep": {"*chunk*": 1.0}}))
     env = dict(os.environ, PYTHONPATH=str(REPO), FAUST_CHEAP_CONTROL=str(control))
     manifest = tmp_path / "products" / ".faust-hpc" / "manifest.jsonl"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_cluster import SlurmCluster, SlurmUnavailable
+from slurm_cluster import SlurmCluster, SlurmUnavailable, ensure_installed
 
 pytestmark = pytest.mark.slurm
 
@@ -36,14 +36,14 @@ JOB_TIMEOUT = 240  # s, a generous bound for one demo job on a busy 2-core box
 @pytest.fixture(scope="module")
 def slurm() -> SlurmCluster:
     if os.geteuid() != 0:
-        pytest.skip("starting slurmctld/slurmd/munged needs root")
-    cluster = SlurmCluster(ncpus=8)
+        pytest.skip("installing Slurm and starting slurmctld/slurmd/munged needs root")
     try:
-        cluster.start()
+        ensure_installed()
     except SlurmUnavailable as exc:
-        cluster.stop()
         pytest.skip(f"no Slurm: {exc}")
-    try:
+    cluster = SlurmCluster(ncpus=8)
+    try:  # installed but not starting is a failure, not a skip
+        cluster.start()
         yield cluster
     finally:
         cluster.stop()
