@@ -36,7 +36,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from filelock import BaseFileLock, FileLock, StrictSoftFileLock, Timeout
 
@@ -318,10 +318,6 @@ class Manifest:
             if rec.get("spec_hash"):
                 return rec["spec_hash"]
         return None
-
-
-def iter_unit_events(records: Iterable[dict], unit: str) -> Iterator[dict]:
-    return (r for r in records if r.get("unit") == unit)
 
 
 # --------------------------------------------------------------------------- run ownership

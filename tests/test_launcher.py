@@ -251,3 +251,14 @@ def test_rerun_by_channel_redoes_that_chunk_and_its_dependents_only(tmp_path):
     assert bad.returncode == 2 and "has chunks 0..2" in bad.stderr
     bad = subprocess.run(cli[:-1] + ["244.936GHz_XX"], cwd=REPO, capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "choose one of: 244.936GHz_CS" in bad.stderr
+
+
+def test_resume_remakes_lost_final_products_but_not_consumed_intermediates(tmp_path):
+    runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,))
+    assert run(runfile, env).returncode == 0
+    cheap = runfile.parent / "products" / "cheap"
+    (cheap / (f"{KEY_CS}/qa".replace("/", "__") + ".txt")).unlink()          # a final product
+    (cheap / (f"{KEY_CS}/chunk00".replace("/", "__") + ".txt")).unlink()     # consumed by finalize
+    n = len(records(runfile))
+    assert run(runfile, env).returncode == 0
+    assert [r["unit"] for r in _events(records(runfile)[n:], "started")] == [f"{KEY_CS}/qa"]

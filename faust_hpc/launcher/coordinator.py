@@ -18,7 +18,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from faust_hpc.launcher.policy import GraphState
 from faust_hpc.launcher.transport import Transport
@@ -103,7 +103,6 @@ class Coordinator:
                  product_dir: Any, retries: int, attempts: dict[str, int] | None = None,
                  drain_grace_s: float = 60.0, term_grace_s: float = 10.0,
                  progress_interval_s: float = 5.0,
-                 on_done: Callable[[Outcome], None] | None = None,
                  signals: DrainSignals | None = None) -> None:
         self.signals = signals
         self.graph = graph
@@ -116,7 +115,6 @@ class Coordinator:
         self.drain_grace_s = drain_grace_s
         self.term_grace_s = term_grace_s
         self.progress_interval_s = progress_interval_s
-        self.on_done = on_done
         self.summary = RunSummary()
         self._cost_done = 0.0
         self._last_progress = 0.0
@@ -193,8 +191,6 @@ class Coordinator:
             nchunks = outcome.info.get("nchunks") if unit is not None and unit.kind == "prepare" else None
             g.finished(uid, "done", nchunks=None if nchunks is None else int(nchunks))
             self.summary.done_this_run += 1
-            if self.on_done is not None:
-                self.on_done(outcome)
             log.debug("done %s on rank %d in %.1f s", uid, outcome.rank, outcome.elapsed)
             return
         if outcome.status == "interrupted":

@@ -1,8 +1,9 @@
 """Starting a run again: what the manifest lets us trust, and what to clean.
 
 - A ``done`` unit is trusted when every output its record names still exists.
-  One whose outputs are gone is redone only if a unit still to run needs it
-  (a finalize that deleted its chunk images does not make the chunks rerun).
+  One whose outputs are gone is redone if it is a final product (nothing
+  depends on it) or a unit still to run needs it; a finalize that deleted its
+  chunk images does not make the chunks rerun.
 - A unit that started and never finished (its launcher died), or failed, or
   was interrupted, may have left partial products: its working directory and
   any outputs the executor can name for it are deleted before it runs again.
@@ -74,17 +75,17 @@ def resume(plan: Any, manifest: Manifest, records: list[dict], spec: Any, produc
                if st.status == DONE and uid in units and all(os.path.exists(p) for p in st.outputs)}
     missing = {uid for uid, st in states.items() if st.status == DONE and uid in units} - present
     done = present | missing
+    succ = plan.successors()
     changed = True
     while changed:
         changed = False
-        for uid, unit in units.items():
-            if uid in done:
-                continue
-            for dep in unit.deps:
-                if dep in missing and dep in done:
-                    done.discard(dep)
-                    state.redo.append(dep)
-                    changed = True
+        for uid in sorted(missing & done):
+            after = succ.get(uid, ())
+            # a lost final product (no dependents) is remade; a lost intermediate only when needed again
+            if not after or any(s not in done for s in after):
+                done.discard(uid)
+                state.redo.append(uid)
+                changed = True
     state.done = done
 
     finder = partial_output_finder(getattr(spec.scheduler, "executor", "")) if spec is not None else None

@@ -186,7 +186,7 @@ class MpiTransport:
 
     def __init__(self, comm: Any) -> None:
         self.comm = comm
-        node, n_on_node = _node_facts(comm)
+        _node_facts(comm)  # collective: the workers learn their node from it
         infos = comm.gather(None, root=0)  # matched by workers' gather of their WorkerInfo
         self.workers = [w for w in infos if w is not None]
         self._pending_sends: list[Any] = []
