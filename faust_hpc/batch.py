@@ -311,6 +311,9 @@ def torque_header(opts: TorqueOptions, target: RunTarget) -> list[str]:
         lines.append(f"{d} -l mem={amount}{unit.lower()}b")
     if opts.queue is not None:
         lines.append(f"{d} -q {_queue_name('--queue', opts.queue)}")
+    if any(c.isspace() for c in str(target.log_dir)):
+        raise BatchError(f"{target.log_dir}: #PBS paths cannot contain spaces; move product_dir "
+                         "to a path without spaces")
     lines += [f"{d} -j oe",
               f"{d} -o {target.log_dir}/torque-{name}.out"]
     return lines + extra_directives("torque", opts.extra)
@@ -336,7 +339,7 @@ def write_script(kind: str, target: RunTarget, text: str) -> Path:
     """Keep the submitted script beside the job logs (one file per submission)."""
     target.log_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = target.log_dir / f"{job_name(target.name)}-{stamp}{SCRIPT_SUFFIX[kind]}"
+    path = target.log_dir / f"{job_name(target.name)}-{stamp}-{os.getpid()}{SCRIPT_SUFFIX[kind]}"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.chmod(0o755)

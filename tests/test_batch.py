@@ -137,6 +137,18 @@ def test_torque_bad_options(runfile: Path, kw: dict, needle: str) -> None:
     assert needle in str(err.value)
 
 
+def test_paths_with_spaces_are_refused_before_submission(tmp_path: Path) -> None:
+    base = tmp_path / "my runs"
+    (base / "data" / "CB68-Setup2").mkdir(parents=True)
+    runfile = base / "demo.toml"
+    runfile.write_text('[run]\ndata_dir = "data"\nproduct_dir = "products"\n'
+                       '[imaging]\nfields = ["CB68"]\nsetup = 2\nspws = ["244.936GHz_CS"]\n')
+    with pytest.raises(UserInputError, match="#SBATCH paths cannot contain spaces"):
+        _slurm(runfile)
+    with pytest.raises(UserInputError, match="#PBS paths cannot contain spaces"):
+        _torque(runfile)
+
+
 def test_missing_placeholder_value_fails_loudly(runfile: Path, tmp_path: Path) -> None:
     site = tmp_path / "site.sbatch"
     site.write_text("#!/bin/bash\n{{header}}\nmodule load {{site_module}}\n{{ runfile }}\n")
