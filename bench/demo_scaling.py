@@ -91,6 +91,27 @@ def launcher_run(runfile: Path, ranks: int | None) -> float:
     return float(fin["loop_wall_s"])
 
 
+def final_cubes(runfile: Path) -> dict[str, Path]:
+    root = runfile.parent / "products" / "images"
+    return {p.name: p for p in sorted(root.rglob("*.image.pbcor.common.fits"))}
+
+
+def max_pixel_difference(a: dict[str, Path], b: dict[str, Path]) -> float:
+    """Largest |a - b| over all final cubes (NaN where both are NaN counts as equal)."""
+    import numpy as np
+    from astropy.io import fits
+
+    if a.keys() != b.keys() or not a:
+        return float("inf")
+    worst = 0.0
+    for name in a:
+        x, y = fits.getdata(a[name]), fits.getdata(b[name])
+        if x.shape != y.shape or not np.array_equal(np.isnan(x), np.isnan(y)):
+            return float("inf")
+        worst = max(worst, float(np.nanmax(np.abs(x - y))) if np.isfinite(x).any() else 0.0)
+    return worst
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sim", type=Path, help="an existing `faust-hpc simulate --size tiny` directory")
@@ -123,6 +144,9 @@ def main() -> int:
         times["launch1"] = launcher_run(runfiles["launch1"], None)
         times["plain2"] = plain_run(runfiles["plain2"], 2, max(1, cores // 3))
         times["launch2"] = launcher_run(runfiles["launch2"], 3)
+        cubes = {name: final_cubes(rf) for name, rf in runfiles.items()}
+        diff_ranks = max_pixel_difference(cubes["launch1"], cubes["launch2"])
+        diff_plain = max_pixel_difference(cubes["launch1"], cubes["plain1"])
         nunits = len(__import__("faust_hpc.plan", fromlist=["build_plan"]).build_plan(
             __import__("faust_hpc.runfile", fromlist=["load_runfile"]).load_runfile(runfiles["plain1"])).units)
     ceiling = times["plain1"] / times["plain2"]
@@ -135,11 +159,14 @@ def main() -> int:
     print(f"  plain processes, 2 at a time : {times['plain2']:8.1f} s   ceiling speed-up {ceiling:.2f}x")
     print(f"  launcher, 1 worker           : {times['launch1']:8.1f} s")
     print(f"  launcher, 2 workers (-n 3)   : {times['launch2']:8.1f} s   speed-up {speedup:.2f}x")
+    print(f"final cubes, 1 worker vs 2 workers: max |difference| = {diff_ranks:.3g}; "
+          f"launcher vs plain processes: {diff_plain:.3g}")
     print(f"launcher speed-up / ceiling = {ratio:.3f}; goal >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'}")
     print(json.dumps({"bench": "demo_scaling", "units": nunits, "load_average": round(load, 2),
                       **{f"{k}_s": round(v, 2) for k, v in times.items()},
                       "ceiling_speedup": round(ceiling, 3), "launcher_speedup": round(speedup, 3),
-                      "ratio_to_ceiling": round(ratio, 3), "goal": 0.95, "met": ratio >= 0.95}))
+                      "ratio_to_ceiling": round(ratio, 3), "goal": 0.95, "met": ratio >= 0.95,
+                      "max_abs_diff_1_vs_2_workers": diff_ranks, "max_abs_diff_launcher_vs_plain": diff_plain}))
     return 0
 
 

@@ -18,6 +18,7 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import sys
 from dataclasses import fields, is_dataclass
 from pathlib import Path
@@ -121,8 +122,6 @@ def launch(runfile: str | os.PathLike, *, break_lock: bool = False, allow_change
            local_slots: int = 1) -> int:
     """Run (or resume) a run file; the exit status of ``faust-hpc run``."""
     from faust_hpc.launcher import transport as tr
-
-    import signal
 
     comm = tr.mpi_comm() if tr.in_mpi_job() else None
     rank = comm.Get_rank() if comm is not None else 0
