@@ -358,3 +358,91 @@ def submit(kind: str, script: Path) -> str:
         why = " ".join((proc.stderr or proc.stdout).split()) or f"exit status {proc.returncode}"
         raise BatchError(f"{cmd[0]} refused {script}: {why}")
     return proc.stdout.strip().split(";")[0]
+
+
+# ----------------------------------------------------------------------------
+# Requeued jobs: the run's owner record left by this job's earlier incarnation
+# ----------------------------------------------------------------------------
+
+def _short(host: str) -> str:
+    return host.split(".")[0]
+
+
+def owner_left_by_earlier_run(product_dir: str | os.PathLike, hosts_file: str | os.PathLike,
+                              current_host: str) -> dict | None:
+    """The owner record, if it names a host this job ran on in an earlier incarnation.
+
+    Why: after a node failure Slurm requeues the job, often onto another node.
+    The launcher refuses an owner record from another host (it cannot check
+    that process from here), which is right for a stranger but wrong for this
+    job's own earlier run: Slurm starts a requeued job only once the old one is
+    gone. The job script records its nodes per incarnation in ``hosts_file``
+    (lines ``<restart count> host...``) and passes ``--break-lock`` when this
+    returns a record. An owner on the current host is left to the launcher,
+    which checks the pid itself.
+    """
+    from faust_hpc.manifest import RunClaim
+
+    owner = RunClaim(product_dir).read_owner()
+    if not owner or not owner.get("host"):
+        return None
+    host = _short(str(owner["host"]))
+    if host == _short(current_host):
+        return None
+    try:
+        lines = Path(hosts_file).read_text().splitlines()
+    except OSError:
+        return None
+    earlier = {_short(h) for line in lines for h in line.split()[1:]}
+    return owner if host in earlier else None
+
+
+def finished_since(product_dir: str | os.PathLike, since: float) -> dict | None:
+    """The launcher's ``finish`` record of a complete run written after ``since``, if any.
+
+    Why: the launcher's exit status can lie on a cluster -- after a node failure
+    srun has been seen to return 0 -- so the job script only reports "run
+    complete" when the manifest says so.
+    """
+    from faust_hpc.manifest import Manifest
+
+    for rec in reversed(Manifest(product_dir).records()):
+        if rec.get("event") == "finish":
+            ok = rec.get("exit_status") == 0 and float(rec.get("time") or 0) >= since
+            return rec if ok else None
+    return None
+
+
+_USAGE = ("usage: python -m faust_hpc.batch owner-left-by-earlier-run RUNFILE HOSTS_FILE\n"
+          "       python -m faust_hpc.batch finished-since RUNFILE EPOCH_SECONDS")
+
+
+def _main(argv: list[str]) -> int:
+    """Helpers for the job templates; exit 0 = yes (and print why), 1 = no, 2 = usage.
+
+    ``owner-left-by-earlier-run RUNFILE HOSTS_FILE``: ``--break-lock`` is safe;
+    ``finished-since RUNFILE EPOCH``: the manifest records a complete run after EPOCH.
+    """
+    import socket
+
+    if len(argv) != 3 or argv[0] not in ("owner-left-by-earlier-run", "finished-since"):
+        print(_USAGE, file=sys.stderr)
+        return 2
+    from faust_hpc.runfile import load_runfile
+
+    spec = load_runfile(argv[1], check_paths=False)
+    if argv[0] == "finished-since":
+        rec = finished_since(spec.product_dir, float(argv[2]))
+        if rec is None:
+            return 1
+        print(f"{rec.get('done')}/{rec.get('total')} units done")
+        return 0
+    owner = owner_left_by_earlier_run(spec.product_dir, argv[2], socket.gethostname())
+    if owner is None:
+        return 1
+    print(f"host {owner.get('host')} pid {owner.get('pid')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -273,3 +273,40 @@ def test_local_launcher_per_rank_logs_drain_and_resume(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stdout + second.stderr
     done = events("done")
     assert len(done) == len(set(done)) == 8  # prepare, 4 chunks, finalize, moments, qa
+
+
+def test_owner_left_by_this_jobs_earlier_run_is_taken_over_only_then(tmp_path: Path) -> None:
+    """After a node failure the requeued job may run elsewhere; only an owner record from a
+    node this job used before (per the job's hosts file) may be broken."""
+    import json
+
+    product_dir = tmp_path / "products"
+    state = product_dir / ".faust-hpc"
+    state.mkdir(parents=True)
+    hosts = tmp_path / "slurm-7.hosts"
+    assert batch.owner_left_by_earlier_run(product_dir, hosts, "node02") is None  # no owner
+    (state / "owner.json").write_text(json.dumps({"host": "node01.cluster", "pid": 4242}))
+    assert batch.owner_left_by_earlier_run(product_dir, hosts, "node02") is None  # no hosts file
+    hosts.write_text("0 node05 node06\n")
+    assert batch.owner_left_by_earlier_run(product_dir, hosts, "node02") is None  # a stranger
+    hosts.write_text("0 node01 node03\n")
+    assert batch.owner_left_by_earlier_run(product_dir, hosts, "node02")["pid"] == 4242
+    # on the same host the launcher checks the pid itself
+    assert batch.owner_left_by_earlier_run(product_dir, hosts, "node01") is None
+
+
+def test_run_complete_only_when_the_manifest_says_so(tmp_path: Path) -> None:
+    import time
+
+    from faust_hpc.manifest import Manifest
+
+    product_dir = tmp_path / "products"
+    manifest = Manifest(product_dir)
+    manifest.ensure_dir()
+    t0 = time.time()
+    assert batch.finished_since(product_dir, t0 - 10) is None
+    manifest.append({"event": "finish", "time": t0, "done": 4, "total": 8, "exit_status": 3})
+    assert batch.finished_since(product_dir, t0 - 10) is None
+    manifest.append({"event": "finish", "time": t0 + 1, "done": 8, "total": 8, "exit_status": 0})
+    assert batch.finished_since(product_dir, t0 - 10)["done"] == 8
+    assert batch.finished_since(product_dir, t0 + 5) is None  # an older run's record
