@@ -262,11 +262,14 @@ def test_moments_against_simulated_truth_files(casa, sim_tiny, tmp_path: Path) -
 
 
 def test_strip_processing_gives_the_same_maps(disk: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Large cubes are processed in strips of rows; splitting a small cube into
-    odd-sized strips must not change a single pixel."""
+    """Large cubes are processed in strips of rows and blocks of channels;
+    splitting a small cube into odd-sized strips and blocks must not change
+    the maps."""
+    from faust_hpc.products import moments
     from faust_hpc.products.cube import PlaneReader
     from faust_hpc.products.moments import make_moments_from_image
 
+    monkeypatch.setattr(moments, "MAX_BLOCK_CHANNELS", 5)   # and blocks of 5 channels
     monkeypatch.setattr(PlaneReader, "strips",
                         lambda self, budget, nchan: [(y, min(y + 7, self.ny) - 1) for y in range(0, self.ny, 7)])
     image = disk["prod"] / "images" / "CB68" / f"{BASE}.image.common"

@@ -55,6 +55,8 @@ DEFAULT_M2_SIGMA = float(_DEFAULTS["m2_sigma"])
 
 # Bytes of one strip block (rows x window channels) read at a time.
 STRIP_BYTES = 16 * 2 ** 20
+# At most this many channels in one block (with the budget above).
+MAX_BLOCK_CHANNELS = 64
 # Pixels per sampled plane that enter the noise estimate.
 RMS_SAMPLES_PER_PLANE = 131_072
 
@@ -284,32 +286,39 @@ class MomentMapper:
         log.info("%s: window %d..%d (%d channels, dv=%.4f km/s), rms=%.4g, hanning rms=%.4g",
                  self.basename, win[0], win[-1], win.size, dv, rms, rms_hann)
         first, last = int(win[0]), int(win[-1])
-        lo, hi = max(first - 1, 0), min(last + 1, cube.nchan - 1)
+        # Channels per block: a block of one tile-row strip stays within the budget
+        # however wide the window (the sums are additive over channel blocks).
+        cstep = max(1, min(MAX_BLOCK_CHANNELS, int(STRIP_BYTES // (cube.nx * cube.tile_y * 4)) - 2,
+                           last - first + 1))
         bunit = cube.brightness_unit()
         full = {ext: np.full((cube.ny, cube.nx), np.nan, dtype=np.float32) for ext in MOMENT_EXTS}
         units: dict[str, str] = {}
-        for y0, y1 in cube.strips(STRIP_BYTES, hi - lo + 1):
-            blk = cube.block(lo, hi, y0, y1)
-            mblk = mask.block(first, last, y0, y1)
-            shape = blk.shape[1:]
+        for y0, y1 in cube.strips(STRIP_BYTES, cstep + 2):
+            shape = (y1 - y0 + 1, cube.nx)
             peak = np.full(shape, -np.inf, dtype=np.float32)
             m0, m1, m2 = _Sums.zeros(shape), _Sums.zeros(shape), _Sums.zeros(shape)
             sum_v2_m1 = np.zeros(shape)   # sum of v_i^2 over the moment-1 pixels (for its error)
-            for k in range(first, last + 1):
-                v = float(velo[k])
-                cur = blk[k - lo]
-                finite = np.isfinite(cur)
-                np.fmax(peak, np.where(finite, cur, -np.inf), out=peak)
-                in_mask = (mblk[k - first] > 0.5) & finite
-                hann = hanning_plane(blk[k - lo - 1] if k > lo else None, cur, blk[k - lo + 1] if k < hi else None)
-                with np.errstate(invalid="ignore"):
-                    sel1 = in_mask & (hann > self.m1_sigma * rms_hann)
-                    sel2 = in_mask & (hann > self.m2_sigma * rms_hann)
-                m0.add(cur, in_mask, v)
-                m1.add(cur, sel1, v)
-                m2.add(cur, sel2, v)
-                sum_v2_m1 += np.where(sel1, v * v, 0.0)
-            del blk, mblk
+            for c0 in range(first, last + 1, cstep):
+                c1 = min(c0 + cstep - 1, last)
+                lo, hi = max(c0 - 1, 0), min(c1 + 1, cube.nchan - 1)   # neighbours for the Hanning plane
+                blk = cube.block(lo, hi, y0, y1)
+                mblk = mask.block(c0, c1, y0, y1)
+                for k in range(c0, c1 + 1):
+                    v = float(velo[k])
+                    cur = blk[k - lo]
+                    finite = np.isfinite(cur)
+                    np.fmax(peak, np.where(finite, cur, -np.inf), out=peak)
+                    in_mask = (mblk[k - c0] > 0.5) & finite
+                    hann = hanning_plane(blk[k - lo - 1] if k > lo else None, cur,
+                                         blk[k - lo + 1] if k < hi else None)
+                    with np.errstate(invalid="ignore"):
+                        sel1 = in_mask & (hann > self.m1_sigma * rms_hann)
+                        sel2 = in_mask & (hann > self.m2_sigma * rms_hann)
+                    m0.add(cur, in_mask, v)
+                    m1.add(cur, sel1, v)
+                    m2.add(cur, sel2, v)
+                    sum_v2_m1 += np.where(sel1, v * v, 0.0)
+                del blk, mblk
             pbstrip = _pb_strip(pb, self._vsys_chan, y0, y1)
             for ext, data, unit in self._finish(peak, m0, m1, m2, sum_v2_m1, dv, rms, pbstrip, bunit):
                 full[ext][y0:y1 + 1] = data
