@@ -347,6 +347,14 @@ def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
     return True
 
 
+def owner_alive(owner: dict) -> bool:
+    """Is the launcher an owner record names still running? (One on another
+    host cannot be checked from here and counts as alive.)"""
+    if owner.get("host") != hostname():
+        return True
+    return pid_alive(int(owner.get("pid", -1)), owner.get("start_ticks"))
+
+
 def _describe_owner(owner: dict) -> str:
     started = owner.get("time")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "?"
@@ -404,7 +412,7 @@ class RunClaim:
             owner = self.read_owner()
             if owner and not (owner.get("host") == me["host"] and owner.get("pid") == me["pid"]):
                 if owner.get("host") == me["host"]:
-                    if pid_alive(int(owner.get("pid", -1)), owner.get("start_ticks")):
+                    if owner_alive(owner):
                         self._release_lock()
                         raise RunBusyError(
                             f"{self.dir.parent}: another launcher is running this run now "

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from faust_hpc.launcher.resume import apply_done_prepares
-from faust_hpc.manifest import (DONE, FAILED, INTERRUPTED, RUNNING, Manifest, RunClaim, UnitState,
-                                derive_states, hostname, pid_alive)
+from faust_hpc.manifest import (DONE, FAILED, RUNNING, Manifest, RunClaim, UnitState,
+                                derive_states, owner_alive)
 
 
 @dataclass
@@ -57,9 +57,7 @@ def load_view(runfile: str) -> RunView:
     states = derive_states(records)
     apply_done_prepares(plan, states)
     owner = RunClaim(spec.product_dir).read_owner()
-    live = False
-    if owner:
-        live = owner.get("host") != hostname() or pid_alive(int(owner.get("pid", -1)), owner.get("start_ticks"))
+    live = bool(owner) and owner_alive(owner)
     return RunView(spec, plan, manifest, records, states, owner, live)
 
 
@@ -105,4 +103,4 @@ def spw_rows(view: RunView) -> list[dict]:
     return rows
 
 
-__all__ = ["RunView", "load_view", "spw_rows", "INTERRUPTED"]
+__all__ = ["RunView", "load_view", "spw_rows"]
