@@ -253,3 +253,51 @@ def test_bad_input_names_the_file_or_stage(sim_tiny, casa, tmp_path):
     assert len(lines) == 1 and "245.606GHz_HC3N" in lines[0] and ".ms" in lines[0]
     assert not (tmp_path / "products" / "images" / "CB68").exists() or not any(
         (tmp_path / "products" / "images" / "CB68").iterdir())
+
+
+def test_killed_stage_leaves_no_finished_looking_product(sim_tiny, casa, tmp_path):
+    """SIGKILL during tclean: only ``.tmp-`` names exist; a re-run finishes the job."""
+    import signal
+    import time
+
+    from faust_hpc.imaging import ImageConfig
+
+    script = f"""
+import sys
+from faust_hpc import casa_env
+casa_env.configure(log_path={str(tmp_path / 'killed.casa.log')!r})
+from faust_hpc.imaging import ImageConfig
+config = ImageConfig.from_name("CB68", {LABEL!r}, data_dir={str(sim_tiny.data_dir)!r},
+                               prod_dir={str(tmp_path)!r}, cell_arcsec=0.1, imsize=128)
+config.scales = [0, 5, 16]
+chunk = config.prepare_chunks(nchunks=4, ext="clean")[0]
+chunk.make_dirty_cube()
+print("dirty done", flush=True)
+chunk.clean_line_nomask(sigma=1.0)   # deep: long enough to be killed mid-run
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    image_dir = tmp_path / "images" / "CB68"
+    try:
+        assert proc.stdout.readline().strip() == "dirty done"
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(image_dir.glob(".tmp-*nomask*_chunk0_nomask.psf")):
+            time.sleep(0.2)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the stage finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    names = sorted(p.name for p in image_dir.iterdir())
+    assert [n for n in names if n.startswith(".tmp-") and "chunk0_nomask" in n]
+    assert not [n for n in names if n.startswith("CB68_") and "_nomask." in n], names
+    # a re-run (another process) removes the leftovers and publishes the products
+    config = ImageConfig.from_name("CB68", LABEL, data_dir=sim_tiny.data_dir, prod_dir=tmp_path,
+                                   cell_arcsec=0.1, imsize=128)
+    config.scales = [0, 5, 16]
+    chunk = config.load_frozen_chunks("clean")[0]
+    chunk.clean_line_nomask(sigma=4.5)
+    names = sorted(p.name for p in image_dir.iterdir())
+    assert not [n for n in names if n.startswith(".tmp-")], names
+    assert f"CB68_{LABEL}_joint_0.5_chunk0_nomask.image" in names
