@@ -235,8 +235,13 @@ def test_walltime_signal_then_requeue_resume_every_unit_once(slurm: SlurmCluster
         recs = manifest_records(product_dir)
         runs = [r for r in recs if r.get("event") == "run" and r["time"] > drained[0]["time"]]
         restarted[:] = runs
-        return bool(runs) and any(r["time"] > runs[0]["time"] for r in unit_events(recs, "done"))
-    wait_for(resumed_work_done, JOB_TIMEOUT, "the requeued job to finish a unit", interval=0.2)
+        if not runs:
+            return False
+        done = [r["time"] for r in unit_events(recs, "done") if r["time"] > runs[0]["time"]]
+        # ... and to have started the next one, so the requeue kills a running CASA unit
+        return bool(done) and any(r["time"] > min(done) for r in unit_events(recs, "started"))
+    wait_for(resumed_work_done, JOB_TIMEOUT, "the requeued job to finish a unit and start the next",
+             interval=0.2)
     t_requeue = time.time()
     slurm.requeue(jobid)
     log = wait_done(slurm, jobid, product_dir)
