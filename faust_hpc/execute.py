@@ -129,8 +129,12 @@ def _run_finalize(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResu
     return UnitResult(outputs=outputs, info={"beam": beam, "max_residual_sigma": resid})
 
 
+def _final_image_path(spec: Any, config: Any) -> str:
+    return f"{config.get_imagebase(ext=spec.ext)}.image"
+
+
 def _final_image(spec: Any, config: Any) -> str:
-    image = f"{config.get_imagebase(ext=spec.ext)}.image"
+    image = _final_image_path(spec, config)
     if not os.path.exists(image):
         raise PrerequisiteError(f"{image} not found: run the finalize unit first")
     return image
@@ -183,6 +187,14 @@ def partial_outputs(spec: Any, unit: Unit) -> list[str]:
     from faust_hpc.imaging.image_tools import TEMP_PREFIX, glob_escape
 
     config = config_for(spec, unit.key)
+    if unit.kind == "moments":
+        from faust_hpc.products.moments import partial_outputs as moment_partials
+
+        return sorted(moment_partials(_final_image_path(spec, config), Path(spec.product_dir) / "moments"))
+    if unit.kind == "qa":
+        from faust_hpc.products.qa import partial_outputs as qa_partials
+
+        return sorted(qa_partials(_final_image_path(spec, config), Path(spec.product_dir) / "plots"))
     image_dir = os.path.dirname(config.get_imagebase())
     if unit.kind == "chunk" and unit.chunk_index is not None:
         stem = f"{os.path.basename(config.get_imagebase())}_chunk{unit.chunk_index}_"

@@ -224,3 +224,16 @@ def test_executor_names_partial_outputs_of_a_crashed_unit(tmp_path):
     assert partial_outputs(spec, chunk1) == [str(crashed[0])]
     fin = Unit(id=key.unit_id("finalize"), kind="finalize", key=key)
     assert str(crashed[1]) in partial_outputs(spec, fin)
+    # moments and QA temporaries are named by the products layer, beside their outputs
+    moments_dir = Path(spec.product_dir) / "moments" / "CB68"
+    plots_dir = Path(spec.product_dir) / "plots"
+    moments_dir.mkdir(parents=True)
+    plots_dir.mkdir(parents=True)
+    crashed_moment = moments_dir / f".tmp-7-ab12-{stem}_clean.mom0.pbcor.fits"
+    crashed_plot = plots_dir / f".tmp-7-ab12-{stem}_clean_qa_plot_image.png"
+    crashed_moment.write_text("")
+    crashed_plot.write_text("")
+    moments_unit = Unit(id=key.unit_id("moments"), kind="moments", key=key)
+    qa_unit = Unit(id=key.unit_id("qa"), kind="qa", key=key)
+    assert partial_outputs(spec, moments_unit) == [str(crashed_moment)]
+    assert partial_outputs(spec, qa_unit) == [str(crashed_plot)]
