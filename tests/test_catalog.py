@@ -12,7 +12,8 @@ from faust_hpc import catalog, geometry
 from faust_hpc.errors import CatalogError, UserInputError
 
 FACTS = Path(__file__).resolve().parents[1] / "faust_hpc" / "data" / "faust_facts.toml"
-SHARED_FACTS = Path("/work/shared/reference/faust_facts.toml")
+# The project's reference facts sit in shared/ beside the checkout (CI clones there too).
+SHARED_FACTS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "faust_facts.toml"
 
 
 @pytest.fixture(scope="module")
