@@ -13,9 +13,9 @@ Where the templates are found (in this order):
 2. the repository checkout this package was imported from
    (``<repo>/slurm/faust_hpc.sbatch``, ``<repo>/torque/faust_hpc.pbs``): the
    source of truth, used by an editable install;
-3. ``faust_hpc/templates/`` (package data): byte-identical copies shipped in
-   wheels, so an installed faust-hpc works without the repository;
-   ``tests/test_batch.py`` fails when the copies drift.
+3. ``faust_hpc/templates/`` (package data): symbolic links to the repository
+   files, which a wheel build turns into copies, so an installed faust-hpc
+   works without the repository; ``tests/test_batch.py`` checks they match.
 
 The job scripts run ``<python> -m faust_hpc run RUNFILE`` with the Python of
 the environment the command was rendered from (``sys.executable``,
