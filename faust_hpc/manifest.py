@@ -340,10 +340,14 @@ def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
         return False
     except PermissionError:
         return True
-    if start_ticks is not None:
-        current = _proc_start_ticks(pid)
-        if current is not None and current != start_ticks:
-            return False  # the pid was reused by another process
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return True  # no /proc: the kill(0) answer is all we know
+    if stat[0] in ("Z", "X"):
+        return False  # killed, not yet reaped: its locks are gone already
+    if start_ticks is not None and len(stat) > 19 and int(stat[19]) != start_ticks:
+        return False  # the pid was reused by another process
     return True
 
 
