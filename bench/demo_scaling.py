@@ -12,8 +12,10 @@ Units: the simulated tiny CB68 Setup 2 data (``faust-hpc simulate``), imaged
 with the real executor (``faust_hpc.execute:run_unit``: CASA tclean etc.).
 Thread budget as the launcher gives it: 1 worker -> all cores per unit,
 2 workers (mpirun -n 3 on 2 cores) -> 1 thread per unit; the plain runs get
-the same. Runs are interleaved (plain 1, launcher 1, plain 2, launcher 2) so
-the neighbours' load drifts over all of them alike. Ends with one JSON line.
+the same. Runs are interleaved so
+the neighbours' load drifts over all of them alike: ABBA order, each
+configuration twice (plain 1, launcher 1, plain 2, launcher 2, then back).
+Ends with one JSON line.
 """
 from __future__ import annotations
 
@@ -118,6 +120,9 @@ def main() -> int:
     ap.add_argument("--spws", default="244.936GHz_CS")
     ap.add_argument("--imsize", type=int, default=64)
     ap.add_argument("--nchunks", type=int, default=2)
+    ap.add_argument("--threads-per-unit", type=int, default=0,
+                    help="pin [scheduler] threads_per_unit (0 = the launcher's default: cores / ranks); "
+                         "pinned, the final cubes of 1 and 2 workers are bit-identical")
     args = ap.parse_args()
     from faust_hpc.simulate import SimResult
     from faust_hpc.simulate.runfiles import write_runfile_variant
@@ -132,18 +137,29 @@ def main() -> int:
                            capture_output=True)
         sim = SimResult.load(sim_dir)
         spws = args.spws.split(",")
-        runfiles = {}
-        for name in ("plain1", "launch1", "plain2", "launch2"):
-            runfiles[name] = write_runfile_variant(
-                sim, tmp / name / "run.toml",
-                imaging={"spws": spws, "imsize": args.imsize},
-                spw={label: {"nchunks": args.nchunks} for label in spws})
         cores = os.cpu_count() or 1
-        times = {}
-        times["plain1"] = plain_run(runfiles["plain1"], 1, cores)
-        times["launch1"] = launcher_run(runfiles["launch1"], None)
-        times["plain2"] = plain_run(runfiles["plain2"], 2, max(1, cores // 3))
-        times["launch2"] = launcher_run(runfiles["launch2"], 3)
+        # ABBA order, each configuration twice: a drift in the neighbours' load
+        # (this machine is shared) then weighs on all four alike.
+        order = ["plain1", "launch1", "plain2", "launch2", "launch2", "plain2", "launch1", "plain1"]
+        times: dict[str, float] = {}
+        runfiles: dict[str, Path] = {}
+        for i, name in enumerate(order):
+            rf = write_runfile_variant(sim, tmp / f"{i}-{name}" / "run.toml",
+                                       imaging={"spws": spws, "imsize": args.imsize},
+                                       spw={label: {"nchunks": args.nchunks} for label in spws},
+                                       scheduler={"threads_per_unit": args.threads_per_unit})
+            runfiles.setdefault(name, rf)
+            pinned = args.threads_per_unit
+            if name == "plain1":
+                t = plain_run(rf, 1, pinned or cores)
+            elif name == "plain2":
+                t = plain_run(rf, 2, pinned or max(1, cores // 3))
+            elif name == "launch1":
+                t = launcher_run(rf, None)
+            else:
+                t = launcher_run(rf, 3)
+            print(f"  run {i + 1}/{len(order)} {name}: {t:.1f} s", flush=True)
+            times[name] = times.get(name, 0.0) + t / 2
         cubes = {name: final_cubes(rf) for name, rf in runfiles.items()}
         diff_ranks = max_pixel_difference(cubes["launch1"], cubes["launch2"])
         diff_plain = max_pixel_difference(cubes["launch1"], cubes["plain1"])
@@ -155,12 +171,15 @@ def main() -> int:
     load = os.getloadavg()[0]
     print(f"demo units: {nunits} ({', '.join(spws)}, imsize {args.imsize}, {args.nchunks} chunks per SPW); "
           f"load average {load:.1f} on {os.cpu_count()} cores")
+    print("mean of two runs each:")
     print(f"  plain processes, 1 at a time : {times['plain1']:8.1f} s")
     print(f"  plain processes, 2 at a time : {times['plain2']:8.1f} s   ceiling speed-up {ceiling:.2f}x")
     print(f"  launcher, 1 worker           : {times['launch1']:8.1f} s")
     print(f"  launcher, 2 workers (-n 3)   : {times['launch2']:8.1f} s   speed-up {speedup:.2f}x")
     print(f"final cubes, 1 worker vs 2 workers: max |difference| = {diff_ranks:.3g}; "
           f"launcher vs plain processes: {diff_plain:.3g}")
+    print(f"same concurrency, launcher / plain time: 1 worker {times['launch1'] / times['plain1']:.3f}, "
+          f"2 workers {times['launch2'] / times['plain2']:.3f}")
     print(f"launcher speed-up / ceiling = {ratio:.3f}; goal >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'}")
     print(json.dumps({"bench": "demo_scaling", "units": nunits, "load_average": round(load, 2),
                       **{f"{k}_s": round(v, 2) for k, v in times.items()},
