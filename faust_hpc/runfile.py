@@ -123,7 +123,10 @@ class SchedulerSettings:
     unit_timeout_s: float = 0.0        # 0 = no timeout
     node_memory_gb: float = 0.0        # 0 = detect (MemTotal of the node)
     workers: int = 16                  # hint for nchunks = "auto"
-    threads_per_unit: int = 0          # 0 = node cores / ranks on that node
+    # 1 by default: multi-threaded gridding sums in a thread-dependent order, so a
+    # fixed count keeps products bit-identical on 1 rank, N ranks or a resume;
+    # 0 = node cores / ranks on that node (fewer ranks, more threads each).
+    threads_per_unit: int = 1
     executor: str = "faust_hpc.execute:run_unit"
 
 

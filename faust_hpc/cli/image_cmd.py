@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -33,11 +34,16 @@ def unit_workdir(product_dir: Path, unit_id: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from faust_hpc import casa_env
     from faust_hpc.execute import config_for, run_unit
+    from faust_hpc.launcher.worker import THREAD_VARS, thread_budget
     from faust_hpc.plan import build_plan
     from faust_hpc.runfile import load_runfile
 
     spec = load_runfile(args.runfile, check_paths=True)
     product_dir = Path(spec.product_dir)
+    # The launcher's thread budget, set before CASA loads (OpenMP reads it once),
+    # so this serial run's products are bit-identical to an MPI run's.
+    threads = thread_budget(spec.scheduler.threads_per_unit, ranks_on_node=1)
+    os.environ.update({var: str(threads) for var in THREAD_VARS})
     casa_log = product_dir / "logs" / f"image-{spec.name}.casa.log"
     casa_env.configure(spec.casa_data_dir, log_path=casa_log)
     keys = [k for k in spec.image_keys() if args.only is None or k.path.startswith(args.only)

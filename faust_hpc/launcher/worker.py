@@ -60,7 +60,8 @@ def node_cores() -> int:
 
 
 def thread_budget(configured: int, ranks_on_node: int) -> int:
-    """The run file's ``threads_per_unit`` if set, else the node's cores shared by its ranks."""
+    """The run file's ``threads_per_unit`` (default 1, for bit-identical products on
+    any rank count); 0 asks for the node's cores shared by its ranks."""
     if configured and configured > 0:
         return int(configured)
     return max(1, node_cores() // max(1, ranks_on_node))

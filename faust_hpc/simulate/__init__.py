@@ -6,7 +6,23 @@
 and ``truth.json``) and ``outdir/demo.toml`` (a run file whose products go
 to ``outdir/products``), and returns a :class:`SimResult`.
 """
-from faust_hpc.simulate.core import DEFAULT_SEED, SimResult, is_complete, resolve_spws, simulate
-from faust_hpc.simulate.sizes import SIZES, SimSize
+from __future__ import annotations
+
+from typing import Any
+
+from faust_hpc.simulate.sizes import DEFAULT_SEED, SIZES, SimSize
 
 __all__ = ["simulate", "SimResult", "is_complete", "resolve_spws", "SIZES", "SimSize", "DEFAULT_SEED"]
+
+_CORE_NAMES = ("simulate", "SimResult", "is_complete", "resolve_spws")
+
+
+def __getattr__(name: str) -> Any:
+    # The simulator (numpy, scipy.signal, CASA) loads only when used: every
+    # `faust-hpc` process, every MPI rank among them, imports the CLI, which
+    # names this package.
+    if name in _CORE_NAMES:
+        from faust_hpc.simulate import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

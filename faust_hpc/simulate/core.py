@@ -33,13 +33,12 @@ from faust_hpc.simulate import casa_images, msfix, observe, skymodel
 from faust_hpc.simulate.demo_runfile import write_demo_runfile
 from faust_hpc.simulate.noise import natural_image_rms, visibility_sigma_jy
 from faust_hpc.simulate.positions import field_position
-from faust_hpc.simulate.sizes import SimSize, get_size
+from faust_hpc.simulate.sizes import DEFAULT_SEED, SimSize, get_size
 from faust_hpc.simulate.truth import integrated_flux_jy_kms, read_truth_json, write_truth_json
 from faust_hpc.simulate.windows import SimWindow, plan_windows
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SEED = 20231
 DEFAULT_LINE = {1: "219.560GHz_C18O", 2: "244.936GHz_CS", 3: "93.176GHz_N2Hp"}
 OBSERVING_DATES = {"12m": "2023/05/20/00:00:00", "7m": "2023/04/02/00:00:00"}
 CONFIG_FILES = {"12m": "alma.cycle7.5.cfg", "7m": "aca.cycle7.cfg"}

@@ -42,6 +42,9 @@ class SimSize:
         return asdict(self)
 
 
+# The seed of every simulated data set unless the user asks for another.
+DEFAULT_SEED = 20231
+
 SIZES: dict[str, SimSize] = {
     "tiny": SimSize("tiny", nchan_line=20, nchan_cont=20, nant_12m=16, nant_7m=0,
                     time_12m_s=360.0, time_7m_s=720.0, integration_s=30.0, nscans=2,
