@@ -1,0 +1,74 @@
+"""The launcher with the real imaging executor (real CASA units on sim_tiny).
+
+The cheap-unit tests in test_launcher.py cover dispatch, crashes and resume in
+detail; this one checks the promise they cannot: the same run file gives the
+same science products, pixel for pixel, imaged serially in one process
+(`faust-hpc image`) and by `mpirun -n 3 faust-hpc run` (two workers, units in
+child processes), with every unit done exactly once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+SPW = "244.936GHz_CS"
+# Small enough for the test budget: one SPW, 12m only, 64 px, single-scale clean, 2 chunks.
+IMAGING = {"spws": [SPW], "arrays": ["12m"], "imsize": 64, "cell_arcsec": 0.15}
+SPW_SETTINGS = {SPW: {"nchunks": 2, "scales": [0]}}
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env.pop("FAUST_DATA_DIR", None)
+    return env
+
+
+def _science_products(product_dir: Path) -> dict[str, np.ndarray]:
+    """Pixel data of every FITS product (final cube and moment maps), by name."""
+    found = {}
+    for path in sorted(product_dir.glob("images/CB68/*.fits")) + sorted(product_dir.glob("moments/CB68/*.fits")):
+        with fits.open(path) as hdul:
+            found[path.name] = np.array(hdul[0].data)
+    return found
+
+
+@pytest.mark.casa
+@pytest.mark.mpi
+def test_serial_image_and_mpi_run_give_identical_products(sim_tiny, make_runfile, tmp_path):
+    serial = make_runfile(sim_tiny, tmp_path / "serial", imaging=IMAGING, spw=SPW_SETTINGS)
+    parallel = make_runfile(sim_tiny, tmp_path / "mpi", imaging=IMAGING, spw=SPW_SETTINGS)
+
+    res = subprocess.run([sys.executable, "-m", "faust_hpc", "image", str(serial)],
+                         capture_output=True, text=True, env=_env(), timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    mpirun = Path(sys.executable).with_name("mpirun")
+    res = subprocess.run([str(mpirun), "-n", "3", "--oversubscribe", sys.executable, "-m", "faust_hpc",
+                          "run", str(parallel)], capture_output=True, text=True, env=_env(), timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    serial_products = _science_products(tmp_path / "serial" / "products")
+    mpi_products = _science_products(tmp_path / "mpi" / "products")
+    final = f"CB68_{SPW}_12m_0.5_clean.image.pbcor.common.fits"
+    assert final in serial_products and any(".mom0" in name for name in serial_products)
+    assert serial_products.keys() == mpi_products.keys()
+    for name, data in serial_products.items():
+        assert data.shape == mpi_products[name].shape, name
+        assert np.array_equal(data, mpi_products[name], equal_nan=True), f"{name} differs"
+
+    # Every unit of the MPI run started and finished exactly once, on a worker rank.
+    records = [json.loads(line) for line in
+               (tmp_path / "mpi" / "products" / ".faust-hpc" / "manifest.jsonl").read_text().splitlines()
+               if line.strip()]
+    done = [r["unit"] for r in records if r.get("event") == "done"]
+    started = [r["unit"] for r in records if r.get("event") == "started"]
+    assert sorted(done) == sorted(set(done)) == sorted(started)
+    assert {u.rsplit("/", 1)[1] for u in done} == {"prepare", "chunk00", "chunk01", "finalize", "moments", "qa"}
+    assert all(r["rank"] in (1, 2) for r in records if r.get("event") == "done")
