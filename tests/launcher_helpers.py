@@ -108,13 +108,21 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def kill_tree(pid: int) -> None:
-    """kill -9 a whole process tree at once (as a node failure would)."""
-    for p in descendants(pid):
+def kill_tree(pid: int, settle_s: float = 30.0) -> None:
+    """kill -9 a whole process tree at once (as a node failure would), and
+    return once every one of them is gone (SIGKILL lands asynchronously: a
+    process in an fsync keeps running until the write completes)."""
+    from faust_hpc.manifest import pid_alive
+
+    victims = descendants(pid)
+    for p in victims:
         try:
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    deadline = time.monotonic() + settle_s
+    while any(pid_alive(p) for p in victims) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def products(runfile: Path) -> dict[str, bytes]:
