@@ -24,6 +24,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from faust_hpc.manifest import pid_alive
+
 log = logging.getLogger(__name__)
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "libpmix-dev")
@@ -75,14 +77,6 @@ def ensure_installed() -> None:
                                + " | ".join(tail))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_pid(pidfile: Path) -> int | None:
@@ -200,7 +194,7 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
     # --------------------------------------------------------------- tear-down
     def _ctld_up(self) -> bool:
         pid = _read_pid(CTLD_PID)
-        return pid is not None and _pid_alive(pid)
+        return pid is not None and pid_alive(pid)
 
     def cancel_all(self, timeout: float = 30) -> None:
         """Cancel every job and wait until the queue is empty (incl. COMPLETING)."""
@@ -219,9 +213,9 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         for name, pidfile in (("slurmd", SLURMD_PID), ("slurmctld", CTLD_PID),
                               ("munged", MUNGED_PID)):
             pid = _read_pid(pidfile)
-            if pid is not None and _pid_alive(pid):
+            if pid is not None and pid_alive(pid):
                 os.kill(pid, 15)
-                if not _wait_for(lambda: not _pid_alive(pid), 10, 0.1):
+                if not _wait_for(lambda: not pid_alive(pid), 10, 0.1):
                     log.warning("%s (%d) ignored SIGTERM; SIGKILL", name, pid)
                     os.kill(pid, 9)
             pidfile.unlink(missing_ok=True)
