@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"products: {products} (exit status {status})")
     for fits_file in sorted(products.glob("images/*/*_clean.image.pbcor.common.fits")):
         print(f"  cube:    {fits_file}")
-    for fits_file in sorted(products.glob("moments/*/*.mom[01]*.fits")):
+    for fits_file in sorted(products.glob("moments/*/*.fits")):
         print(f"  moment:  {fits_file}")
+    for png in sorted(products.glob("plots/*.png")):
+        print(f"  QA plot: {png}")
     print(f"  truth:   {directory / 'truth' / 'truth.json'}")
     return status
