@@ -88,6 +88,13 @@ def test_default_pipeline_writes_the_documented_fits(chunked_run, sim_tiny):
     assert not [n for n in names if n.startswith(".tmp-")]
     assert f"CB68_{LABEL}_joint_0.5_clean.chunks.json" in names
     assert f"CB68_{LABEL}_joint_0.5_chunk1_clean.image" in names
+    # the primary-beam mask (pblimit 0.2 for joint) survives the common-beam smoothing
+    from faust_hpc.imaging.postprocess import image_has_mask
+
+    for suffix in (".image.common", ".image.pbcor.common", "_chunk0_clean.image.pbcor.common"):
+        name = f"{chunked_run.base}{suffix}" if not suffix.startswith("_chunk") else \
+            chunked_run.base.removesuffix("_clean") + suffix
+        assert image_has_mask(name), f"{name} has no PB mask"
 
 
 def test_flux_peak_and_residual_against_truth(chunked_run, sim_tiny, record_property):
@@ -301,3 +308,42 @@ chunk.clean_line_nomask(sigma=1.0)   # deep: long enough to be killed mid-run
     names = sorted(p.name for p in image_dir.iterdir())
     assert not [n for n in names if n.startswith(".tmp-")], names
     assert f"CB68_{LABEL}_joint_0.5_chunk0_nomask.image" in names
+
+
+def test_concatenation_keeps_each_chunks_pixel_mask(casa, tmp_path):
+    """The final cube's PB blanking comes from the chunks' masks: rebuilt plane
+    by plane in the right place even when imageconcat reorders the inputs."""
+    from faust_hpc.imaging.postprocess import _restore_concatenated_mask, concat_images
+
+    ia = casa.casatools().image()
+    names = []
+    for i in range(3):
+        name = str(tmp_path / f"chunk{i}.im")
+        ia.fromshape(name, [6, 6, 1, 4], overwrite=True)
+        csys = ia.coordsys()
+        ref = csys.referencevalue(format="n")["numeric"]
+        ref[3] += 4 * i * csys.increment(format="n")["numeric"][3]
+        csys.setreferencevalue(value=ref)
+        ia.setcoordsys(csys.torecord())
+        ia.putchunk(np.full((6, 6, 1, 4), float(i + 1)))
+        ia.calcmask(f'"{name}" > 0', name="mask0")
+        mask = ia.getchunk(getmask=True)
+        mask[: i + 1] = False  # chunk i blanks its first i+1 rows
+        ia.putregion(pixelmask=mask)
+        ia.close()
+        names.append(name)
+    out = concat_images(list(reversed(names)), str(tmp_path / "full.im"))  # imageconcat sorts them back
+    ia.open(out)
+    ia.maskhandler("delete", "mask0")  # as seen on tclean chunks: no default mask after concatenation
+    ia.close()
+    _restore_concatenated_mask(names, out)
+    ia.open(out)
+    try:
+        assert list(ia.maskhandler("default")) == ["mask0"]
+        data, mask = ia.getchunk(), ia.getchunk(getmask=True)
+    finally:
+        ia.close()
+    for i in range(3):
+        planes = slice(4 * i, 4 * i + 4)
+        assert np.all(data[:, :, 0, planes] == i + 1)
+        assert not mask[: i + 1, :, 0, planes].any() and mask[i + 1:, :, 0, planes].all()

@@ -96,9 +96,13 @@ def beam_to_strings(beam: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def smooth_cube_to_common_beam(imagename: str, beam: dict[str, Any] | None = None) -> str:
+def smooth_cube_to_common_beam(imagename: str, beam: dict[str, Any] | None = None,
+                               pbimage: str | None = None) -> str:
     """``<imagename>.common``: per-plane beams -> one beam (the cube's common
-    beam, or ``beam`` when given, e.g. the common beam across chunks)."""
+    beam, or ``beam`` when given, e.g. the common beam across chunks). With
+    ``pbimage``, its T/F mask (which imsmooth drops) is copied in before the
+    cube is renamed into place, so a crash never leaves an unmasked
+    finished-looking cube."""
     _require(imagename)
     final = imagename + ".common"
     tmp = temp_name(final)
@@ -109,6 +113,8 @@ def smooth_cube_to_common_beam(imagename: str, beam: dict[str, Any] | None = Non
     else:
         tasks().imsmooth(imagename=imagename, kernel="gaussian", beam=beam_to_strings(beam),
                          targetres=True, outfile=tmp, overwrite=True)
+    if pbimage is not None:
+        copy_pb_mask(tmp, pbimage)
     return publish(tmp, final)
 
 
@@ -215,9 +221,9 @@ def make_multiscale_joint_mask(imagename: str, rms: float, sigma: float | Iterab
             if_exists_remove(tmp)
             tasks().imsmooth(imagename=original, kernel="gauss", major=f"{scale!r}arcsec",
                              minor=f"{scale!r}arcsec", pa="0deg", targetres=True, outfile=tmp)
-            publish(tmp, smooth_image)
             if os.path.exists(pb_image):
-                copy_pb_mask(smooth_image, pb_image)
+                copy_pb_mask(tmp, pb_image)
+            publish(tmp, smooth_image)
             beam_factor = max(1.0, scale / beamwidth)
             create_mask_from_threshold(smooth_image, mask_image, beam_factor * thresh)
         mask_files.append(mask_image)
@@ -280,7 +286,44 @@ def concat_images(infiles: list[str], outfile: str) -> str:
                        overwrite=True).done()
     finally:
         ia.done()
+    _restore_concatenated_mask(infiles, tmp)
     return publish(tmp, outfile)
+
+
+def _restore_concatenated_mask(infiles: list[str], outfile: str) -> None:
+    """imageconcat of tclean/imsmooth chunks can leave the output without a
+    default pixel mask (seen: a non-default mask ``T``), which would drop the
+    primary-beam blanking from the final cube and FITS. Rebuild ``mask0``
+    from the inputs' own masks, one plane at a time (bounded memory)."""
+    masked = [f for f in infiles if image_has_mask(f)]
+    if not masked:
+        return
+    with ImageManager(outfile, cache=False) as out:
+        if "mask0" in list(out.maskhandler("default")):
+            return
+        out.calcmask("T", name="mask0")  # all good; the inputs' masks are copied below
+        spec_axis = len(out.shape()) - 1
+        out_csys = out.coordsys()
+        regions = tools().regionmanager()
+        for name in infiles:
+            with ImageManager(name) as im:
+                shape = list(im.shape())
+                # where this input's first plane landed (reorder=True may sort the inputs)
+                first_world = im.coordsys().toworld([0] * len(shape), "n")["numeric"]
+                offset = int(round(out_csys.topixel(first_world)["numeric"][spec_axis]))
+                for chan in range(shape[spec_axis]):
+                    blc = [0] * len(shape)
+                    blc[spec_axis] = chan
+                    trc = [n - 1 for n in shape]
+                    trc[spec_axis] = chan
+                    plane_mask = im.getchunk(blc=blc, trc=trc, getmask=True)
+                    out_blc = list(blc)
+                    out_blc[spec_axis] = offset + chan
+                    out.putregion(pixelmask=plane_mask, region=regions.box(
+                        blc=out_blc, trc=[*trc[:spec_axis], offset + chan]))
+        out_csys.done()
+        regions.done()
+        out.maskhandler("set", "mask0")
 
 
 __all__ = [

@@ -41,8 +41,8 @@ def make_all_line_dirty_cubes(dset: DataSet, weighting: float | str = 0.5, fullc
 
 def postproc_all_cleaned_images(dset: DataSet, ext: str = "clean") -> None:
     """Postprocess every unchunked ``<field>_*_<ext>.image`` of the DataSet's field."""
-    from faust_hpc.imaging.postprocess import (check_max_residual, copy_pb_mask, export_fits,
-                                               primary_beam_correct, smooth_cube_to_common_beam)
+    from faust_hpc.imaging.postprocess import (check_max_residual, export_fits, primary_beam_correct,
+                                               smooth_cube_to_common_beam)
 
     pattern = os.path.join(glob_escape(str(paths.IMAG_DIR / dset.field)), f"{glob_escape(dset.field)}_*_{ext}.image")
     for imagename in sorted(glob(pattern)):
@@ -52,6 +52,5 @@ def postproc_all_cleaned_images(dset: DataSet, ext: str = "clean") -> None:
         check_max_residual(base)
         primary_beam_correct(base)
         for im_ext in (".image", ".image.pbcor"):
-            smooth_cube_to_common_beam(base + im_ext)
-            copy_pb_mask(base + im_ext + ".common", base + ".pb")
+            smooth_cube_to_common_beam(base + im_ext, pbimage=base + ".pb")
         export_fits(base + ".image.pbcor.common")

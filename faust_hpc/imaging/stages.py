@@ -228,9 +228,7 @@ def postprocess(config: "ImageConfig", ext: str | None = None, make_fits: bool =
         outputs.append(pp.primary_beam_correct(imagebase))
         pb_name = imagebase + ".pb"
         for im_ext in (".image", ".image.pbcor"):
-            common = pp.smooth_cube_to_common_beam(imagebase + im_ext, beam=beam)
-            pp.copy_pb_mask(common, pb_name)
-            outputs.append(common)
+            outputs.append(pp.smooth_cube_to_common_beam(imagebase + im_ext, beam=beam, pbimage=pb_name))
         if make_hanning:
             outputs.append(pp.hanning_smooth_image(imagebase + ".image.common"))
         if make_fits:
