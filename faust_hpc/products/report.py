@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from faust_hpc.launcher.coordinator import fmt_duration
 from faust_hpc.manifest import Manifest
 from faust_hpc.units import ImageKey
 
@@ -271,13 +272,6 @@ def render_timeline(attempts: list[Attempt], out_png: Path, title: str = "", now
 
 
 # ----------------------------------------------------------------------------- tables
-def fmt_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
-
-
 @dataclass
 class Link:
     text: str
