@@ -27,7 +27,7 @@ pytestmark = pytest.mark.casa
 IMSIZE = 128
 CELL = "6arcsec"          # ~1/10 of the 55" D-array beam at 1.41 GHz
 NOISY_CHANNEL = 0
-CHUNK_NCHAN = 4
+CHUNK_NCHAN = 2
 NORMAL_CHUNK_START = 20   # HI emission, ordinary noise
 
 
@@ -135,7 +135,7 @@ def test_prepare_warns_about_the_noisy_channel(full_band, caplog):
     kwargs = stages._tclean_kwargs(stamp, base, None, imsize=[48, 48], cell="18arcsec", niter=0)
     published = stages._run_tclean(stamp, base, "tinyimg", kwargs, keep=[".sumwt", ".image"])
     with caplog.at_level(logging.WARNING, logger="faust_hpc.imaging.guard"):
-        left = guard.screen_stamp_noise(published, base + ".image", "N5921_2 HI")
+        left = guard.screen_stamp_noise(published, base, "N5921_2 HI")
     warned = [r.getMessage() for r in caplog.records if "median noise" in r.getMessage()]
     print("\n" + "\n".join(warned))
     assert len(warned) == 1 and "N5921_2 HI: channel(s) 0 (" in warned[0]

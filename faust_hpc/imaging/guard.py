@@ -204,24 +204,30 @@ def _worst_channels(grown: list[ChannelHistory], negative: list[ChannelHistory],
 
 
 # ---------------------------------------------------------------------------
-def noisy_channels(imagename: str, factor: float = NOISY_CHANNEL_FACTOR) -> tuple[list[int], np.ndarray]:
+def noisy_channels(imagename: str, factor: float = NOISY_CHANNEL_FACTOR,
+                   covered: np.ndarray | None = None) -> tuple[list[int], np.ndarray]:
     """Channels whose robust RMS exceeds ``factor`` x the median over
-    channels, and the per-channel RMS / median."""
+    channels, and the per-channel RMS / median. With ``covered`` (a boolean
+    per channel) only those channels count: the others fall outside the
+    common coverage, are never imaged, and are noisy by construction."""
     from faust_hpc.imaging.image_tools import tasks
 
     stats = tasks().imstat(imagename=imagename, axes=[0, 1])
     mad = np.asarray(stats["medabsdevmed"], dtype=float).ravel()
-    good = mad[np.isfinite(mad) & (mad > 0)]
-    if good.size == 0:
+    usable = np.isfinite(mad) & (mad > 0)
+    if covered is not None and len(covered) == len(mad):
+        usable &= np.asarray(covered, dtype=bool)
+    if not usable.any():
         return [], np.full(mad.shape, np.nan)
-    ratio = mad / float(np.median(good))
-    return [int(c) for c in np.flatnonzero(ratio > factor)], ratio
+    ratio = mad / float(np.median(mad[usable]))
+    return [int(c) for c in np.flatnonzero(usable & (ratio > factor))], ratio
 
 
-def warn_noisy_channels(imagename: str, what: str, freqs_hz: Iterable[float] | None = None) -> list[int]:
+def warn_noisy_channels(imagename: str, what: str, freqs_hz: Iterable[float] | None = None,
+                        covered: np.ndarray | None = None) -> list[int]:
     """Log a warning naming the channels of ``imagename`` far noisier than the
     rest (they are where a clean diverges); returns them."""
-    chans, ratio = noisy_channels(imagename)
+    chans, ratio = noisy_channels(imagename, covered=covered)
     if chans:
         freqs = list(freqs_hz) if freqs_hz is not None else []
         named = ", ".join(f"{c} ({ratio[c]:.1f}x" + (f", {freqs[c] / 1e9:.6f} GHz)" if c < len(freqs) else ")")
@@ -231,22 +237,26 @@ def warn_noisy_channels(imagename: str, what: str, freqs_hz: Iterable[float] | N
     return chans
 
 
-def screen_stamp_noise(published: list[str], stamp_image: str, what: str, keep_image: bool = False) -> list[str]:
-    """The prepare stage's noise check on the sum-of-weights stamp's dirty
-    image (:func:`warn_noisy_channels`); the image is removed afterwards
+def screen_stamp_noise(published: list[str], stamp_base: str, what: str, keep_image: bool = False) -> list[str]:
+    """The prepare stage's noise check on the sum-of-weights stamp
+    (``<stamp_base>.image`` and ``.sumwt``; :func:`warn_noisy_channels`) over
+    the channels of the common coverage. The image is removed afterwards
     unless ``keep_image`` (intermediates preserved). Returns ``published``
     without what was removed."""
     import os
 
+    from faust_hpc.catalog import imaging_defaults
+    from faust_hpc.imaging.chunking import read_sumwt
     from faust_hpc.imaging.image_tools import safely_remove_file
-    from faust_hpc.imaging.postprocess import get_freq_axis_from_image
 
-    if not os.path.exists(stamp_image):
+    image = stamp_base + ".image"
+    if not os.path.exists(image):
         return published
     try:
-        freqs, unit = get_freq_axis_from_image(stamp_image)
-        warn_noisy_channels(stamp_image, what, freqs if unit == "Hz" else None)
+        sumwt, freqs = read_sumwt(stamp_base)
+        covered = sumwt > float(imaging_defaults()["common_coverage_fraction"]) * np.nanmedian(sumwt)
+        warn_noisy_channels(image, what, freqs, covered)
     finally:
         if not keep_image:
-            safely_remove_file(stamp_image)
-    return [p for p in published if keep_image or p != stamp_image]
+            safely_remove_file(image)
+    return [p for p in published if keep_image or p != image]

@@ -121,7 +121,7 @@ def make_tiny_image_stamp(config: "ImageConfig") -> list[str]:
     width = optimum_size(int(float(tiny["width_in_res"]) * oversample))
     kwargs = _tclean_kwargs(config, config.tinyimg_imagebase, None, imsize=[width, width], cell=cell, niter=0)
     out = _run_tclean(config, config.tinyimg_imagebase, "tinyimg", kwargs, keep=_keep(config, [".sumwt", ".image"]))
-    out = guard.screen_stamp_noise(out, config.tinyimg_imagebase + ".image", f"{config.dset.field} "
+    out = guard.screen_stamp_noise(out, config.tinyimg_imagebase, f"{config.dset.field} "
                                    f"{config.spw.label}", keep_image=config.preserve_all_intermediate_products)
     sumwt = config.tinyimg_imagebase + ".sumwt"
     with ImageManager(sumwt) as ia:
