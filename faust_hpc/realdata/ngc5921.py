@@ -105,8 +105,9 @@ def prepare_ngc5921(outdir: str | os.PathLike) -> Path:
         if load_ngc5921_record(outdir) is not None:
             log.info("NGC 5921 already prepared in %s: reusing %s", outdir, ms_path(outdir))
             return ms_path(outdir)
+        for stale in outdir.glob(".ngc5921-work-*"):   # left by a killed run (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         work = outdir / f".ngc5921-work-{os.getpid()}"
-        shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         started = time.time()
         casa_log = outdir / "logs" / f"prepare-ngc5921-{os.getpid()}.casa.log"
