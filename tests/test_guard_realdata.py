@@ -27,6 +27,7 @@ pytestmark = pytest.mark.casa
 IMSIZE = 128
 CELL = "6arcsec"          # ~1/10 of the 55" D-array beam at 1.41 GHz
 NOISY_CHANNEL = 0
+EDGE_CHANNELS = {0, 1, 2, 60, 61, 62}
 CHUNK_NCHAN = 2
 NORMAL_CHUNK_START = 20   # HI emission, ordinary noise
 
@@ -140,8 +141,8 @@ def test_prepare_warns_about_the_noisy_channel(full_band, caplog):
     print("\n" + "\n".join(warned))
     assert len(warned) == 1 and "N5921_2 HI: channel(s) 0 (" in warned[0]
     chans, ratio = guard.noisy_channels(full_band.dirty_imagebase + ".image")
-    assert chans == [NOISY_CHANNEL], np.round(ratio, 1)
-    assert ratio[NOISY_CHANNEL] > 10
+    assert chans[0] == NOISY_CHANNEL and ratio[NOISY_CHANNEL] > 10, np.round(ratio, 1)
+    assert set(chans) <= EDGE_CHANNELS      # the bandpass roll-off; the HI channels are ordinary
     assert left == [base + ".sumwt"] and not Path(base + ".image").exists()
 
 
