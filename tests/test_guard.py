@@ -25,6 +25,7 @@ def test_cap_follows_the_dynamic_range_and_never_drops_below_the_minimum():
     assert guard.major_cycle_cap(0.1, 0.1) == guard.MIN_MAJOR_CYCLES
     deep = guard.major_cycle_cap(100.0, 0.01)            # 1e4: log(1e4)/log(1.25) = 41.3
     assert deep == 42 + guard.MAJOR_CYCLE_MARGIN
+    assert guard.major_cycle_cap(100.0, 0.01, automask=True) == 83 + guard.MAJOR_CYCLE_MARGIN
     assert guard.major_cycle_cap(math.nan, 0.01) == guard.UNKNOWN_PEAK_MAJOR_CYCLES
     assert guard.threshold_jy("0.0123Jy") == pytest.approx(0.0123)
     assert guard.threshold_jy("3mJy") == pytest.approx(0.003)
@@ -38,6 +39,8 @@ def test_arm_caps_only_deconvolving_calls():
     armed_kwargs, armed = guard.arm("nomask", {"niter": 100, "threshold": "0.01Jy"}, None)
     assert armed_kwargs["nmajor"] == armed.cap == guard.UNKNOWN_PEAK_MAJOR_CYCLES
     assert armed_kwargs["fullsummary"] is True
+    user_cap, armed = guard.arm("clean", {"niter": 100, "threshold": "0.01Jy", "nmajor": 3}, None)
+    assert user_cap["nmajor"] == 3 and armed.cap is None     # an explicit nmajor is the caller's
 
 
 def test_reaching_the_cap_raises_with_the_reason_and_the_worst_channel():

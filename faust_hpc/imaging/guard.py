@@ -18,6 +18,11 @@ The guard (:func:`arm` before tclean, :func:`check` after it):
   ``log(peak / threshold) / log(1 / 0.8)`` cycles; the cap adds
   :data:`MAJOR_CYCLE_MARGIN` and is never below :data:`MIN_MAJOR_CYCLES`
   (:data:`UNKNOWN_PEAK_MAJOR_CYCLES` without a dirty cube to read the peak from).
+  A masked clean that grows its mask (auto-multithresh: the ``clean``
+  stage) restarts the descent in every region added, so its bound is
+  multiplied by :data:`AUTOMASK_CYCLE_FACTOR`. On the simulated CB68 data
+  the unmasked clean needs 8 cycles (cap 15), the masked one 12 (cap 27);
+  on NGC 5921 the unmasked clean over the noisy channel is stopped at 17.
   A clean that converges stops before it, so its result is unchanged
   (``nmajor`` only matters when reached); ``fullsummary=True`` only adds the
   per-channel history to tclean's return value;
@@ -56,6 +61,7 @@ log = logging.getLogger(__name__)
 
 TCLEAN_MAXPSFFRACTION = 0.8      # tclean's default; the stages do not change it
 MAJOR_CYCLE_MARGIN = 5
+AUTOMASK_CYCLE_FACTOR = 2.0      # auto-multithresh grows the mask between cycles: new regions start high
 MIN_MAJOR_CYCLES = 10
 UNKNOWN_PEAK_MAJOR_CYCLES = 50   # no dirty cube to derive the cap from (RMS set by hand): a loose bound
 STOPCODE_NMAJOR = 9              # tclean: "reached nmajor"
@@ -76,14 +82,16 @@ class Armed:
     peak_jy: float
 
 
-def major_cycle_cap(peak_jy: float, threshold_jy: float,
+def major_cycle_cap(peak_jy: float, threshold_jy: float, automask: bool = False,
                     maxpsffraction: float = TCLEAN_MAXPSFFRACTION) -> int:
-    """Major cycles a converging clean may need from ``peak_jy`` to ``threshold_jy``, plus the margin."""
+    """Major cycles a converging clean may need from ``peak_jy`` to
+    ``threshold_jy`` (times :data:`AUTOMASK_CYCLE_FACTOR` with an
+    auto-multithresh mask), plus the margin."""
     if not (threshold_jy > 0 and np.isfinite(peak_jy)):
         return UNKNOWN_PEAK_MAJOR_CYCLES
     ratio = max(float(peak_jy) / float(threshold_jy), 1.0)
-    needed = math.ceil(math.log(ratio) / math.log(1.0 / maxpsffraction))
-    return max(MIN_MAJOR_CYCLES, needed + MAJOR_CYCLE_MARGIN)
+    needed = math.log(ratio) / math.log(1.0 / maxpsffraction) * (AUTOMASK_CYCLE_FACTOR if automask else 1.0)
+    return max(MIN_MAJOR_CYCLES, math.ceil(needed) + MAJOR_CYCLE_MARGIN)
 
 
 def threshold_jy(threshold: Any) -> float:
@@ -116,7 +124,7 @@ def arm(stage: str, kwargs: dict[str, Any], dirty_image: str | None) -> tuple[di
     if int(kwargs.get("niter", 0)) <= 0 or int(kwargs.get("nmajor", -1)) >= 0:
         return kwargs, Armed(stage, None, thresh, float("nan"))
     peak = image_peak_jy(dirty_image) if dirty_image else float("nan")   # NaN: no dirty cube
-    cap = major_cycle_cap(peak, thresh)
+    cap = major_cycle_cap(peak, thresh, automask=kwargs.get("usemask") == "auto-multithresh")
     log.debug("guard %s: peak %.4g Jy, threshold %.4g Jy -> at most %d major cycles", stage, peak, thresh, cap)
     return dict(kwargs, nmajor=cap, fullsummary=True), Armed(stage, cap, thresh, peak)
 
