@@ -49,11 +49,11 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
+from astropy import units as u
 
 from faust_hpc.errors import DivergenceError
 
@@ -98,10 +98,11 @@ def threshold_jy(threshold: Any) -> float:
     """tclean's ``threshold`` ("0.01Jy", "3mJy", a number in Jy) in Jy."""
     if isinstance(threshold, (int, float)):
         return float(threshold)
-    match = re.fullmatch(r"\s*([-+0-9.eE]+)\s*(|Jy|mJy|uJy)\s*", str(threshold))
-    if not match:
+    try:
+        quantity = u.Quantity(str(threshold))
+        return float(quantity.value if quantity.unit == u.dimensionless_unscaled else quantity.to_value(u.Jy))
+    except (TypeError, ValueError, u.UnitsError):
         return 0.0
-    return float(match.group(1)) * {"": 1.0, "Jy": 1.0, "mJy": 1e-3, "uJy": 1e-6}[match.group(2)]
 
 
 def image_peak_jy(imagename: str) -> float:
