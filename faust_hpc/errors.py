@@ -27,3 +27,31 @@ class RunFileError(UserInputError):
 
 class PrerequisiteError(UserInputError):
     """A stage was called before the stage that produces its inputs."""
+
+
+class DivergenceError(RuntimeError):
+    """A tclean that ran away and was stopped (:mod:`faust_hpc.imaging.guard`).
+
+    Not bad input and not a crash: the data of this unit make the clean
+    diverge (typically a channel far noisier than the rest). A batch driver
+    records the unit as *diverged* with ``reason`` and goes on with the rest;
+    retrying the same unit gives the same result.
+
+    Attributes: ``stage`` (``"nomask"``, ``"clean"``, ...), ``reason`` (one
+    line: ``major-cycle cap reached (N major cycles done, cap C from dirty
+    peak P Jy / threshold T Jy)`` and/or the signs seen -- ``model flux
+    strongly negative (below F Jy): channel K -1.2 Jy, ...`` and ``peak
+    residual grew: channel K a -> b Jy, ...`` -- then ``diverging channels:
+    K, ...``, indices of the clean's own channel grid, worst first),
+    ``nmajordone`` and ``cap`` (major cycles done / allowed), ``channels``
+    (those indices).
+    """
+
+    def __init__(self, stage: str, reason: str, *, nmajordone: int = 0, cap: int = 0,
+                 channels: tuple[int, ...] = ()) -> None:
+        super().__init__(f"tclean {stage} diverged: {reason}")
+        self.stage = stage
+        self.reason = reason
+        self.nmajordone = nmajordone
+        self.cap = cap
+        self.channels = channels

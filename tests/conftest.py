@@ -26,6 +26,14 @@
                             spw={"244.936GHz_CS": {"nchunks": 1}},
                             scheduler={"retries": 0})
 
+``ngc5921`` (session scope)
+    Real data: the VLA NGC 5921 HI observation from casadata, calibrated and
+    continuum-subtracted once per session by ``faust-hpc prepare-real`` in a
+    subprocess (~15 s). A :class:`PreparedRealData` with ``outdir``, ``ms``
+    (the target MS: field ``N5921_2``, 63 channels, LSRK) and ``record`` (the
+    parsed ``ngc5921.json``: channels, rest frequency, calibrator fluxes).
+    Read-only, like ``sim_tiny``: image into ``tmp_path``.
+
 Truth helpers for image comparisons live in :mod:`faust_hpc.simulate.truth`
 (``truth_convolved_peak(fits, bmaj, bmin, bpa)``, ``model_cube_from_fits``).
 """
@@ -34,6 +42,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,6 +70,27 @@ def build_simulation(outdir: Path, size: str = "tiny", spws: tuple[str, ...] = T
 @pytest.fixture(scope="session")
 def sim_tiny(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return build_simulation(tmp_path_factory.mktemp("sim") / "tiny")
+
+
+@dataclass(frozen=True)
+class PreparedRealData:
+    outdir: Path
+    ms: Path
+    record: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def ngc5921(tmp_path_factory: pytest.TempPathFactory) -> PreparedRealData:
+    from faust_hpc.realdata.ngc5921 import load_ngc5921_record, ms_path
+
+    outdir = tmp_path_factory.mktemp("realdata") / "ngc5921"
+    cmd = [sys.executable, "-m", "faust_hpc", "prepare-real", str(outdir)]
+    proc = subprocess.run(cmd, cwd=outdir.parent, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    record = load_ngc5921_record(outdir)
+    assert record is not None, f"no finished record in {outdir}"
+    return PreparedRealData(outdir=outdir, ms=ms_path(outdir), record=record)
 
 
 @pytest.fixture

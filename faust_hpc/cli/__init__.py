@@ -18,14 +18,14 @@ from faust_hpc import __version__
 from faust_hpc.errors import UserInputError
 
 # Order is the order of `faust-hpc --help`.
-SUBCOMMANDS = ("run", "plan", "status", "rerun", "image", "simulate", "demo",
+SUBCOMMANDS = ("run", "plan", "status", "rerun", "image", "simulate", "demo", "prepare-real",
                "moments", "qa", "report", "slurm", "torque")
 
 
 def _available() -> list[tuple[str, object]]:
     found = []
     for name in SUBCOMMANDS:
-        modname = f"faust_hpc.cli.{name}_cmd"
+        modname = f"faust_hpc.cli.{name.replace('-', '_')}_cmd"
         if importlib.util.find_spec(modname) is not None:
             found.append((name, importlib.import_module(modname)))
     return found

@@ -30,7 +30,7 @@ from faust_hpc.imaging.chunking import SpectralSelection
 from faust_hpc.imaging.image_tools import (ImageManager, copy_image, delete_all_extensions,
                                            log_post, publish_tclean_products, remove_stale_temporaries, tasks,
                                            temp_name)
-from faust_hpc.imaging import postprocess as pp
+from faust_hpc.imaging import guard, postprocess as pp
 
 if TYPE_CHECKING:  # pragma: no cover
     from faust_hpc.imaging.config import ImageConfig
@@ -73,7 +73,7 @@ def _run_tclean(config: "ImageConfig", final_base: str, stage: str, kwargs: dict
     delete_all_extensions(tmp_base)
     for ext, src in (seed_files or {}).items():
         copy_image(src, tmp_base + ext)
-    kwargs = dict(kwargs, imagename=tmp_base)
+    kwargs, armed = guard.arm(stage, dict(kwargs, imagename=tmp_base), config.dirty_imagebase + ".image")
     t0 = time.time()
     with config.stage_workdir(stage):
         log_post(f":: tclean {stage}: {os.path.basename(final_base)} "
@@ -89,6 +89,11 @@ def _run_tclean(config: "ImageConfig", final_base: str, stage: str, kwargs: dict
                            f"{_casa_log_hint()}")
     if isinstance(result, dict):
         log.debug("tclean %s: %s", stage, {k: result.get(k) for k in ("iterdone", "nmajordone", "stopcode")})
+    try:
+        guard.check(armed, result)   # DivergenceError: a runaway clean, stopped at its major-cycle cap
+    except Exception:
+        delete_all_extensions(tmp_base)
+        raise
     published = publish_tclean_products(tmp_base, final_base, keep=keep)
     log_post(f"-- {stage} done in {time.time() - t0:.1f}s: {os.path.basename(final_base)}")
     return published
@@ -115,7 +120,9 @@ def make_tiny_image_stamp(config: "ImageConfig") -> list[str]:
     cell = f"{config.dset.target.res / oversample:.6g}arcsec"
     width = optimum_size(int(float(tiny["width_in_res"]) * oversample))
     kwargs = _tclean_kwargs(config, config.tinyimg_imagebase, None, imsize=[width, width], cell=cell, niter=0)
-    out = _run_tclean(config, config.tinyimg_imagebase, "tinyimg", kwargs, keep=_keep(config, [".sumwt"]))
+    out = _run_tclean(config, config.tinyimg_imagebase, "tinyimg", kwargs, keep=_keep(config, [".sumwt", ".image"]))
+    out = guard.screen_stamp_noise(out, config.tinyimg_imagebase, f"{config.dset.field} "
+                                   f"{config.spw.label}", keep_image=config.preserve_all_intermediate_products)
     sumwt = config.tinyimg_imagebase + ".sumwt"
     with ImageManager(sumwt) as ia:
         data = ia.getchunk()
