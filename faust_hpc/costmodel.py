@@ -223,6 +223,12 @@ def _plane_gb(npix: int) -> float:
     return npix * PLANE_BYTES / 1e9
 
 
+def channel_memory_gb(npix: int, nscales: int = REFERENCE_NSCALES) -> float:
+    """Peak memory (GB) of a tclean child imaging one channel of ``npix`` pixels
+    (the visibilities aside): the least any unit of that image needs."""
+    return BASE_MEM_GB + _plane_gb(npix) * (WORK_PLANES + 2 * nscales + CUBE_PLANES)
+
+
 @lru_cache(maxsize=65536)
 def chunk_estimate(m: ImageModel, nchan: int) -> Estimate:
     """dirty -> nomask clean (to nomask_sigma, no mask) -> seed mask -> clean
