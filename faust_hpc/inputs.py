@@ -93,12 +93,13 @@ def check_measurement_sets(spec: Any) -> None:
         return
     if verdict.startswith("error "):
         raise DataError(verdict.removeprefix("error "))
-    checking = next((ln.removeprefix("checking ") for ln in reversed(lines) if ln.startswith("checking ")), "")
-    where = f"reading {checking}" if checking else f"reading the measurement sets under {job.data_dir}"
     tail = (proc.stderr or "").strip().splitlines()
+    last = f" last message: {_one_line(tail[-1])}" if tail else ""
+    checking = next((ln.removeprefix("checking ") for ln in reversed(lines) if ln.startswith("checking ")), "")
+    if not checking:  # it died before opening any MS: not the data's fault
+        raise RuntimeError(f"the measurement-set check failed (exit status {proc.returncode}).{last}")
     raise DataError(f"{job.runfile_name}: [run] data_dir: CASA crashed (exit status {proc.returncode}) while "
-                    f"{where}; is it a complete measurement set?"
-                    + (f" last message: {_one_line(tail[-1])}" if tail else ""))
+                    f"reading {checking}; is it a complete measurement set?{last}")
 
 
 # ----------------------------------------------------------------------------
@@ -169,6 +170,7 @@ def run_checks(job: MsJob, report: Any) -> None:
                 if problem:
                     raise DataError(f"{where} {ms} {problem}")
             for kind in job.arrays:
+                print(f"checking the {kind} execution blocks of {field} for their SPWs", file=report, flush=True)
                 vis = DataSet(field, job.setup, kind, data_dir=job.data_dir).vis
                 for label in job.labels:
                     spw_ids_for_ot_name(vis, catalog.get_spw(label).ot_name, label=label)
