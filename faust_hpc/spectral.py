@@ -3,7 +3,8 @@
 One owner for the rules every layer (catalog, cost model, imaging, simulator,
 products) needs about frequency channels, so that they cannot disagree:
 
-* the speed of light comes from ``astropy.constants.c``;
+* the speed of light is the SI's exact value, the one ``astropy.constants.c``
+  holds (``tests/test_spectral.py`` pins the two together);
 * frequency <-> velocity uses astropy's radio convention
   (``astropy.units.doppler_radio``: ``v = c (1 - f / f0)``, ``f = f0 (1 - v / c)``),
   the convention of FAUST's LSRK cubes and of tclean's ``veltype="radio"``;
@@ -13,42 +14,53 @@ products) needs about frequency channels, so that they cannot disagree:
   uneven division on the *last* chunks, as the original pipeline did (this
   defines the archive's chunk boundaries; the cost model predicts the same).
 
-Pure Python plus astropy/numpy: no CASA, importable by the plan layer.
+astropy is imported on the first velocity conversion, not with this module:
+the catalog and the run-file validator import this module in every process
+(the CLI, each MPI rank, each unit child), and astropy.units costs them
+0.5-1 s of start-up, while only the simulator, the imaging and the products
+convert velocities. No CASA here.
 """
 from __future__ import annotations
 
-from typing import Union
+from functools import cache
+from types import ModuleType
+from typing import Any
 
-import astropy.units as u
-import numpy as np
-from astropy.constants import c as _c
+C_M_S: float = 299_792_458.0
+"""Speed of light in m/s: exact by the SI definition of the metre (= astropy.constants.c)."""
+C_KMS: float = C_M_S / 1e3
+"""Speed of light in km/s."""
 
-_KMS = u.km / u.s
-ArrayOrFloat = Union[float, np.ndarray]
-"""A float in, a float out; an array in, an array out."""
+ArrayOrFloat = Any
+"""A float in, a float out; a numpy array in, a numpy array out."""
 
-C_M_S: float = float(_c.to_value(u.m / u.s))
-"""Speed of light in m/s (astropy)."""
-C_KMS: float = float(_c.to_value(_KMS))
-"""Speed of light in km/s (astropy)."""
+
+@cache
+def _units() -> ModuleType:
+    """astropy.units, imported once, on first use (see the module doc)."""
+    import astropy.units as u
+
+    return u
 
 
 def freq_to_velocity_kms(freq_hz: ArrayOrFloat, rest_hz: float) -> ArrayOrFloat:
     """Radio velocity (km/s) of sky frequency ``freq_hz`` for rest frequency ``rest_hz``."""
-    value = (np.asarray(freq_hz, dtype=float) * u.Hz).to_value(
-        _KMS, equivalencies=u.doppler_radio(float(rest_hz) * u.Hz))
+    u = _units()
+    value = u.Quantity(freq_hz, u.Hz, dtype=float).to_value(
+        u.km / u.s, equivalencies=u.doppler_radio(float(rest_hz) * u.Hz))
     return _like_input(value)
 
 
 def velocity_to_freq_hz(v_kms: ArrayOrFloat, rest_hz: float) -> ArrayOrFloat:
     """Sky frequency (Hz) of radio velocity ``v_kms`` for rest frequency ``rest_hz``."""
-    value = (np.asarray(v_kms, dtype=float) * _KMS).to_value(
+    u = _units()
+    value = u.Quantity(v_kms, u.km / u.s, dtype=float).to_value(
         u.Hz, equivalencies=u.doppler_radio(float(rest_hz) * u.Hz))
     return _like_input(value)
 
 
-def _like_input(value: np.ndarray) -> ArrayOrFloat:
-    return float(value) if np.ndim(value) == 0 else value
+def _like_input(value: Any) -> ArrayOrFloat:
+    return float(value) if getattr(value, "ndim", 0) == 0 else value
 
 
 def chan_width_kms(width_hz: float, rest_hz: float) -> float:
