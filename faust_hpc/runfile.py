@@ -73,6 +73,8 @@ MAX_SIGMA = 1000.0
 """Thresholds and auto-multithresh factors in units of the noise (or fractions)."""
 MAX_CYCLEFACTOR = 100.0
 MAX_AUTOMASK_INT = 100_000
+_IMSIZE_WHY = (f" (one tclean channel of {MAX_IMSIZE} px needs "
+               f"{costmodel.channel_memory_gb(MAX_IMSIZE ** 2):.0f} GB)")
 _EXT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _EXECUTOR_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _NAME_RE = re.compile(r"^[^/\x00]+$")
@@ -485,10 +487,6 @@ def _parse_imaging(ck: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
     return dict(fields=fields, setup=setup, spw_labels=spws, weightings=weightings, arrays=arrays,
                 fullcube=fullcube, line_vwin=line_vwin, ext=ext, nchunks=nchunks, geometry=geometry,
                 thresholds=thresholds, preserve_all_intermediate_products=preserve)
-
-
-_IMSIZE_WHY = (f" (one tclean channel of {MAX_IMSIZE} px needs "
-               f"{costmodel.channel_memory_gb(MAX_IMSIZE ** 2):.0f} GB)")
 
 
 def _check_geometry(ck: _Checker, img: Mapping[str, Any], node_memory_gb: float) -> int:
