@@ -20,10 +20,9 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterable, Mapping
 
+from faust_hpc import spectral
 from faust_hpc.errors import CatalogError
-
-C_KMS = 299_792.458
-C_M_S = 299_792_458.0
+from faust_hpc.spectral import C_KMS, C_M_S  # noqa: F401  (owned by spectral; geometry and imaging.dataset read them here)
 
 _QUANTITY_RE = re.compile(r"^\s*([-+0-9.eE]+)\s*([A-Za-z/]*)\s*$")
 _FREQ_UNITS = {"hz": 1.0, "khz": 1e3, "mhz": 1e6, "ghz": 1e9}
@@ -134,7 +133,7 @@ class Spw:
 
     @property
     def chan_width_kms(self) -> float:
-        return C_KMS * self.chan_width_hz / self.restfreq_hz
+        return spectral.chan_width_kms(self.chan_width_hz, self.restfreq_hz)
 
     def nchan_from_window(self, velo_width: str) -> int:
         """Number of native channels spanning the full velocity width."""

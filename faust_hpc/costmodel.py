@@ -76,7 +76,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from faust_hpc import catalog
+from faust_hpc import catalog, spectral
 from faust_hpc.geometry import Geometry
 
 # --- calibration constants (reference machine: 2 cores) ---------------------
@@ -176,7 +176,7 @@ class ImageModel:
     # --- emission ------------------------------------------------------------
     @property
     def line_width_hz(self) -> float:
-        return LINE_WIDTH_KMS / catalog.C_KMS * self.restfreq_hz
+        return spectral.velocity_width_hz(LINE_WIDTH_KMS, self.restfreq_hz)
 
     @property
     def lines_per_hz(self) -> float:
@@ -223,6 +223,12 @@ def _plane_gb(npix: int) -> float:
     return npix * PLANE_BYTES / 1e9
 
 
+def channel_memory_gb(npix: int, nscales: int = REFERENCE_NSCALES) -> float:
+    """Peak memory (GB) of a tclean child imaging one channel of ``npix`` pixels
+    (the visibilities aside): the least any unit of that image needs."""
+    return BASE_MEM_GB + _plane_gb(npix) * (WORK_PLANES + 2 * nscales + CUBE_PLANES)
+
+
 @lru_cache(maxsize=65536)
 def chunk_estimate(m: ImageModel, nchan: int) -> Estimate:
     """dirty -> nomask clean (to nomask_sigma, no mask) -> seed mask -> clean
@@ -259,10 +265,9 @@ def products_estimate(m: ImageModel) -> Estimate:
 
 
 def chunk_sizes(nchan: int, nchunks: int) -> list[int]:
-    """Channels per chunk, near-equal, larger chunks first (as array_split)."""
-    nchunks = max(1, min(nchunks, nchan))
-    base, extra = divmod(nchan, nchunks)
-    return [base + (1 if i < extra else 0) for i in range(nchunks)]
+    """Channels per chunk, as the imaging splits them (:func:`spectral.split_channels`:
+    the remainder on the last chunks); ``nchunks`` is clamped to 1..``nchan``."""
+    return [size for _, size in spectral.split_channels(nchan, max(1, min(nchunks, nchan)))]
 
 
 def image_model(setup: int, spw: catalog.Spw, geometry: Geometry, array: str, *, nchan: int,

@@ -25,6 +25,11 @@ class RunFileError(UserInputError):
     """A run file that cannot be accepted (unknown key, wrong type, bad value)."""
 
 
+class DataError(UserInputError):
+    """Input data that cannot be imaged (a measurement set that is missing, not
+    an MS, corrupt, or lacks the field or an SPW): found before any work."""
+
+
 class PrerequisiteError(UserInputError):
     """A stage was called before the stage that produces its inputs."""
 

@@ -42,6 +42,7 @@ from faust_hpc import catalog, costmodel
 from faust_hpc.costmodel import ImageModel
 from faust_hpc.geometry import geometry_for
 from faust_hpc.runfile import RunSpec
+from faust_hpc.scheduler import simulate_schedule  # "auto" chunking runs the policy; scheduler never imports plan
 from faust_hpc.units import ImageKey, Unit, chunk_part
 
 log = logging.getLogger(__name__)
@@ -226,7 +227,7 @@ def fewest_chunks_within(model: ImageModel, target_cost: float, memory_gb: float
     """The fewest chunks whose largest chunk costs <= ``target_cost`` and fits
     ``memory_gb`` (0 = no limit); one chunk per channel at most."""
     def ok(n: int) -> bool:
-        biggest = costmodel.chunk_sizes(model.nchan, n)[0]
+        biggest = max(costmodel.chunk_sizes(model.nchan, n))
         est = costmodel.chunk_estimate(model, biggest)
         return est.cost <= target_cost and (memory_gb <= 0 or est.mem_gb <= memory_gb)
 
@@ -266,8 +267,6 @@ def resolve_nchunks(entries: Iterable[tuple[RunSpec, ImageKey]], models: Mapping
                     workers: int, node_memory_gb: float = 0.0) -> dict[str, int]:
     """Chunk count per key path. ``"auto"`` keys are sized for ``workers`` by
     simulating candidate plans with the scheduling policy (see module doc)."""
-    from faust_hpc.scheduler import simulate_schedule  # the policy lives there; no cycle at import
-
     entries = list(entries)
     keys = [key for _, key in entries]
     counts: dict[str, int] = {}

@@ -8,7 +8,11 @@ work starts, because a typo found after six hours of tclean is six hours lost:
 - unknown tables/keys (with a did-you-mean and the allowed keys),
 - wrong types (``setup = "1"``),
 - unknown field names and SPW labels (did-you-mean via :func:`catalog.suggest`),
-- SPW labels of another Setup, 7m/joint requested for Setup 3,
+- SPW labels of another Setup, 7m/joint requested for Setup 3, a
+  ``[spw."LABEL"]`` table for an SPW the run does not select,
+- absurd numbers: every number must be finite and within what makes sense
+  (the bounds below: retries, worker and thread counts, image size against
+  memory, cell against the field of view, velocities below c),
 - missing or unreadable ``data_dir``, unwritable ``product_dir`` (checked by
   creating and removing a probe file, so nothing is left behind),
 - TOML syntax errors (tomllib's message carries line and column).
@@ -32,11 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from faust_hpc import catalog
+from faust_hpc import catalog, costmodel
 from faust_hpc.errors import CatalogError, RunFileError, UserInputError
-from faust_hpc.geometry import ARRAY_KINDS, check_array_kind
+from faust_hpc.geometry import ARRAY_KINDS, check_array_kind, geometry_for, imsize_for
+from faust_hpc.spectral import C_KMS
 from faust_hpc.units import ImageKey, format_weighting
 
+IMAGING_EXECUTOR = "faust_hpc.execute:run_unit"
+"""The default ``[scheduler] executor``: the FAUST imaging units (CASA)."""
 NCHUNKS_WORDS = ("default", "auto")
 WEIGHTING_WORDS = ("natural", "uniform")
 SPW_SELECTION_WORDS = ("all", "lines")
@@ -50,6 +57,24 @@ _SPW_KEYS = ("nchunks", "rms", "gain", "cyclefactor", "scales", "mask_ang_scales
              "smallscalebias", "uvtaper", "automask", "moments_vwin_kms")
 _SCHEDULER_KEYS = ("retries", "unit_timeout_s", "node_memory_gb", "workers", "threads_per_unit",
                    "executor")
+# Bounds of numbers (see the module doc): what makes sense, so that nothing absurd reaches CASA.
+MAX_RETRIES = 100
+"""More attempts than this repeat one failure for hours; fix the cause instead."""
+MAX_WORKERS = 100_000
+MAX_THREADS_PER_UNIT = 1024
+MAX_IMSIZE = 16384
+"""Pixels per image side: one tclean channel of 16384^2 float32 pixels already
+needs ~19 GB (:func:`costmodel.channel_memory_gb`); FAUST images are 1350-3600 px."""
+MIN_CELL_ARCSEC = 1e-3
+"""1 mas: a fifth of ALMA's finest synthesized beam."""
+MIN_PIXELS_ACROSS_FOV = 8
+"""A cell wider than 1/8 of the field of view (2 x the primary beam) images nothing."""
+MAX_SIGMA = 1000.0
+"""Thresholds and auto-multithresh factors in units of the noise (or fractions)."""
+MAX_CYCLEFACTOR = 100.0
+MAX_AUTOMASK_INT = 100_000
+_IMSIZE_WHY = (f" (one tclean channel of {MAX_IMSIZE} px needs "
+               f"{costmodel.channel_memory_gb(MAX_IMSIZE ** 2):.0f} GB)")
 _EXT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _EXECUTOR_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _NAME_RE = re.compile(r"^[^/\x00]+$")
@@ -127,7 +152,7 @@ class SchedulerSettings:
     # fixed count keeps products bit-identical on 1 rank, N ranks or a resume;
     # 0 = node cores / ranks on that node (fewer ranks, more threads each).
     threads_per_unit: int = 1
-    executor: str = "faust_hpc.execute:run_unit"
+    executor: str = IMAGING_EXECUTOR
 
 
 @dataclass(frozen=True)
@@ -176,6 +201,13 @@ class RunSpec:
 # ----------------------------------------------------------------------------
 # Validation helpers: each raises RunFileError with "<file>: [table] key: ..."
 # ----------------------------------------------------------------------------
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
 
 def _type_name(value: Any) -> str:
     if isinstance(value, bool):
@@ -236,16 +268,19 @@ class _Checker:
             raise self.fail(where, f"{key}: expected true or false, got {_type_name(value)} {_show(value)}")
         return value
 
-    def integer(self, where: str, key: str, value: Any, minimum: int | None = None) -> int:
+    def integer(self, where: str, key: str, value: Any, minimum: int | None = None,
+                maximum: int | None = None, why: str = "") -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(where, f"{key}: expected an integer, got {_type_name(value)} {_show(value)}")
         if minimum is not None and value < minimum:
             raise self.fail(where, f"{key}: must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise self.fail(where, f"{key}: must be <= {maximum}{why}, got {value}")
         return value
 
     def number(self, where: str, key: str, value: Any, minimum: float | None = None,
                positive: bool = False, maximum: float | None = None) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
             raise self.fail(where, f"{key}: expected a number, got {_type_name(value)} {_show(value)}")
         if positive and value <= 0:
             raise self.fail(where, f"{key}: must be > 0, got {value}")
@@ -427,9 +462,10 @@ def _parse_imaging(ck: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
     fullcube = ck.boolean(where, "fullcube", img.get("fullcube", True))
     line_vwin = ck.string(where, "line_vwin", img.get("line_vwin", defaults["line_vwin"]))
     try:
-        if catalog.parse_velocity_kms(line_vwin) <= 0:
-            raise ValueError("must be positive")
-    except ValueError as exc:
+        vwin = catalog.parse_velocity_kms(line_vwin)
+        if not 0 < vwin < C_KMS:
+            raise ValueError(f"must be above 0 and below the speed of light ({C_KMS:g} km/s)")
+    except (ValueError, OverflowError) as exc:
         raise ck.fail(where, f'line_vwin: {exc}; expected a velocity width such as "20km/s"') from None
     ext = ck.string(where, "ext", img.get("ext", "clean"))
     if not _EXT_RE.match(ext):
@@ -440,16 +476,57 @@ def _parse_imaging(ck: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
     imsize = img.get("imsize")
     geometry = GeometryOverrides(
         oversample=None if oversample is None else ck.number(where, "oversample", oversample, positive=True),
-        cell_arcsec=None if cell is None else ck.number(where, "cell_arcsec", cell, positive=True),
-        imsize=None if imsize is None else ck.integer(where, "imsize", imsize, minimum=8),
+        cell_arcsec=None if cell is None else ck.number(where, "cell_arcsec", cell, minimum=MIN_CELL_ARCSEC),
+        imsize=None if imsize is None else ck.integer(where, "imsize", imsize, minimum=MIN_PIXELS_ACROSS_FOV,
+                                                      maximum=MAX_IMSIZE, why=_IMSIZE_WHY),
     )
-    thresholds = Thresholds(*(ck.number(where, key, img.get(key, defaults[key]), positive=True)
+    thresholds = Thresholds(*(ck.number(where, key, img.get(key, defaults[key]), positive=True, maximum=MAX_SIGMA)
                               for key in ("nomask_sigma", "seedmask_sigma", "clean_sigma")))
     preserve = ck.boolean(where, "preserve_all_intermediate_products",
                           img.get("preserve_all_intermediate_products", False))
     return dict(fields=fields, setup=setup, spw_labels=spws, weightings=weightings, arrays=arrays,
                 fullcube=fullcube, line_vwin=line_vwin, ext=ext, nchunks=nchunks, geometry=geometry,
                 thresholds=thresholds, preserve_all_intermediate_products=preserve)
+
+
+def _check_geometry(ck: _Checker, img: Mapping[str, Any], node_memory_gb: float) -> int:
+    """The resolved cell and image size of every (field, array): a cell that leaves
+    at least :data:`MIN_PIXELS_ACROSS_FOV` pixels across the field of view, an
+    image whose tclean channel fits memory. Returns the smallest image size."""
+    where, geo, setup = "[imaging]", img["geometry"], img["setup"]
+    smallest = MAX_IMSIZE
+    for field in img["fields"]:
+        for kind in img["arrays"]:
+            g = geometry_for(field, setup, kind, oversample=geo.oversample, cell_arcsec=geo.cell_arcsec,
+                             imsize=geo.imsize)
+            key = "cell_arcsec" if geo.cell_arcsec is not None else "oversample"
+            fov = imsize_for(setup, kind, 1.0)  # arcsec: 2 x the primary beam's 10%-power width
+            if g.cell_arcsec * MIN_PIXELS_ACROSS_FOV > fov:
+                raise ck.fail(where, f"{key}: a cell of {g.cell_arcsec:.4g} arcsec is wider than 1/"
+                                     f"{MIN_PIXELS_ACROSS_FOV} of the {kind} field of view ({fov} arcsec, Setup "
+                                     f"{setup}); use at most {fov / MIN_PIXELS_ACROSS_FOV:.4g} arcsec")
+            if g.cell_arcsec < MIN_CELL_ARCSEC:
+                raise ck.fail(where, f"{key}: a cell of {g.cell_arcsec:.3g} arcsec is below "
+                                     f"{MIN_CELL_ARCSEC:g} arcsec (a fifth of ALMA's finest beam)")
+            what = "imsize" if geo.imsize is not None else f"{key} (it gives an imsize of {g.imsize} px)"
+            if g.imsize > MAX_IMSIZE:
+                raise ck.fail(where, f"{what}: images of more than {MAX_IMSIZE} px a side are refused"
+                                     f"{_IMSIZE_WHY}; use a larger cell or set imsize")
+            need = costmodel.channel_memory_gb(g.npix)
+            if 0 < node_memory_gb < need:
+                raise ck.fail(where, f"{what}: one tclean channel of {g.imsize} px needs ~{need:.1f} GB, more "
+                                     f"than [scheduler] node_memory_gb = {node_memory_gb:g}")
+            smallest = min(smallest, g.imsize)
+    return smallest
+
+
+def _check_spw_tables_selected(ck: _Checker, spw_settings: tuple[tuple[str, SpwOverrides], ...],
+                               selected: tuple[str, ...]) -> None:
+    """A ``[spw."LABEL"]`` table for an SPW the run does not image would be silently ignored."""
+    for label, _ in spw_settings:
+        if label not in selected:
+            raise ck.fail(f'[spw."{label}"]', f"this run does not image this SPW ([imaging] spws selects "
+                                             f"{', '.join(selected)}); add it to spws or remove the table")
 
 
 def _automask_keys() -> dict[str, Any]:
@@ -461,7 +538,7 @@ def _automask_keys() -> dict[str, Any]:
     return keys
 
 
-def _parse_one_spw(ck: _Checker, label: str, raw: Any, setup: int) -> SpwOverrides:
+def _parse_one_spw(ck: _Checker, label: str, raw: Any, setup: int, max_scale_px: int = MAX_IMSIZE) -> SpwOverrides:
     where = f'[spw."{label}"]'
     in_setup = [s.label for s in catalog.spws_for_setup(setup)]
     _check_label_in_setup(ck, where, "", label, setup, in_setup)
@@ -475,15 +552,17 @@ def _parse_one_spw(ck: _Checker, label: str, raw: Any, setup: int) -> SpwOverrid
     if "gain" in table:
         kw["gain"] = ck.number(where, "gain", table["gain"], positive=True, maximum=1.0)
     if "cyclefactor" in table:
-        kw["cyclefactor"] = ck.number(where, "cyclefactor", table["cyclefactor"], positive=True)
+        kw["cyclefactor"] = ck.number(where, "cyclefactor", table["cyclefactor"], positive=True,
+                                      maximum=MAX_CYCLEFACTOR)
     if "smallscalebias" in table:
         kw["smallscalebias"] = ck.number(where, "smallscalebias", table["smallscalebias"],
                                          minimum=-1.0, maximum=1.0)
     if "moments_vwin_kms" in table:
         kw["moments_vwin_kms"] = ck.number(where, "moments_vwin_kms", table["moments_vwin_kms"],
-                                           positive=True)
+                                           positive=True, maximum=C_KMS)
     if "scales" in table:
-        kw["scales"] = tuple(ck.integer(where, "scales", s, minimum=0)
+        kw["scales"] = tuple(ck.integer(where, "scales", s, minimum=0, maximum=max_scale_px,
+                                        why=" (the image size in pixels)")
                              for s in ck.array(where, "scales", table["scales"]))
     if "mask_ang_scales" in table:
         kw["mask_ang_scales"] = tuple(ck.number(where, "mask_ang_scales", s, minimum=0.0)
@@ -501,16 +580,17 @@ def _parse_one_spw(ck: _Checker, label: str, raw: Any, setup: int) -> SpwOverrid
             if isinstance(default, bool):
                 clean[key] = ck.boolean(f"{where} automask", key, value)
             elif isinstance(default, int):
-                clean[key] = ck.integer(f"{where} automask", key, value, minimum=0)
+                clean[key] = ck.integer(f"{where} automask", key, value, minimum=0, maximum=MAX_AUTOMASK_INT)
             else:
-                clean[key] = ck.number(f"{where} automask", key, value, minimum=0.0)
+                clean[key] = ck.number(f"{where} automask", key, value, minimum=0.0, maximum=MAX_SIGMA)
         kw["automask"] = FrozenDict(clean)
     return SpwOverrides(**kw)
 
 
-def _parse_spw_tables(ck: _Checker, raw: dict[str, Any], setup: int) -> tuple[tuple[str, SpwOverrides], ...]:
+def _parse_spw_tables(ck: _Checker, raw: dict[str, Any], setup: int,
+                      max_scale_px: int = MAX_IMSIZE) -> tuple[tuple[str, SpwOverrides], ...]:
     spw = ck.table("[spw]", raw.get("spw", {}))
-    return tuple((label, _parse_one_spw(ck, label, value, setup)) for label, value in spw.items())
+    return tuple((label, _parse_one_spw(ck, label, value, setup, max_scale_px)) for label, value in spw.items())
 
 
 def _parse_scheduler(ck: _Checker, raw: dict[str, Any]) -> SchedulerSettings:
@@ -522,14 +602,16 @@ def _parse_scheduler(ck: _Checker, raw: dict[str, Any]) -> SchedulerSettings:
     if not _EXECUTOR_RE.match(executor):
         raise ck.fail(where, f'executor: expected "package.module:function", got {_show(executor)}')
     return SchedulerSettings(
-        retries=ck.integer(where, "retries", sch.get("retries", d.retries), minimum=0),
+        retries=ck.integer(where, "retries", sch.get("retries", d.retries), minimum=0, maximum=MAX_RETRIES,
+                           why=" (more attempts repeat one failure; fix its cause)"),
         unit_timeout_s=ck.number(where, "unit_timeout_s", sch.get("unit_timeout_s", d.unit_timeout_s),
                                  minimum=0.0),
         node_memory_gb=ck.number(where, "node_memory_gb", sch.get("node_memory_gb", d.node_memory_gb),
                                  minimum=0.0),
-        workers=ck.integer(where, "workers", sch.get("workers", d.workers), minimum=1),
+        workers=ck.integer(where, "workers", sch.get("workers", d.workers), minimum=1, maximum=MAX_WORKERS),
         threads_per_unit=ck.integer(where, "threads_per_unit",
-                                    sch.get("threads_per_unit", d.threads_per_unit), minimum=0),
+                                    sch.get("threads_per_unit", d.threads_per_unit), minimum=0,
+                                    maximum=MAX_THREADS_PER_UNIT),
         executor=executor,
     )
 
@@ -601,8 +683,10 @@ def load_runfile(path: str | os.PathLike[str], check_paths: bool = True) -> RunS
     ck.unknown_keys("", raw, _TOP_TABLES, what="table")
     run = _parse_run(ck, raw, path)
     img = _parse_imaging(ck, raw)
-    spw_settings = _parse_spw_tables(ck, raw, img["setup"])
     scheduler = _parse_scheduler(ck, raw)
+    smallest_imsize = _check_geometry(ck, img, scheduler.node_memory_gb)
+    spw_settings = _parse_spw_tables(ck, raw, img["setup"], smallest_imsize)
+    _check_spw_tables_selected(ck, spw_settings, img["spw_labels"])
     if check_paths:
         _check_readable_dir(ck, "data_dir", run["data_dir"])
         _check_data_layout(ck, run["data_dir"], img["fields"], img["setup"])

@@ -56,12 +56,31 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterable, Mapping
+from typing import Any, Hashable, Iterable, Mapping, Protocol
 
-from faust_hpc.units import Unit
+from faust_hpc.units import ImageKey, Unit
 
 DEFAULT_NODE = "local"
 _FINISHING = ("finalize", "moments", "qa")
+
+
+class UnitGraph(Protocol):
+    """What the policy needs of a unit graph (:class:`faust_hpc.plan.Plan` is one).
+
+    Declared here, not imported from :mod:`faust_hpc.plan`, because the plan
+    layer runs this policy (``nchunks = "auto"`` simulates schedules): plan
+    imports scheduler, never the other way round."""
+
+    units: dict[str, Unit]
+
+    def copy(self) -> "UnitGraph": ...
+    def successors(self) -> dict[str, list[str]]: ...
+    def bottom_levels(self) -> dict[str, float]: ...
+    def critical_path(self) -> tuple[float, list[str]]: ...
+    def nchunks(self, key: ImageKey) -> int: ...
+    def expand(self, prepare_id: str, nchunks: int) -> list[Unit]: ...
+    @property
+    def total_cost(self) -> float: ...
 
 
 def workers_for_ranks(ranks: int) -> int:
@@ -72,7 +91,7 @@ def workers_for_ranks(ranks: int) -> int:
 class Scheduler:
     """Ready-set bookkeeping plus the assignment policy (see the module doc)."""
 
-    def __init__(self, plan: Any, nodes: Mapping[Hashable, str] | None = None,
+    def __init__(self, plan: UnitGraph, nodes: Mapping[Hashable, str] | None = None,
                  node_memory_gb: float | Mapping[str, float] | None = 0.0,
                  done: Iterable[str] = (), finish_images_first: bool = False) -> None:
         self.plan = plan
@@ -251,7 +270,7 @@ class SimResult:
         return self.makespan * self.workers / self.total_cost if self.total_cost else 1.0
 
 
-def simulate_schedule(plan: Any, workers: int, *, workers_per_node: int | None = None,
+def simulate_schedule(plan: UnitGraph, workers: int, *, workers_per_node: int | None = None,
                       node_memory_gb: float | Mapping[str, float] = 0.0,
                       actual_nchunks: Mapping[str, int] | None = None,
                       timeline: bool = True, finish_images_first: bool = False) -> SimResult:
@@ -297,7 +316,7 @@ def simulate_schedule(plan: Any, workers: int, *, workers_per_node: int | None =
                      tight_lower_bound=image_lower_bound(work, workers))
 
 
-def image_lower_bound(plan: Any, workers: int) -> float:
+def image_lower_bound(plan: UnitGraph, workers: int) -> float:
     """A tighter makespan bound no schedule can beat: the largest of the
     critical path, total work / workers, and, per image, prepare + its chunk
     work spread over all workers (but at least its largest chunk) + finalize +

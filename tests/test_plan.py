@@ -10,6 +10,7 @@ import pytest
 
 from faust_hpc import catalog, costmodel
 from faust_hpc.geometry import geometry_for
+from faust_hpc.imaging.chunking import split_channels  # the archive's chunk boundaries
 from faust_hpc.plan import build_combined_plan, build_plan
 from faust_hpc.runfile import load_runfile
 from faust_hpc.scheduler import simulate_schedule
@@ -195,7 +196,9 @@ def test_cost_and_memory_grow_with_size():
         > costmodel.nominal_rows_per_channel(1, "7m")
     with_rows = _model("244.936GHz_CS", rows=10.0)
     assert costmodel.chunk_estimate(with_rows, 10).cost < small.cost
-    assert costmodel.chunk_sizes(10, 3) == [4, 3, 3] and costmodel.chunk_sizes(2, 5) == [1, 1]
+    # the imaging's split (remainder on the last chunks), clamped to one channel per chunk
+    assert costmodel.chunk_sizes(10, 3) == [3, 3, 4] and costmodel.chunk_sizes(2, 5) == [1, 1]
+    assert costmodel.chunk_sizes(10, 3) == [n for _, n in split_channels(10, 3)]
 
 
 # --------------------------------------------------------------------------- CLI

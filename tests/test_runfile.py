@@ -291,3 +291,84 @@ def test_cli_exit_status_2_with_one_stderr_line(tmp_path):
     assert len(lines) == 1, proc.stderr
     assert 'bad.toml: [spw."244.936GHz_CSS"] unknown SPW label; did you mean "244.936GHz_CS"?' in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "data"]
+
+
+# --------------------------------------------------------------------------- absurd values (real CLI)
+
+def _cli() -> list[str]:
+    exe = Path(sys.executable).with_name("faust-hpc")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "faust_hpc"]
+
+
+def _run_refused(tmp_path: Path, *args: str, needle: str) -> list[str]:
+    """``faust-hpc run ...`` in ``tmp_path``: exit 2 before any work, ``needle`` in the
+    last stderr line, and nothing written next to the run file."""
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = subprocess.run([*_cli(), "run", *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert needle in lines[-1], proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not (tmp_path / "products").exists()
+    return lines
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ("[scheduler]\nretries = 99999999999999999999\n", "[scheduler] retries: must be <= 100"),
+    ("[scheduler]\nretries = 101\n", "[scheduler] retries: must be <= 100"),
+    ("[scheduler]\nworkers = 10000000\n", "[scheduler] workers: must be <= 100000"),
+    ("[scheduler]\nthreads_per_unit = 100000\n", "[scheduler] threads_per_unit: must be <= 1024"),
+    ("[scheduler]\nunit_timeout_s = nan\n", "[scheduler] unit_timeout_s: expected a number"),
+    ("[scheduler]\nnode_memory_gb = inf\n", "[scheduler] node_memory_gb: expected a number"),
+    ('line_vwin = "1e999km/s"\n', "[imaging] line_vwin: must be above 0 and below the speed of light"),
+    ('line_vwin = "300000km/s"\n', "[imaging] line_vwin: must be above 0 and below the speed of light"),
+    ('line_vwin = "nan km/s"\n', "[imaging] line_vwin:"),
+    ("imsize = 9223372036854775807\n", "[imaging] imsize: must be <= 16384 (one tclean channel of 16384 px needs"),
+    ("cell_arcsec = 1e300\n", "[imaging] cell_arcsec: a cell of 1e+300 arcsec is wider than 1/8 of the joint "
+                              "field of view"),
+    ("cell_arcsec = 1e-9\n", "[imaging] cell_arcsec: must be >= 0.001"),
+    ("cell_arcsec = 0.0001\nimsize = 64\n", "[imaging] cell_arcsec: must be >= 0.001"),
+    ("oversample = 1e-300\n", "[imaging] oversample: a cell of"),
+    ("oversample = 200\n", "[imaging] oversample (it gives an imsize of"),
+    ("oversample = 1e6\n", "[imaging] oversample: a cell of 3.6e-07 arcsec is below 0.001 arcsec"),
+    ("cell_arcsec = 0.002\n", "px a side are refused"),
+    ("nomask_sigma = inf\n", "[imaging] nomask_sigma: expected a number"),
+    ("clean_sigma = 1e9\n", "[imaging] clean_sigma: must be <= 1000"),
+    ("imsize = 8000\n[scheduler]\nnode_memory_gb = 2\n", "imsize: one tclean channel of 8000 px needs"),
+    ('[spw."233.796GHz_cont"]\nmoments_vwin_kms = 1e6\n', "moments_vwin_kms: must be <= 299792.458"),
+    ('[spw."233.796GHz_cont"]\ncyclefactor = 1e300\n', "cyclefactor: must be <= 100"),
+    ('[spw."233.796GHz_cont"]\nscales = [0, 1000000000000000000]\n', "scales: must be <="),
+    ('[spw."233.796GHz_cont"]\nautomask = { growiterations = 99999999999 }\n', "growiterations: must be <="),
+    ('[spw."233.796GHz_cont"]\nautomask = { noisethreshold = 1e300 }\n', "noisethreshold: must be <= 1000"),
+])
+def test_absurd_numbers_refused_before_any_work(tmp_path, extra, needle):
+    text = minimal(extra="" if extra.startswith("[") else extra) + (extra if extra.startswith("[") else "")
+    path = write(tmp_path, text, name="run.toml")
+    lines = _run_refused(tmp_path, str(path), needle=needle)
+    assert lines == [lines[-1]] and lines[-1].startswith("faust-hpc: error: run.toml: ")
+
+
+def test_sane_bounds_keep_the_examples_valid():
+    for config in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml")):
+        load_runfile(config, check_paths=False)
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--drain-grace", "-5"), ("--drain-grace", "nan"), ("--drain-grace", "inf"),
+    ("--progress-every", "0"), ("--progress-every", "-1"), ("--local-workers", "-3"),
+    ("--local-workers", "0"),
+])
+def test_run_flags_refuse_absurd_values(tmp_path, flag, value):
+    path = write(tmp_path, minimal(), name="run.toml")
+    lines = _run_refused(tmp_path, str(path), f"{flag}={value}", needle=f"argument {flag}:")
+    assert lines[-1].startswith("faust-hpc run: error:")        # argparse: usage, then one error line
+
+
+# --------------------------------------------------------------------------- [spw] tables the run ignores
+
+def test_spw_table_for_an_unselected_spw_is_refused(tmp_path):
+    path = write(tmp_path, minimal(extra='spws = ["218.222GHz_H2CO"]\n') + '[spw."233.796GHz_cont"]\nrms = 0.1\n',
+                 name="run.toml")
+    assert error_of(path) == ('run.toml: [spw."233.796GHz_cont"] this run does not image this SPW ([imaging] '
+                              'spws selects 218.222GHz_H2CO); add it to spws or remove the table')
+    _run_refused(tmp_path, str(path), needle='[spw."233.796GHz_cont"] this run does not image this SPW')

@@ -34,11 +34,13 @@ def unit_workdir(product_dir: Path, unit_id: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from faust_hpc import casa_env
     from faust_hpc.execute import config_for, run_unit
+    from faust_hpc.inputs import check_measurement_sets
     from faust_hpc.launcher.worker import THREAD_VARS, thread_budget
     from faust_hpc.plan import build_plan
     from faust_hpc.runfile import load_runfile
 
     spec = load_runfile(args.runfile, check_paths=True)
+    check_measurement_sets(spec)  # before the CASA log below creates <product_dir>/logs
     product_dir = Path(spec.product_dir)
     # The launcher's thread budget, set before CASA loads (OpenMP reads it once),
     # so this serial run's products are bit-identical to an MPI run's.

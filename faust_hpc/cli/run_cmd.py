@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from faust_hpc.cli.argtypes import count, seconds
+
 HELP = "run (or resume) a run file: alone, or under mpirun/srun with rank 0 scheduling"
 
 
@@ -13,12 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(only when that launcher is surely gone)")
     parser.add_argument("--allow-changed-spec", action="store_true",
                         help="resume although the imaging settings changed since the run started")
-    parser.add_argument("--drain-grace", type=float, default=60.0, metavar="S",
+    parser.add_argument("--drain-grace", type=seconds(minimum=0.0), default=60.0, metavar="S",
                         help="after SIGUSR1, let running units finish for S seconds before interrupting "
                              "them (default 60; after SIGTERM at most 10)")
-    parser.add_argument("--progress-every", type=float, default=10.0, metavar="S",
+    parser.add_argument("--progress-every", type=seconds(minimum=0.0, strict=True), default=10.0, metavar="S",
                         help="seconds between progress lines (default 10)")
-    parser.add_argument("--local-workers", type=int, default=1, metavar="N",
+    parser.add_argument("--local-workers", type=count(minimum=1, maximum=1024), default=1, metavar="N",
                         help="without mpirun: run N units at a time as local child processes (default 1)")
 
 

@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from faust_hpc import spectral
 from faust_hpc.catalog import imaging_defaults, parse_frequency_hz
 from faust_hpc.errors import PrerequisiteError
 from faust_hpc.imaging.image_tools import ImageManager, log_post, publish, temp_name
+from faust_hpc.spectral import split_channels  # the one chunk-split rule (the cost model uses it too)
 
 if TYPE_CHECKING:  # pragma: no cover
     from faust_hpc.imaging.config import ImageConfig
@@ -115,10 +117,9 @@ def window_selection(coverage: SpectralSelection, restfreq_hz: float, vsys_kms: 
                      vwin_kms: float) -> SpectralSelection:
     """A velocity cut-out of full width ``vwin_kms`` centred on ``vsys`` (radio
     convention), aligned to the native grid and clipped to the coverage."""
-    c_kms = 299_792.458
-    dv = coverage.width_hz / restfreq_hz * c_kms
+    dv = spectral.chan_width_kms(coverage.width_hz, restfreq_hz)
     nchan = max(1, int(round(vwin_kms / dv)))
-    f_sys = restfreq_hz * (1.0 - vsys_kms / c_kms)
+    f_sys = spectral.velocity_to_freq_hz(vsys_kms, restfreq_hz)
     centre_ix = (f_sys - coverage.start_hz) / coverage.width_hz
     start_ix = int(round(centre_ix - (nchan - 1) / 2.0))
     lo, hi = max(0, start_ix), min(coverage.nchan, start_ix + nchan)
@@ -127,22 +128,6 @@ def window_selection(coverage: SpectralSelection, restfreq_hz: float, vsys_kms: 
     if (lo, hi) != (start_ix, start_ix + nchan):
         log_post(f"-- velocity window clipped to the common coverage: {hi - lo} of {nchan} channels", "WARN")
     return coverage.sub(lo, hi - lo)
-
-
-def split_channels(nchan_total: int, nchunks: int) -> list[tuple[int, int]]:
-    """(start_chan_ix, nchan) of contiguous chunks; the remainder of an uneven
-    division goes one channel each to the last chunks (as the original)."""
-    nchunks = int(nchunks)
-    if nchunks < 1:
-        raise ValueError(f"nchunks must be >= 1, got {nchunks}")
-    if nchunks > nchan_total:
-        raise ValueError(f"cannot split {nchan_total} channels into {nchunks} chunks")
-    sizes = np.full(nchunks, nchan_total // nchunks, dtype=int)
-    remainder = nchan_total % nchunks
-    if remainder:
-        sizes[-remainder:] += 1
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    return [(int(s), int(n)) for s, n in zip(starts, sizes)]
 
 
 def calc_chunk_freqs(imagebase: str, nchunks: int = 1) -> list[list[Any]]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from faust_hpc.errors import UserInputError
+from faust_hpc.inputs import check_inputs
 from faust_hpc.launcher.coordinator import EXIT_DRAINED, EXIT_FAILED, EXIT_OK, Coordinator, DrainSignals, RunSummary
 from faust_hpc.manifest import Manifest, RunClaim, hostname, now
 
@@ -99,6 +100,7 @@ def _prepare_rank0(runfile: str | os.PathLike, break_lock: bool, allow_changed_s
 
     spec = load_runfile(runfile, check_paths=True)
     check_executor(spec.scheduler.executor)
+    check_inputs(spec)  # bad measurement sets: one line, exit 2, before the claim writes anything
     manifest = Manifest(spec.product_dir)
     claim = RunClaim(spec.product_dir).acquire(break_lock=break_lock)
     try:

@@ -17,9 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from faust_hpc import casa_env
-
-C_KMS = 299_792.458
+from faust_hpc import casa_env, spectral
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class CubeGrid:
         return self.vsys_kms + (np.arange(self.nchan) - (self.nchan - 1) / 2.0) * self.dv_kms
 
     def frequencies(self) -> np.ndarray:
-        return self.restfreq_hz * (1.0 - self.velocities() / C_KMS)
+        return spectral.velocity_to_freq_hz(self.velocities(), self.restfreq_hz)
 
     def offsets_arcsec(self) -> tuple[np.ndarray, np.ndarray]:
         """East and north offsets (arcsec) of every pixel, arrays of shape (ny, nx).

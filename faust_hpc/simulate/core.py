@@ -26,8 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from faust_hpc import casa_env
-from faust_hpc.catalog import C_KMS, get_setup, get_spw, get_target, spws_for_setup
+from faust_hpc import casa_env, spectral
+from faust_hpc.catalog import get_setup, get_spw, get_target, spws_for_setup
 from faust_hpc.errors import UserInputError
 from faust_hpc.simulate import casa_images, msfix, observe, skymodel
 from faust_hpc.simulate.demo_runfile import write_demo_runfile
@@ -139,7 +139,7 @@ def _unit_cube(window: SimWindow, grid: skymodel.ModelGrid, res: float) -> tuple
         centres = skymodel.forest_line_velocities(window.freqs_lsrk_hz, window.rest_hz, forest)
         for line, v0 in zip(described["lines"], centres):
             line["velocity_kms"] = v0
-            line["freq_lsrk_hz"] = window.rest_hz * (1.0 - v0 / C_KMS)
+            line["freq_lsrk_hz"] = spectral.velocity_to_freq_hz(v0, window.rest_hz)
         return cube, {"forest": described, "flux_fraction": {"line_forest": share, "extended": 1.0 - share}}
     band = window.nchan * window.chan_width_kms
     disk = skymodel.disk_for_band(band)

@@ -68,11 +68,9 @@ def spw_layout(kind: str, windows: list[SimWindow]) -> list[tuple[SimWindow, boo
 
 
 def simmos_dir() -> Path:
-    from faust_hpc.casa_env import default_data_dir
-
-    data = casa_env.data_dir() or default_data_dir()
+    data = casa_env.data_dir() or casa_env.default_data_dir()
     candidate = Path(data) / "alma" / "simmos"
-    return candidate if candidate.is_dir() else default_data_dir() / "alma" / "simmos"
+    return candidate if candidate.is_dir() else casa_env.default_data_dir() / "alma" / "simmos"
 
 
 def read_configuration(plan: ArrayPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], object]:

@@ -69,12 +69,25 @@ def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]
     return merged
 
 
+def _drop_unselected_spw_tables(document: dict[str, Any]) -> None:
+    """A variant that narrows ``[imaging] spws`` keeps only the ``[spw."LABEL"]``
+    tables of the SPWs it still images (the validator refuses the others)."""
+    selected = document.get("imaging", {}).get("spws")
+    if isinstance(selected, str) and selected not in ("all", "lines"):
+        selected = [selected]
+    if isinstance(selected, list) and isinstance(document.get("spw"), dict):
+        document["spw"] = {label: table for label, table in document["spw"].items() if label in selected}
+        if not document["spw"]:
+            del document["spw"]
+
+
 def write_runfile_variant(sim: SimResult, path: str | os.PathLike, **tables: Mapping[str, Any]) -> Path:
     path = Path(path)
     document = tomllib.loads(sim.runfile.read_text())
     document["run"]["data_dir"] = str(sim.data_dir)
     document["run"]["product_dir"] = str(path.parent / "products")
     document = _merge(document, tables)
+    _drop_unselected_spw_tables(document)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     tmp.write_text(dumps_toml(document))

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.signal import fftconvolve
 
-from faust_hpc.catalog import C_KMS
+from faust_hpc import spectral
 
 FWHM_TO_SIGMA = 1.0 / math.sqrt(8.0 * math.log(2.0))
 
@@ -117,7 +117,7 @@ def forest_cube(grid: ModelGrid, freqs_hz: np.ndarray, rest_hz: float, forest: F
 def forest_components(grid: ModelGrid, freqs_hz: np.ndarray, rest_hz: float, forest: ForestModel,
                       nominal_beam_arcsec: float) -> tuple[np.ndarray, np.ndarray]:
     """(line forest, extended emission) cubes of :func:`forest_cube`."""
-    velocities = C_KMS * (1.0 - freqs_hz / rest_hz)
+    velocities = spectral.freq_to_velocity_kms(freqs_hz, rest_hz)
     compact = gaussian_blob(grid, forest.compact_fwhm_arcsec)
     compact /= peak_per_beam(compact[:, :, None], grid.cell_arcsec, nominal_beam_arcsec)
     spectrum = np.zeros_like(velocities)
@@ -132,7 +132,7 @@ def forest_components(grid: ModelGrid, freqs_hz: np.ndarray, rest_hz: float, for
 
 def forest_line_velocities(freqs_hz: np.ndarray, rest_hz: float, forest: ForestModel) -> list[float]:
     """Centre (radio velocity w.r.t. the window's rest frequency, km/s) of each forest line."""
-    velocities = C_KMS * (1.0 - np.asarray(freqs_hz) / rest_hz)
+    velocities = spectral.freq_to_velocity_kms(freqs_hz, rest_hz)
     band_kms = abs(velocities[-1] - velocities[0]) * len(velocities) / max(len(velocities) - 1, 1)
     return [float(velocities.mean() + line.offset_fraction * band_kms) for line in forest.lines]
 

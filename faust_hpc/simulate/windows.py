@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from faust_hpc.catalog import C_KMS, Spw, get_setup
+from faust_hpc import spectral
+from faust_hpc.catalog import Spw, get_setup
 
 _BBC_RE = re.compile(r"BB_(\d+)")
 
@@ -62,7 +63,7 @@ class SimWindow:
     @property
     def centre_lsrk_hz(self) -> float:
         """Sky frequency of the rest frequency at vsys (radio convention)."""
-        return self.rest_hz * (1.0 - self.vsys_kms / C_KMS)
+        return spectral.velocity_to_freq_hz(self.vsys_kms, self.rest_hz)
 
     @property
     def freqs_lsrk_hz(self) -> np.ndarray:
@@ -72,11 +73,11 @@ class SimWindow:
     @property
     def velocities_kms(self) -> np.ndarray:
         """Radio velocity of each LSRK channel with respect to the rest frequency."""
-        return C_KMS * (1.0 - self.freqs_lsrk_hz / self.rest_hz)
+        return spectral.freq_to_velocity_kms(self.freqs_lsrk_hz, self.rest_hz)
 
     @property
     def chan_width_kms(self) -> float:
-        return C_KMS * self.chan_width_hz / self.rest_hz
+        return spectral.chan_width_kms(self.chan_width_hz, self.rest_hz)
 
 
 def plan_windows(spws: list[Spw], vsys_kms: float, nchan_line: int, nchan_cont: int) -> list[SimWindow]:
