@@ -8,16 +8,26 @@
 
 Importing this package does not import CASA; the first stage that needs it
 does, through :mod:`faust_hpc.casa_env` (offline measures, per-process log).
+
+The original's module globals (``PROD_DIR``, ``DATA_DIR``, ``IMAG_DIR``,
+``MOMA_DIR``, ``PLOT_DIR``, ``DIRTY_EXT``, ``NOMSK_EXT``/``NOMASK_EXT``,
+``TINYIMG_EXT``) are attributes of this package that may be assigned
+(``faust_hpc.imaging.PLOT_DIR = "/scratch/plots"``) and take effect as in the
+original: their values live in :mod:`faust_hpc.user_paths`, which the
+imaging and products layers both read when they need them.
 """
 from __future__ import annotations
+
+import sys
+
+from faust_hpc import user_paths
 
 from faust_hpc.catalog import (ALL_FIELD_NAMES, ALL_SPW_LABELS, ALL_SPWS, ALL_TARGETS, SPWS_BY_SETUP, Spw,
                                Target)
 from faust_hpc.imaging.chunking import (ChunkConfig, ChunkedConfigSet, SpectralSelection, calc_chunk_freqs,
                                         calc_common_coverage_range, common_coverage, read_chunk_list,
                                         write_chunk_list)
-from faust_hpc.imaging.config import (DIRTY_EXT, NOMASK_EXT, TINYIMG_EXT, ImageConfig, format_cube_robust,
-                                      format_rms)
+from faust_hpc.imaging.config import ImageConfig, format_cube_robust, format_rms
 from faust_hpc.imaging.dataset import DataSet, ms_contains_diameter, spw_ids_for_ot_name
 from faust_hpc.imaging.image_tools import (ImageManager, check_delete_image_files, delete_all_extensions,
                                            delete_workdir, if_exists_remove, log_post,
@@ -36,8 +46,8 @@ ALL_TARGET_NAMES = ALL_FIELD_NAMES
 __all__ = [
     "ALL_FIELD_NAMES", "ALL_TARGET_NAMES", "ALL_SPW_LABELS", "ALL_SPWS", "ALL_TARGETS", "SPWS_BY_SETUP",
     "Spw", "Target", "ChunkConfig", "ChunkedConfigSet", "SpectralSelection", "calc_chunk_freqs",
-    "calc_common_coverage_range", "common_coverage", "read_chunk_list", "write_chunk_list", "DIRTY_EXT",
-    "NOMASK_EXT", "TINYIMG_EXT", "ImageConfig", "format_cube_robust", "format_rms", "DataSet",
+    "calc_common_coverage_range", "common_coverage", "read_chunk_list", "write_chunk_list",
+    *user_paths.NAMES, "ImageConfig", "format_cube_robust", "format_rms", "DataSet",
     "ms_contains_diameter", "spw_ids_for_ot_name", "ImageManager", "check_delete_image_files",
     "delete_all_extensions", "delete_workdir", "if_exists_remove", "log_post", "remove_end_from_pathname",
     "replace_existing_file_with_new", "safely_remove_file", "set_paths", "MAD_TO_RMS", "calc_rms_from_image",
@@ -58,6 +68,7 @@ _PRODUCTS = {
     "make_all_qa_plots": "faust_hpc.products.qa", "make_qa_plot": "faust_hpc.products.qa",
     "CubeSet": "faust_hpc.products.qa",
 }
+__all__ += list(_PRODUCTS)
 
 
 def __getattr__(name: str):
@@ -66,3 +77,7 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(_PRODUCTS[name]), name)
     raise AttributeError(f"module 'faust_hpc.imaging' has no attribute {name!r}")
+
+
+# assigning a documented global on this package takes effect (see the docstring)
+sys.modules[__name__].__class__ = user_paths.SettableGlobals

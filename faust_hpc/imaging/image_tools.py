@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from faust_hpc import casa_env
+from faust_hpc.layout import CHUNK_LIST_SUFFIX
 
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".tmp-"
 # Files named like a product's extension that a re-run of tclean must not
 # delete: the frozen chunk list belongs to the prepare stage.
-PRESERVED_ON_REPUBLISH = (".chunks.json",)
+PRESERVED_ON_REPUBLISH = (CHUNK_LIST_SUFFIX,)
 
 # Extensions tclean can write for one imagename (the original's list).
 TCLEAN_EXTS = (
@@ -49,9 +50,16 @@ def tasks():
 
 
 def log_post(msg: str, priority: str = "INFO") -> None:
-    """Post a message to the Python log and the CASA log of this process."""
+    """Post a message to the Python log and the CASA log of this process.
+
+    In interactive use (no logging handler configured, as at a Python prompt)
+    an INFO message is also printed (warnings reach stderr through logging's
+    last-resort handler), so it shows on the console as the original's did;
+    the commands and unit children configure logging and print nothing twice."""
     level = {"INFO": logging.INFO, "WARN": logging.WARNING, "SEVERE": logging.ERROR}.get(priority, logging.INFO)
     log.log(level, msg)
+    if level < logging.WARNING and not log.hasHandlers():   # warnings: logging's last resort prints them
+        print(msg, flush=True)
     if "casatasks" not in sys.modules:  # never import CASA just to log
         return
     try:

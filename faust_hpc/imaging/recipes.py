@@ -10,8 +10,10 @@ import os
 from glob import glob
 from typing import Iterable
 
+from faust_hpc import user_paths
 from faust_hpc.catalog import SPWS_BY_SETUP, get_setup
-from faust_hpc.imaging import paths
+from faust_hpc.layout import PBCOR_COMMON_EXT
+from faust_hpc.layout import parse as parse_product
 from faust_hpc.imaging.config import ImageConfig
 from faust_hpc.imaging.dataset import DataSet
 from faust_hpc.imaging.image_tools import glob_escape
@@ -44,13 +46,14 @@ def postproc_all_cleaned_images(dset: DataSet, ext: str = "clean") -> None:
     from faust_hpc.imaging.postprocess import (check_max_residual, export_fits, primary_beam_correct,
                                                smooth_cube_to_common_beam)
 
-    pattern = os.path.join(glob_escape(str(paths.IMAG_DIR / dset.field)), f"{glob_escape(dset.field)}_*_{ext}.image")
+    pattern = os.path.join(glob_escape(str(user_paths.image_dir() / dset.field)),
+                           f"{glob_escape(dset.field)}_*_{ext}.image")
     for imagename in sorted(glob(pattern)):
-        if "_chunk" in os.path.basename(imagename):
+        if parse_product(imagename).is_chunk:
             continue
         base = imagename[: -len(".image")]
         check_max_residual(base)
         primary_beam_correct(base)
         for im_ext in (".image", ".image.pbcor"):
             smooth_cube_to_common_beam(base + im_ext, pbimage=base + ".pb")
-        export_fits(base + ".image.pbcor.common")
+        export_fits(f"{base}.{PBCOR_COMMON_EXT}")
