@@ -28,13 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from faust_hpc.errors import PrerequisiteError, UserInputError
+from faust_hpc.layout import CHUNK_PRODUCT_EXTS, FINAL_FITS_EXT, FINAL_PRODUCT_EXTS, IMAGE_EXT, RunLayout
 from faust_hpc.units import ImageKey, Unit
 
 log = logging.getLogger(__name__)
-
-CHUNK_PRODUCT_EXTS = ("image", "residual", "model", "mask", "pb", "psf", "sumwt")
-FINAL_PRODUCT_EXTS = ("image", "image.common", "image.pbcor", "image.pbcor.common", "mask", "model", "pb",
-                      "psf", "residual")
 
 
 @dataclass
@@ -123,14 +120,14 @@ def _run_finalize(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResu
         cc.workdir = workdir
     report = chunked.postprocess(ext=spec.ext)
     base = chunked.get_imagebase(ext=spec.ext)
-    outputs = _existing([f"{base}.image.pbcor.common.fits"] + [f"{base}.{e}" for e in FINAL_PRODUCT_EXTS])
+    outputs = _existing([f"{base}.{e}" for e in (FINAL_FITS_EXT, *FINAL_PRODUCT_EXTS)])
     resid = {str(k): round(float(v["max_residual"]["max_sigma"]), 3) for k, v in report["chunks"].items()}
     beam = {k: f"{float(v['value'])!r}{v['unit']}" for k, v in report["beam"].items()}
     return UnitResult(outputs=outputs, info={"beam": beam, "max_residual_sigma": resid})
 
 
 def _final_image_path(spec: Any, config: Any) -> str:
-    return f"{config.get_imagebase(ext=spec.ext)}.image"
+    return f"{config.get_imagebase(ext=spec.ext)}.{IMAGE_EXT}"
 
 
 def _final_image(spec: Any, config: Any) -> str:
@@ -143,16 +140,17 @@ def _final_image(spec: Any, config: Any) -> str:
 def _run_moments(spec: Any, unit: Unit, config: Any) -> UnitResult:
     from faust_hpc.products.moments import make_moments_from_image
 
-    vwin = spec.spw_overrides(unit.key.label).moments_vwin_kms
-    files = make_moments_from_image(_final_image(spec, config), vwin=vwin,
-                                    moma_dir=Path(spec.product_dir) / "moments")
+    over = spec.spw_overrides(unit.key.label)
+    files = make_moments_from_image(_final_image(spec, config), vwin=over.moments_vwin_kms, rms=over.rms,
+                                    moma_dir=RunLayout(spec.product_dir).moments_dir)
     return UnitResult(outputs=[str(p) for p in files])
 
 
 def _run_qa(spec: Any, unit: Unit, config: Any) -> UnitResult:
     from faust_hpc.products.qa import make_qa_plots_from_image
 
-    files = make_qa_plots_from_image(_final_image(spec, config), plot_dir=Path(spec.product_dir) / "plots")
+    files = make_qa_plots_from_image(_final_image(spec, config), rms=spec.spw_overrides(unit.key.label).rms,
+                                     plot_dir=RunLayout(spec.product_dir).plots_dir)
     return UnitResult(outputs=[str(p) for p in files])
 
 
@@ -190,18 +188,21 @@ def partial_outputs(spec: Any, unit: Unit) -> list[str]:
     if unit.kind == "moments":
         from faust_hpc.products.moments import partial_outputs as moment_partials
 
-        return sorted(moment_partials(_final_image_path(spec, config), Path(spec.product_dir) / "moments"))
+        return sorted(moment_partials(_final_image_path(spec, config), RunLayout(spec.product_dir).moments_dir))
     if unit.kind == "qa":
         from faust_hpc.products.qa import partial_outputs as qa_partials
 
-        return sorted(qa_partials(_final_image_path(spec, config), Path(spec.product_dir) / "plots"))
-    image_dir = os.path.dirname(config.get_imagebase())
+        return sorted(qa_partials(_final_image_path(spec, config), RunLayout(spec.product_dir).plots_dir))
+    key = unit.key
+    full = config.layout.image_base(key.field, key.label, key.array, key.weighting)
     if unit.kind == "chunk" and unit.chunk_index is not None:
-        stem = f"{os.path.basename(config.get_imagebase())}_chunk{unit.chunk_index}_"
+        base = config.layout.image_base(key.field, key.label, key.array, key.weighting, chunk=unit.chunk_index)
+        stem = f"{base.name}_"
     elif unit.kind in ("prepare", "finalize"):
-        stem = f"{os.path.basename(config.get_imagebase())}_"
+        stem = f"{full.name}_"
     else:
         return []
+    image_dir = str(full.parent)
     found = glob(os.path.join(glob_escape(image_dir), f"{TEMP_PREFIX}*-{glob_escape(stem)}*"))
     return sorted(found)
 

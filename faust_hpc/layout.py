@@ -90,14 +90,19 @@ def moment_map_name(base: str, moment_ext: str) -> str:
     return f"{base}.{moment_ext}{FITS_SUFFIX}"
 
 
+def qa_plot_stem(base: str) -> str:
+    """``<base>_qa_plot``: what every QA plot name of one image starts with."""
+    return f"{base}_{QA_PLOT_TAG}"
+
+
 def qa_plot_name(base: str, kind: str, fmt: str) -> str:
     """``<base>_qa_plot_<kind>.<fmt>`` (kind ``image`` or ``residual``)."""
-    return f"{base}_{QA_PLOT_TAG}_{kind}.{fmt}"
+    return f"{qa_plot_stem(base)}_{kind}.{fmt}"
 
 
 def qa_plot_prefix(base: str) -> str:
-    """The common start of every QA plot name of one image."""
-    return f"{base}_{QA_PLOT_TAG}_"
+    """The common start of every QA plot name (any kind) of one image."""
+    return f"{qa_plot_stem(base)}_"
 
 
 @dataclass(frozen=True)
@@ -319,4 +324,4 @@ def parse(path: str | os.PathLike, require_image_ext: bool = False) -> ProductNa
 
 __all__ = ["RunLayout", "unit_slug", "image_stem_name", "split_image_ext", "chunk_index_of",
            "CHUNK_PRODUCT_EXTS", "FINAL_PRODUCT_EXTS", "FINAL_FITS_EXT", "ProductName", "parse", "product_dir_of",
-           "moment_map_name", "qa_plot_name", "qa_plot_prefix"]
+           "moment_map_name", "qa_plot_stem", "qa_plot_name", "qa_plot_prefix"]
