@@ -4,7 +4,7 @@
     set_paths(prod_dir="products", data_dir="/scratch/faust/completed_SBs")
     config = ImageConfig.from_name("CB68", "244.936GHz_CS", weighting=0.5)
     config.run_pipeline(ext="clean")
-    # -> products/images/CB68/CB68_244.936GHz_CS_joint_0.5_clean.image.pbcor.common.fits
+    # -> the delivered FITS cube named by faust_hpc.layout.RunLayout.final_fits
 
 Importing this package does not import CASA; the first stage that needs it
 does, through :mod:`faust_hpc.casa_env` (offline measures, per-process log).

@@ -160,9 +160,9 @@ class ImageConfig:
         return str(base)
 
     def get_imagebase(self, ext: Any = None) -> str:
-        """``<PROD_DIR>/images/<FIELD>/<FIELD>_<LABEL>_<ARRAY>_<WEIGHTING>[_<CHUNK>][_<EXT>]``
-        (no image extension such as ``.image``; the names are
-        :mod:`faust_hpc.layout`'s). ``ext`` may be an iterable, joined by
+        """The image base of :meth:`faust_hpc.layout.RunLayout.image_base`: field,
+        SPW label, array, weighting, the chunk if any, then ``ext`` (no image
+        extension such as ``.image``). ``ext`` may be an iterable, joined by
         underscores."""
         return self._image_base(ext, self.chunk.index if self.is_chunked else None)
 
@@ -414,7 +414,7 @@ class ImageConfig:
                      clean_sigma: float = 3.0) -> None:
         """All pipeline tasks. Chunked (default): prepare (stamp, frozen chunk
         list), each chunk's tasks in turn, then the chunk set's postprocess.
-        The final product is ``<imagebase>_<ext>.image.pbcor.common.fits``."""
+        The final product is :meth:`faust_hpc.layout.RunLayout.final_fits`."""
         sigmas = dict(nomask_sigma=nomask_sigma, seedmask_sigma=seedmask_sigma, clean_sigma=clean_sigma)
         if self.is_chunked or not use_chunking:
             self.run_pipeline_tasks(ext=ext, **sigmas)

@@ -34,7 +34,7 @@ def get_data_dir() -> Path:
 
 
 def field_image_dir(prod_dir: Path, field: str) -> Path:
-    """``<PROD_DIR>/images/<FIELD>`` (created on demand: tclean writes there)."""
+    """The field's image folder of :class:`~faust_hpc.layout.RunLayout` (created on demand: tclean writes there)."""
     path = RunLayout(prod_dir).field_image_dir(field)
     path.mkdir(parents=True, exist_ok=True)
     return path

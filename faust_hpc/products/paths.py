@@ -42,5 +42,6 @@ def plot_dir(explicit: str | os.PathLike | None = None, prod: str | os.PathLike 
 
 
 def product_dir_of_image(path: str | os.PathLike) -> Path | None:
-    """``<prod>/images/<FIELD>/<name>`` -> ``<prod>`` (None if not in that layout)."""
+    """The product directory an image lives in (None if not in the layout; see
+    :func:`faust_hpc.layout.product_dir_of`)."""
     return product_dir_of(path)
