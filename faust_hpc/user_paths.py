@@ -56,6 +56,11 @@ def get(name: str) -> Any:
     raise AttributeError(name)
 
 
+def is_assigned(name: str) -> bool:
+    """Whether a directory global was assigned itself (not derived from PROD_DIR)."""
+    return name in _state
+
+
 def assign(name: str, value: Any) -> None:
     """Assign one documented global (directories are made absolute)."""
     name = _EXT_ALIASES.get(name, name)
@@ -115,5 +120,5 @@ class SettableGlobals(types.ModuleType):
 
 reset()
 
-__all__ = ["NAMES", "get", "assign", "set_paths", "reset", "prod_dir", "data_dir", "image_dir", "moment_dir",
+__all__ = ["NAMES", "get", "assign", "is_assigned", "set_paths", "reset", "prod_dir", "data_dir", "image_dir", "moment_dir",
            "plot_dir", "SettableGlobals"]

@@ -29,10 +29,10 @@ from faust_hpc.imaging.chunking import (ChunkConfig, ChunkedConfigSet, SpectralS
                                         write_chunk_list)
 from faust_hpc.imaging.config import ImageConfig, format_cube_robust, format_rms
 from faust_hpc.imaging.dataset import DataSet, ms_contains_diameter, spw_ids_for_ot_name
-from faust_hpc.imaging.image_tools import (ImageManager, check_delete_image_files, delete_all_extensions,
-                                           delete_workdir, if_exists_remove, log_post,
-                                           remove_end_from_pathname, replace_existing_file_with_new,
-                                           safely_remove_file)
+from faust_hpc.imaging.image_tools import (ImageManager, check_delete_image_files, concat_parallel_all_extensions,
+                                           concat_parallel_image, delete_all_extensions, delete_workdir,
+                                           if_exists_remove, log_post, remove_end_from_pathname,
+                                           replace_existing_file_with_new, safely_remove_file)
 from faust_hpc.imaging.paths import set_paths
 from faust_hpc.imaging.postprocess import (MAD_TO_RMS, calc_rms_from_image, check_max_residual, copy_pb_mask,
                                            create_mask_from_threshold, effective_beamwidth_from_image,
@@ -49,16 +49,18 @@ __all__ = [
     "calc_common_coverage_range", "common_coverage", "read_chunk_list", "write_chunk_list",
     *user_paths.NAMES, "ImageConfig", "format_cube_robust", "format_rms", "DataSet",
     "ms_contains_diameter", "spw_ids_for_ot_name", "ImageManager", "check_delete_image_files",
-    "delete_all_extensions", "delete_workdir", "if_exists_remove", "log_post", "remove_end_from_pathname",
+    "concat_parallel_image", "concat_parallel_all_extensions", "delete_all_extensions", "delete_workdir",
+    "if_exists_remove", "log_post", "remove_end_from_pathname",
     "replace_existing_file_with_new", "safely_remove_file", "set_paths", "MAD_TO_RMS", "calc_rms_from_image",
     "check_max_residual", "copy_pb_mask", "create_mask_from_threshold", "effective_beamwidth_from_image",
     "export_fits", "get_freq_axis_from_image", "hanning_smooth_image", "make_multiscale_joint_mask",
     "primary_beam_correct", "smooth_cube_to_common_beam", "MASK_METHODS",
 ]
 
-from faust_hpc.imaging.recipes import make_all_line_dirty_cubes, postproc_all_cleaned_images, run_pipeline
+from faust_hpc.imaging.recipes import (make_all_line_dirty_cubes, postproc_all_cleaned_images, run_pipeline,
+                                      spw_list_to_dict)
 
-__all__ += ["run_pipeline", "make_all_line_dirty_cubes", "postproc_all_cleaned_images"]
+__all__ += ["run_pipeline", "make_all_line_dirty_cubes", "postproc_all_cleaned_images", "spw_list_to_dict"]
 
 # The moment-map and QA functions of the original module live in the products
 # layer; they are reachable from here lazily (no import cycle, no CASA import).
@@ -66,7 +68,7 @@ _PRODUCTS = {
     "make_moments_from_image": "faust_hpc.products.moments", "make_all_moment_maps": "faust_hpc.products.moments",
     "MomentMapper": "faust_hpc.products.moments", "make_qa_plots_from_image": "faust_hpc.products.qa",
     "make_all_qa_plots": "faust_hpc.products.qa", "make_qa_plot": "faust_hpc.products.qa",
-    "CubeSet": "faust_hpc.products.qa",
+    "CubeSet": "faust_hpc.products.qa", "savefig": "faust_hpc.products.qa",
 }
 __all__ += list(_PRODUCTS)
 

@@ -148,6 +148,26 @@ def delete_workdir(imagename: str) -> None:
     if_exists_remove(f"{imagename}.workdirectory")
 
 
+def concat_parallel_image(imagename: str) -> None:
+    """Documented API. The original joined the per-process pieces of an image
+    that mpicasa's ``parallel=True`` tclean wrote (``name.image/name.n1.image``).
+    tclean runs serially here (parallelism is one process per unit), so there is
+    never such a piece; as the original did for a serial image, say so and pass."""
+    ext = os.path.splitext(imagename)[1].lstrip(".")
+    if not glob(os.path.join(glob_escape(imagename), f"*.{ext}")):
+        log_post(":: Not a parallel image! Passing.")
+        return
+    raise RuntimeError(f"{imagename} holds per-process pieces of an mpicasa image; join them with CASA's "
+                       f"ia.imageconcat (faust_hpc never writes such images)")
+
+
+def concat_parallel_all_extensions(imagebase: str) -> None:
+    """Documented API: :func:`concat_parallel_image` for every tclean product of ``imagebase``."""
+    for ext in ("image", "mask", "model", "pb", "psf", "residual", "sumwt", "weight"):
+        if os.path.exists(f"{imagebase}.{ext}"):
+            concat_parallel_image(f"{imagebase}.{ext}")
+
+
 def glob_escape(path: str) -> str:
     """Escape glob metacharacters (field/labels may contain ``[`` in principle)."""
     import glob as _glob

@@ -11,7 +11,7 @@ from glob import glob
 from typing import Iterable
 
 from faust_hpc import user_paths
-from faust_hpc.catalog import SPWS_BY_SETUP, get_setup
+from faust_hpc.catalog import SPWS_BY_SETUP, Spw, get_setup
 from faust_hpc.layout import PBCOR_COMMON_EXT
 from faust_hpc.layout import parse as parse_product
 from faust_hpc.imaging.config import ImageConfig
@@ -19,6 +19,11 @@ from faust_hpc.imaging.dataset import DataSet
 from faust_hpc.imaging.image_tools import glob_escape
 
 log = logging.getLogger(__name__)
+
+
+def spw_list_to_dict(spws: Iterable[Spw]) -> dict[str, Spw]:
+    """Documented API: SPWs by label, in the given order."""
+    return {spw.label: spw for spw in spws}
 
 
 def run_pipeline(field: str, setup: int | None = None, weightings: Iterable[float | str] | None = None,

@@ -29,16 +29,22 @@ def image_dir(explicit: str | os.PathLike | None = None, prod: str | os.PathLike
 
 
 def moment_dir(explicit: str | os.PathLike | None = None, prod: str | os.PathLike | None = None) -> Path:
-    """``moments/`` (per-field sub-directories are added by the caller)."""
+    """``moments/`` (per-field sub-directories are added by the caller): the
+    explicit one, else an assigned ``MOMA_DIR``, else that of ``prod``."""
     if explicit is not None:
         return Path(explicit)
-    return RunLayout(prod).moments_dir if prod is not None else user_paths.moment_dir()
+    if prod is None or user_paths.is_assigned("MOMA_DIR"):
+        return user_paths.moment_dir()
+    return RunLayout(prod).moments_dir
 
 
 def plot_dir(explicit: str | os.PathLike | None = None, prod: str | os.PathLike | None = None) -> Path:
+    """The explicit plot folder, else an assigned ``PLOT_DIR``, else that of ``prod``."""
     if explicit is not None:
         return Path(explicit)
-    return RunLayout(prod).plots_dir if prod is not None else user_paths.plot_dir()
+    if prod is None or user_paths.is_assigned("PLOT_DIR"):
+        return user_paths.plot_dir()
+    return RunLayout(prod).plots_dir
 
 
 def product_dir_of_image(path: str | os.PathLike) -> Path | None:

@@ -210,6 +210,22 @@ class CubeSet:
 
 
 # ----------------------------------------------------------------------------- drawing
+def savefig(filen: str, dpi: int = 300, plot_exts: tuple[str, ...] = ("png", "pdf"), close: bool = True) -> list[Path]:
+    """Documented API: save the current matplotlib figure as ``<filen>.<ext>``
+    for each extension (each under a temporary name renamed into place)."""
+    plt = _pyplot()
+    written = []
+    for ext in plot_exts:
+        final = Path(f"{filen}.{ext}")
+        tmp = temp_sibling(final)
+        plt.savefig(tmp, dpi=dpi, format=ext)
+        os.replace(tmp, final)
+        written.append(final)
+    if close:
+        plt.close("all")
+    return written
+
+
 def _crop_bounds(n: int) -> tuple[int, int]:
     lo = int(np.floor(CROP * n))
     hi = int(np.ceil((1.0 - CROP) * n))
