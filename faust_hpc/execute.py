@@ -28,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from faust_hpc.errors import PrerequisiteError, UserInputError
+from faust_hpc.imaging import ImageConfig
+from faust_hpc.imaging.image_tools import TEMP_PREFIX, glob_escape
 from faust_hpc.layout import CHUNK_PRODUCT_EXTS, FINAL_FITS_EXT, FINAL_PRODUCT_EXTS, IMAGE_EXT, RunLayout
+from faust_hpc.products import moments, qa
 from faust_hpc.units import ImageKey, Unit
 
 log = logging.getLogger(__name__)
@@ -54,8 +57,6 @@ def weighting_value(text: str | float) -> float | str:
 
 def config_for(spec: Any, key: ImageKey):
     """The :class:`ImageConfig` of one image key with the run file's settings."""
-    from faust_hpc.imaging import ImageConfig
-
     geo = spec.geometry
     config = ImageConfig.from_name(key.field, key.label, kind=key.array, weighting=weighting_value(key.weighting),
                                    fullcube=spec.fullcube, prod_dir=spec.product_dir, data_dir=spec.data_dir,
@@ -138,18 +139,14 @@ def _final_image(spec: Any, config: Any) -> str:
 
 
 def _run_moments(spec: Any, unit: Unit, config: Any) -> UnitResult:
-    from faust_hpc.products.moments import make_moments_from_image
-
     over = spec.spw_overrides(unit.key.label)
-    files = make_moments_from_image(_final_image(spec, config), vwin=over.moments_vwin_kms, rms=over.rms,
+    files = moments.make_moments_from_image(_final_image(spec, config), vwin=over.moments_vwin_kms, rms=over.rms,
                                     moma_dir=RunLayout(spec.product_dir).moments_dir)
     return UnitResult(outputs=[str(p) for p in files])
 
 
 def _run_qa(spec: Any, unit: Unit, config: Any) -> UnitResult:
-    from faust_hpc.products.qa import make_qa_plots_from_image
-
-    files = make_qa_plots_from_image(_final_image(spec, config), rms=spec.spw_overrides(unit.key.label).rms,
+    files = qa.make_qa_plots_from_image(_final_image(spec, config), rms=spec.spw_overrides(unit.key.label).rms,
                                      plot_dir=RunLayout(spec.product_dir).plots_dir)
     return UnitResult(outputs=[str(p) for p in files])
 
@@ -182,17 +179,11 @@ def run_unit(spec: Any, unit: Unit, workdir: str | os.PathLike) -> UnitResult:
 def partial_outputs(spec: Any, unit: Unit) -> list[str]:
     """Temporary products a crashed attempt of ``unit`` may have left (the
     launcher deletes them before the unit runs again)."""
-    from faust_hpc.imaging.image_tools import TEMP_PREFIX, glob_escape
-
     config = config_for(spec, unit.key)
     if unit.kind == "moments":
-        from faust_hpc.products.moments import partial_outputs as moment_partials
-
-        return sorted(moment_partials(_final_image_path(spec, config), RunLayout(spec.product_dir).moments_dir))
+        return sorted(moments.partial_outputs(_final_image_path(spec, config), RunLayout(spec.product_dir).moments_dir))
     if unit.kind == "qa":
-        from faust_hpc.products.qa import partial_outputs as qa_partials
-
-        return sorted(qa_partials(_final_image_path(spec, config), RunLayout(spec.product_dir).plots_dir))
+        return sorted(qa.partial_outputs(_final_image_path(spec, config), RunLayout(spec.product_dir).plots_dir))
     key = unit.key
     full = config.layout.image_base(key.field, key.label, key.array, key.weighting)
     if unit.kind == "chunk" and unit.chunk_index is not None:

@@ -17,6 +17,8 @@ from faust_hpc.layout import parse as parse_product
 from faust_hpc.imaging.config import ImageConfig
 from faust_hpc.imaging.dataset import DataSet
 from faust_hpc.imaging.image_tools import glob_escape
+from faust_hpc.imaging.postprocess import (check_max_residual, export_fits, primary_beam_correct,
+                                           smooth_cube_to_common_beam)
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +50,6 @@ def make_all_line_dirty_cubes(dset: DataSet, weighting: float | str = 0.5, fullc
 
 def postproc_all_cleaned_images(dset: DataSet, ext: str = "clean") -> None:
     """Postprocess every unchunked ``<field>_*_<ext>.image`` of the DataSet's field."""
-    from faust_hpc.imaging.postprocess import (check_max_residual, export_fits, primary_beam_correct,
-                                               smooth_cube_to_common_beam)
-
     pattern = os.path.join(glob_escape(str(user_paths.image_dir() / dset.field)),
                            f"{glob_escape(dset.field)}_*_{ext}.image")
     for imagename in sorted(glob(pattern)):

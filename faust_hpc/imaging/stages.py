@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
+from faust_hpc import casa_env
 from faust_hpc.catalog import imaging_defaults
 from faust_hpc.errors import PrerequisiteError, UserInputError
 from faust_hpc.geometry import optimum_size
@@ -96,8 +97,6 @@ def _run_tclean(config: "ImageConfig", final_base: str, stage: str, kwargs: dict
 
 
 def _casa_log_hint() -> str:
-    from faust_hpc import casa_env
-
     return str(casa_env.log_path() or "")
 
 

@@ -43,6 +43,7 @@ from faust_hpc.layout import qa_plot_name, qa_plot_prefix, qa_plot_stem
 from faust_hpc.products import paths
 from faust_hpc.products.cube import (PB_LIMIT, PlaneReader, check_same_grid, combine_plane_rms, plane_or_single,
                                      require, robust_rms, temp_sibling)
+from faust_hpc.products.moments import find_images
 
 log = logging.getLogger(__name__)
 
@@ -484,8 +485,6 @@ def make_all_qa_plots(field: str, ext: str = "clean", ignore_chunks: bool = True
                       image_dir: str | os.PathLike | None = None, plot_dir: str | os.PathLike | None = None,
                       plot_sigma: float | None = None) -> list[Path]:
     """QA plots for every ``<IMAG_DIR>/<field>/<field>_*_<ext>.image``."""
-    from faust_hpc.products.moments import find_images
-
     images = find_images(field, ext, ignore_chunks, image_dir, ".image")
     if not images:
         raise UserInputError(f"no images {field}_*_{ext}.image under {paths.image_dir(image_dir) / field}; "

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from faust_hpc.errors import UserInputError
 from faust_hpc.launcher.coordinator import fmt_duration
 from faust_hpc.layout import RunLayout
 from faust_hpc.manifest import Manifest
@@ -376,8 +377,6 @@ def make_report(product_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
     """Write the timeline and the tables of the run in ``product_dir``;
     returns the written files by kind (``timeline``, ``md``, ``html``).
     ``expected_units``: the plan's unit ids, when known (counts units never started)."""
-    from faust_hpc.errors import UserInputError
-
     product_dir = Path(product_dir)
     manifest = Manifest(product_dir)
     if not manifest.path.exists():
