@@ -4,8 +4,9 @@ The documented user interface of the original pipeline: create a
 configuration with :meth:`ImageConfig.from_name`, adjust its attributes, then
 call the stages (``make_dirty_cube``, ``clean_line_nomask``,
 ``make_seed_mask``, ``clean_line``, ``postprocess``) or ``run_pipeline``.
-The stage bodies live in :mod:`faust_hpc.imaging.stages`; this module holds
-the configuration, file names and the spectral selection.
+The stage bodies live in :mod:`faust_hpc.imaging.stages` and every file name
+in :mod:`faust_hpc.layout`; this module holds the configuration and the
+spectral selection, and asks the layout for its names.
 
 Every path is absolute (under ``prod_dir``), and every stage runs in its own
 working directory (``workdir``/<stage>), so stages of different chunks can
