@@ -53,13 +53,14 @@ def log_post(msg: str, priority: str = "INFO") -> None:
     """Post a message to the Python log and the CASA log of this process.
 
     In interactive use (no logging handler configured, as at a Python prompt)
-    an INFO message is also printed (warnings reach stderr through logging's
-    last-resort handler), so it shows on the console as the original's did;
+    an INFO message is also printed, so it shows on the console as the
+    original's did (warnings get there through logging's last-resort handler).
+    Both go to stderr, like every log, so a script's own stdout stays its own;
     the commands and unit children configure logging and print nothing twice."""
     level = {"INFO": logging.INFO, "WARN": logging.WARNING, "SEVERE": logging.ERROR}.get(priority, logging.INFO)
     log.log(level, msg)
     if level < logging.WARNING and not log.hasHandlers():   # warnings: logging's last resort prints them
-        print(msg, flush=True)
+        print(msg, file=sys.stderr, flush=True)
     if "casatasks" not in sys.modules:  # never import CASA just to log
         return
     try:
