@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faust_hpc.errors import UserInputError
+from faust_hpc.layout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ class RunTarget:
     @property
     def log_dir(self) -> Path:
         """Per-job logs (scheduler output, launcher output): ``<product_dir>/logs/jobs``."""
-        return self.product_dir / "logs" / "jobs"
+        return RunLayout(self.product_dir).job_logs_dir
 
 
 def run_target(runfile: str | os.PathLike) -> RunTarget:

@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from faust_hpc.errors import PrerequisiteError, UserInputError
+from faust_hpc.imaging import ImageConfig
+from faust_hpc.imaging.image_tools import TEMP_PREFIX, glob_escape
+from faust_hpc.layout import CHUNK_PRODUCT_EXTS, FINAL_FITS_EXT, FINAL_PRODUCT_EXTS, IMAGE_EXT, RunLayout
+from faust_hpc.products import moments, qa
 from faust_hpc.units import ImageKey, Unit
 
 log = logging.getLogger(__name__)
-
-CHUNK_PRODUCT_EXTS = ("image", "residual", "model", "mask", "pb", "psf", "sumwt")
-FINAL_PRODUCT_EXTS = ("image", "image.common", "image.pbcor", "image.pbcor.common", "mask", "model", "pb",
-                      "psf", "residual")
 
 
 @dataclass
@@ -57,8 +57,6 @@ def weighting_value(text: str | float) -> float | str:
 
 def config_for(spec: Any, key: ImageKey):
     """The :class:`ImageConfig` of one image key with the run file's settings."""
-    from faust_hpc.imaging import ImageConfig
-
     geo = spec.geometry
     config = ImageConfig.from_name(key.field, key.label, kind=key.array, weighting=weighting_value(key.weighting),
                                    fullcube=spec.fullcube, prod_dir=spec.product_dir, data_dir=spec.data_dir,
@@ -123,14 +121,14 @@ def _run_finalize(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResu
         cc.workdir = workdir
     report = chunked.postprocess(ext=spec.ext)
     base = chunked.get_imagebase(ext=spec.ext)
-    outputs = _existing([f"{base}.image.pbcor.common.fits"] + [f"{base}.{e}" for e in FINAL_PRODUCT_EXTS])
+    outputs = _existing([f"{base}.{e}" for e in (FINAL_FITS_EXT, *FINAL_PRODUCT_EXTS)])
     resid = {str(k): round(float(v["max_residual"]["max_sigma"]), 3) for k, v in report["chunks"].items()}
     beam = {k: f"{float(v['value'])!r}{v['unit']}" for k, v in report["beam"].items()}
     return UnitResult(outputs=outputs, info={"beam": beam, "max_residual_sigma": resid})
 
 
 def _final_image_path(spec: Any, config: Any) -> str:
-    return f"{config.get_imagebase(ext=spec.ext)}.image"
+    return f"{config.get_imagebase(ext=spec.ext)}.{IMAGE_EXT}"
 
 
 def _final_image(spec: Any, config: Any) -> str:
@@ -141,18 +139,15 @@ def _final_image(spec: Any, config: Any) -> str:
 
 
 def _run_moments(spec: Any, unit: Unit, config: Any) -> UnitResult:
-    from faust_hpc.products.moments import make_moments_from_image
-
-    vwin = spec.spw_overrides(unit.key.label).moments_vwin_kms
-    files = make_moments_from_image(_final_image(spec, config), vwin=vwin,
-                                    moma_dir=Path(spec.product_dir) / "moments")
+    over = spec.spw_overrides(unit.key.label)
+    files = moments.make_moments_from_image(_final_image(spec, config), vwin=over.moments_vwin_kms, rms=over.rms,
+                                    moma_dir=RunLayout(spec.product_dir).moments_dir)
     return UnitResult(outputs=[str(p) for p in files])
 
 
 def _run_qa(spec: Any, unit: Unit, config: Any) -> UnitResult:
-    from faust_hpc.products.qa import make_qa_plots_from_image
-
-    files = make_qa_plots_from_image(_final_image(spec, config), plot_dir=Path(spec.product_dir) / "plots")
+    files = qa.make_qa_plots_from_image(_final_image(spec, config), rms=spec.spw_overrides(unit.key.label).rms,
+                                     plot_dir=RunLayout(spec.product_dir).plots_dir)
     return UnitResult(outputs=[str(p) for p in files])
 
 
@@ -184,24 +179,21 @@ def run_unit(spec: Any, unit: Unit, workdir: str | os.PathLike) -> UnitResult:
 def partial_outputs(spec: Any, unit: Unit) -> list[str]:
     """Temporary products a crashed attempt of ``unit`` may have left (the
     launcher deletes them before the unit runs again)."""
-    from faust_hpc.imaging.image_tools import TEMP_PREFIX, glob_escape
-
     config = config_for(spec, unit.key)
     if unit.kind == "moments":
-        from faust_hpc.products.moments import partial_outputs as moment_partials
-
-        return sorted(moment_partials(_final_image_path(spec, config), Path(spec.product_dir) / "moments"))
+        return sorted(moments.partial_outputs(_final_image_path(spec, config), RunLayout(spec.product_dir).moments_dir))
     if unit.kind == "qa":
-        from faust_hpc.products.qa import partial_outputs as qa_partials
-
-        return sorted(qa_partials(_final_image_path(spec, config), Path(spec.product_dir) / "plots"))
-    image_dir = os.path.dirname(config.get_imagebase())
+        return sorted(qa.partial_outputs(_final_image_path(spec, config), RunLayout(spec.product_dir).plots_dir))
+    key = unit.key
+    full = config.layout.image_base(key.field, key.label, key.array, key.weighting)
     if unit.kind == "chunk" and unit.chunk_index is not None:
-        stem = f"{os.path.basename(config.get_imagebase())}_chunk{unit.chunk_index}_"
+        base = config.layout.image_base(key.field, key.label, key.array, key.weighting, chunk=unit.chunk_index)
+        stem = f"{base.name}_"
     elif unit.kind in ("prepare", "finalize"):
-        stem = f"{os.path.basename(config.get_imagebase())}_"
+        stem = f"{full.name}_"
     else:
         return []
+    image_dir = str(full.parent)
     found = glob(os.path.join(glob_escape(image_dir), f"{TEMP_PREFIX}*-{glob_escape(stem)}*"))
     return sorted(found)
 

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from faust_hpc.catalog import ALL_FIELD_NAMES, ALL_SPW_LABELS
+from faust_hpc.errors import UserInputError
 
 # --------------------------------------------------------------------------- fixed names
 IMAGES_DIRNAME = "images"
@@ -38,6 +42,9 @@ TINYIMG_EXT = "tinyimg"             # the sum-of-weights stamp of a full SPW
 DIRTY_EXT = "dirty"
 NOMASK_EXT = "nomask"
 CHUNK_LIST_SUFFIX = ".chunks.json"
+ARRAY_KINDS = ("joint", "12m", "7m")
+QA_PLOT_TAG = "qa_plot"            # "<base>_qa_plot_<kind>.<png|pdf>"
+FITS_SUFFIX = ".fits"
 
 # CASA image extensions of one imaging product, as tclean and postprocess write them.
 IMAGE_EXT = "image"
@@ -53,6 +60,10 @@ FINAL_PRODUCT_EXTS = ("image", "image.common", "image.pbcor", "image.pbcor.commo
 # so os.path.splitext cannot find it).
 _EXT_RE = re.compile(r"\.(image|mask|residual|pb|psf|model|sumwt|weight)(\..*)?$")
 _CHUNK_RE = re.compile(rf"_{CHUNK_TAG}(\d+)(?=_|$)")
+_CHUNK_TOKEN_RE = re.compile(rf"^{CHUNK_TAG}(\d+)$")
+# A cookbook-style re-targeted SPW label (``216.582GHz_CH3CHO``) that is not in the
+# catalog is recognised by its shape: "<freq>GHz_<molecule>" followed by an array kind.
+_LABEL_RE = re.compile(rf"^(\d+\.\d+GHz_[^_]+(?:_[^_]+)*?)_({'|'.join(ARRAY_KINDS)})(?=_|$)")
 
 
 def unit_slug(unit_id: str) -> str:
@@ -61,14 +72,37 @@ def unit_slug(unit_id: str) -> str:
 
 
 def image_stem_name(field: str, label: str, array: str, weighting: str, chunk: int | None = None,
-                    ext: str | None = None) -> str:
-    """The base name of an image product, without directory or image extension."""
+                    ext: str | Iterable[object] | None = None) -> str:
+    """The base name of an image product, without directory or image extension.
+    ``ext`` may be an iterable (joined by underscores, as the original API)."""
     parts = [field, label, array, weighting]
     if chunk is not None:
         parts.append(f"{CHUNK_TAG}{int(chunk)}")
-    if ext:
-        parts.append(ext)
+    if isinstance(ext, Iterable) and not isinstance(ext, str):
+        parts.extend(str(e) for e in ext)
+    elif ext is not None and ext != "":
+        parts.append(str(ext))
     return "_".join(parts)
+
+
+def moment_map_name(base: str, moment_ext: str) -> str:
+    """``<base>.<moment ext>.fits`` (e.g. ``..._clean.mom0.pbcor.fits``)."""
+    return f"{base}.{moment_ext}{FITS_SUFFIX}"
+
+
+def qa_plot_stem(base: str) -> str:
+    """``<base>_qa_plot``: what every QA plot name of one image starts with."""
+    return f"{base}_{QA_PLOT_TAG}"
+
+
+def qa_plot_name(base: str, kind: str, fmt: str) -> str:
+    """``<base>_qa_plot_<kind>.<fmt>`` (kind ``image`` or ``residual``)."""
+    return f"{qa_plot_stem(base)}_{kind}.{fmt}"
+
+
+def qa_plot_prefix(base: str) -> str:
+    """The common start of every QA plot name (any kind) of one image."""
+    return f"{qa_plot_stem(base)}_"
 
 
 @dataclass(frozen=True)
@@ -116,21 +150,40 @@ class RunLayout:
         return self.product_dir / WORK_DIRNAME
 
     # ---- image products
-    def image_base(self, field: str, label: str, array: str, weighting: str, ext: str | None = None,
-                   chunk: int | None = None) -> Path:
+    def image_base(self, field: str, label: str, array: str, weighting: str,
+                   ext: str | Iterable[object] | None = None, chunk: int | None = None) -> Path:
         """``images/<FIELD>/<FIELD>_<LABEL>_<ARRAY>_<WEIGHTING>[_chunk<N>][_<EXT>]``."""
         return self.field_image_dir(field) / image_stem_name(field, label, array, weighting, chunk, ext)
 
-    def tiny_stamp_base(self, field: str, label: str, array: str, weighting: str) -> Path:
+    def tiny_stamp_base(self, field: str, label: str, array: str, weighting: str,
+                        ext: str = TINYIMG_EXT) -> Path:
         """The sum-of-weights stamp belongs to the full SPW, never a chunk."""
-        return self.image_base(field, label, array, weighting, ext=TINYIMG_EXT)
+        return self.image_base(field, label, array, weighting, ext=ext)
 
     def chunk_list(self, field: str, label: str, array: str, weighting: str, ext: str) -> Path:
         """Frozen chunk list ``<imagebase>_<ext>.chunks.json`` of the full cube."""
         base = self.image_base(field, label, array, weighting, ext=ext)
         return base.with_name(base.name + CHUNK_LIST_SUFFIX)
 
+    def final_fits(self, field: str, label: str, array: str, weighting: str, ext: str) -> Path:
+        """The delivered cube ``<imagebase>_<ext>.image.pbcor.common.fits``."""
+        base = self.image_base(field, label, array, weighting, ext=ext)
+        return base.with_name(f"{base.name}.{FINAL_FITS_EXT}")
+
+    # ---- moment maps and QA plots
+    def moment_map(self, base: str, moment_ext: str, field: str | None = None) -> Path:
+        """``moments/<FIELD>/<base>.<moment ext>.fits`` (no field: ``moments/``)."""
+        root = self.field_moment_dir(field) if field else self.moments_dir
+        return root / moment_map_name(base, moment_ext)
+
+    def qa_plot(self, base: str, kind: str, fmt: str) -> Path:
+        return self.plots_dir / qa_plot_name(base, kind, fmt)
+
     # ---- per-unit scratch and logs
+    def workdir_for(self, name: str) -> Path:
+        """CASA working directory of one configuration (``work/<image base name>``)."""
+        return self.work_dir / name
+
     def unit_workdir(self, unit_id: str) -> Path:
         return self.work_dir / unit_slug(unit_id)
 
@@ -181,5 +234,94 @@ def chunk_index_of(path: str | os.PathLike) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def product_dir_of(path: str | os.PathLike) -> Path | None:
+    """``<prod>/images/<FIELD>/<name>`` -> ``<prod>`` (None if not in that layout)."""
+    p = Path(path).resolve()
+    if len(p.parents) >= 3 and p.parents[1].name == IMAGES_DIRNAME:
+        return p.parents[2]
+    return None
+
+
+@dataclass(frozen=True)
+class ProductName:
+    """What a product path says: ``<FIELD>_<LABEL>_<ARRAY>_<WEIGHTING>[_chunk<N>][_<EXT>].<image ext>``.
+
+    Parts that cannot be recognised are None (a field must be a catalog name;
+    a label a catalog label or shaped like one). ``stem`` is the path without
+    its image extension."""
+
+    field: str | None
+    label: str | None
+    array: str | None
+    weighting: str | None
+    chunk: int | None
+    ext: str | None
+    image_ext: str | None
+    stem: str
+
+    @property
+    def base(self) -> str:
+        """The stem's file name (no directory, no image extension)."""
+        return os.path.basename(self.stem)
+
+    @property
+    def is_chunk(self) -> bool:
+        return self.chunk is not None
+
+    @property
+    def mol_name(self) -> str | None:
+        if self.label is None:
+            return None
+        return self.label.split("_", 1)[1] if "_" in self.label else None
+
+
+def _longest_prefix(text: str, names: Iterable[str]) -> str | None:
+    """The longest ``name`` such that ``text`` is ``name`` or starts with ``name_``."""
+    return next((n for n in sorted(names, key=len, reverse=True)
+                 if text == n or text.startswith(n + "_")), None)
+
+
+def parse(path: str | os.PathLike, require_image_ext: bool = False) -> ProductName:
+    """The single inverse of the names above: what a product path names.
+
+    Field and label are recognised by catalog names first (longest match), a
+    re-targeted label (``216.582GHz_CH3CHO``) by its shape. With
+    ``require_image_ext`` a path without a CASA image extension is bad input."""
+    stem, image_ext = split_image_ext(path)
+    if image_ext is None and require_image_ext:
+        raise UserInputError(f"{stem}: not a CASA product name (expected a name ending in "
+                             f".image, .image.common, .mask, .residual or .pb)")
+    base = os.path.basename(stem)
+    unknown = ProductName(None, None, None, None, chunk_index_of(stem), None, image_ext, stem)
+    field = _longest_prefix(base, ALL_FIELD_NAMES)
+    if field is None:
+        return unknown
+    rest = base[len(field) + 1:]
+    label = _longest_prefix(rest, ALL_SPW_LABELS)
+    if label is None:
+        match = _LABEL_RE.match(rest)
+        label = match.group(1) if match else None
+    if label is None:
+        return ProductName(field, None, None, None, unknown.chunk, None, image_ext, stem)
+    tokens = rest[len(label) + 1:].split("_") if len(rest) > len(label) else []
+    chunk: int | None = None
+    named: list[str] = []           # array, weighting, in that order
+    while tokens and len(named) < 2:
+        match = _CHUNK_TOKEN_RE.match(tokens[0])
+        if match and chunk is None:
+            chunk = int(match.group(1))
+        else:
+            named.append(tokens[0])
+        tokens.pop(0)
+    if tokens and chunk is None and _CHUNK_TOKEN_RE.match(tokens[0]):
+        chunk = int(_CHUNK_TOKEN_RE.match(tokens[0]).group(1))
+        tokens.pop(0)
+    array = named[0] if named and named[0] in ARRAY_KINDS else None
+    weighting = named[1] if array is not None and len(named) > 1 else None
+    ext = "_".join(tokens) if tokens and weighting is not None else None
+    return ProductName(field, label, array, weighting, chunk, ext, image_ext, stem)
+
+
 __all__ = ["RunLayout", "unit_slug", "image_stem_name", "split_image_ext", "chunk_index_of",
-           "CHUNK_PRODUCT_EXTS", "FINAL_PRODUCT_EXTS", "FINAL_FITS_EXT"]
+           "CHUNK_PRODUCT_EXTS", "FINAL_PRODUCT_EXTS", "FINAL_FITS_EXT", "ProductName", "parse", "product_dir_of",
+           "moment_map_name", "qa_plot_stem", "qa_plot_name", "qa_plot_prefix"]

@@ -160,8 +160,11 @@ def test_remove_all_files_noninteractive(tmp_path, monkeypatch):
     for name in (f"{base}_clean.image", f"{base}_chunk0_clean.image", f"{base}_clean.image.pbcor.common.fits"):
         Path(name).mkdir(parents=True) if name.endswith(".image") else Path(name).write_text("x")
     keep.mkdir(parents=True)
-    monkeypatch.setattr("sys.stdin", None)          # batch job: no prompt
-    removed = config.remove_all_files(confirm=True, remove_chunks=False)
+    monkeypatch.setattr("sys.stdin", None)          # batch job: no prompt, so no deletion unasked (issue 10)
+    with pytest.raises(UserInputError, match="confirm=False"):
+        config.remove_all_files(confirm=True, remove_chunks=False)
+    assert Path(f"{base}_clean.image").exists()
+    removed = config.remove_all_files(confirm=False, remove_chunks=False)
     assert f"{base}_chunk0_clean.image" not in removed and len(removed) == 2
     assert keep.exists() and Path(f"{base}_chunk0_clean.image").exists()
     config.remove_all_files(confirm=False)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from faust_hpc.layout import FINAL_FITS_EXT, RunLayout
 from faust_hpc.simulate import DEFAULT_SEED, SIZES
 
 HELP = "simulate demo data into DIR (skipped when complete) and run its demo.toml under mpirun"
@@ -95,11 +96,12 @@ def run(args: argparse.Namespace) -> int:
     status = subprocess.call(command, env=mpi_environment())
     products = directory / "products"
     print(f"products: {products} (exit status {status})")
-    for fits_file in sorted(products.glob("images/*/*_clean.image.pbcor.common.fits")):
+    run = RunLayout(products)
+    for fits_file in sorted(run.images_dir.glob(f"*/*_clean.{FINAL_FITS_EXT}")):
         print(f"  cube:    {fits_file}")
-    for fits_file in sorted(products.glob("moments/*/*.fits")):
+    for fits_file in sorted(run.moments_dir.glob("*/*.fits")):
         print(f"  moment:  {fits_file}")
-    for png in sorted(products.glob("plots/*.png")):
+    for png in sorted(run.plots_dir.glob("*.png")):
         print(f"  QA plot: {png}")
     print(f"  truth:   {directory / 'truth' / 'truth.json'}")
     return status

@@ -4,8 +4,9 @@ The documented user interface of the original pipeline: create a
 configuration with :meth:`ImageConfig.from_name`, adjust its attributes, then
 call the stages (``make_dirty_cube``, ``clean_line_nomask``,
 ``make_seed_mask``, ``clean_line``, ``postprocess``) or ``run_pipeline``.
-The stage bodies live in :mod:`faust_hpc.imaging.stages`; this module holds
-the configuration, file names and the spectral selection.
+The stage bodies live in :mod:`faust_hpc.imaging.stages` and every file name
+in :mod:`faust_hpc.layout`; this module holds the configuration and the
+spectral selection, and asks the layout for its names.
 
 Every path is absolute (under ``prod_dir``), and every stage runs in its own
 working directory (``workdir``/<stage>), so stages of different chunks can
@@ -22,21 +23,21 @@ from glob import glob
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from faust_hpc import catalog
+from faust_hpc import catalog, user_paths
 from faust_hpc.catalog import Spw, imaging_defaults
 from faust_hpc.errors import PrerequisiteError, UserInputError
-from faust_hpc.imaging import paths
+from faust_hpc.layout import RunLayout
+from faust_hpc.layout import parse as parse_product
+from faust_hpc.imaging import paths, stages
 from faust_hpc.imaging.chunking import (ChunkConfig, ChunkedConfigSet, SpectralSelection, common_coverage,
                                         make_chunks, read_chunk_list, window_selection, write_chunk_list)
 from faust_hpc.imaging.dataset import DataSet, spw_ids_for_ot_name
-from faust_hpc.imaging.image_tools import glob_escape, in_workdir, log_post, safely_remove_file
+from faust_hpc.imaging.image_tools import delete_workdir, glob_escape, in_workdir, log_post, safely_remove_file
+from faust_hpc.imaging.postprocess import calc_rms_from_image
 from faust_hpc.units import format_weighting
 
 log = logging.getLogger(__name__)
 
-DIRTY_EXT = "dirty"
-NOMASK_EXT = "nomask"
-TINYIMG_EXT = "tinyimg"
 _DEFAULT = object()  # sentinel: "the documented default"
 
 
@@ -148,40 +149,42 @@ class ImageConfig:
     def weighting_label(self) -> str:
         return format_weighting(self.weighting)
 
+    @property
+    def layout(self) -> RunLayout:
+        """The directory tree this configuration writes into."""
+        return RunLayout(self.prod_dir)
+
+    def _image_base(self, ext: Any = None, chunk: int | None = None) -> str:
+        base = self.layout.image_base(self.dset.field, self.spw.label, self.dset.kind, self.weighting_label,
+                                      ext=ext, chunk=chunk)
+        base.parent.mkdir(parents=True, exist_ok=True)   # tclean writes there
+        return str(base)
+
     def get_imagebase(self, ext: Any = None) -> str:
-        """``<PROD_DIR>/images/<FIELD>/<FIELD>_<LABEL>_<ARRAY>_<WEIGHTING>[_chunk<N>][_<EXT>]``
-        (no image extension such as ``.image``). ``ext`` may be an iterable,
-        joined by underscores."""
-        d = paths.field_image_dir(self.prod_dir, self.dset.field)
-        stem = f"{self.dset.field}_{self.spw.label}_{self.dset.kind}_{self.weighting_label}"
-        parts = [stem]
-        if self.is_chunked:
-            parts.append(f"chunk{self.chunk.index}")
-        if ext is not None:
-            if isinstance(ext, Iterable) and not isinstance(ext, str):
-                parts.extend(str(e) for e in ext)
-            else:
-                parts.append(str(ext))
-        return str(d / "_".join(parts))
+        """The image base of :meth:`faust_hpc.layout.RunLayout.image_base`: field,
+        SPW label, array, weighting, the chunk if any, then ``ext`` (no image
+        extension such as ``.image``). ``ext`` may be an iterable, joined by
+        underscores."""
+        return self._image_base(ext, self.chunk.index if self.is_chunked else None)
 
     @property
     def dirty_imagebase(self) -> str:
-        return self.get_imagebase(ext=DIRTY_EXT)
+        return self.get_imagebase(ext=user_paths.get("DIRTY_EXT"))
 
     @property
     def nomask_imagebase(self) -> str:
-        return self.get_imagebase(ext=NOMASK_EXT)
+        return self.get_imagebase(ext=user_paths.get("NOMASK_EXT"))
 
     @property
     def tinyimg_imagebase(self) -> str:
         """The sum-of-weights stamp belongs to the full SPW, never a chunk."""
-        stem = f"{self.dset.field}_{self.spw.label}_{self.dset.kind}_{self.weighting_label}_{TINYIMG_EXT}"
-        return str(paths.field_image_dir(self.prod_dir, self.dset.field) / stem)
+        return self._image_base(user_paths.get("TINYIMG_EXT"))
 
     def chunk_list_path(self, ext: str = "clean") -> str:
         """Frozen chunk list ``<imagebase>_<ext>.chunks.json`` (of the full cube)."""
-        full = self if not self.is_chunked else self.unchunked_copy()
-        return f"{full.get_imagebase(ext=ext)}.chunks.json"
+        self._image_base()
+        return str(self.layout.chunk_list(self.dset.field, self.spw.label, self.dset.kind, self.weighting_label,
+                                          ext))
 
     def unchunked_copy(self) -> "ImageConfig":
         new = copy.deepcopy(self)
@@ -193,7 +196,7 @@ class ImageConfig:
     def get_workdir(self) -> Path:
         if self.workdir is not None:
             return Path(self.workdir)
-        return paths.default_workdir(self.prod_dir, os.path.basename(self.get_imagebase()))
+        return self.layout.workdir_for(os.path.basename(self.get_imagebase()))
 
     @contextlib.contextmanager
     def stage_workdir(self, stage: str) -> Iterator[Path]:
@@ -219,8 +222,6 @@ class ImageConfig:
         """Global RMS (Jy): scaled MAD of the dirty cube, unless set manually."""
         if self._rms is not None:
             return self._rms
-        from faust_hpc.imaging.postprocess import calc_rms_from_image
-
         imagename = f"{self.dirty_imagebase}.image"
         if not os.path.exists(imagename):
             raise PrerequisiteError(f"{imagename} not found (needed for the RMS): run make_dirty_cube first "
@@ -322,8 +323,6 @@ class ImageConfig:
         """The prepare stage: image the sum-of-weights stamp, compute the
         common coverage (or cut-out window), split it into chunks and freeze
         the list in ``<imagebase>_<ext>.chunks.json``."""
-        from faust_hpc.imaging import stages
-
         if remake_stamp or not os.path.exists(f"{self.tinyimg_imagebase}.sumwt"):
             stages.make_tiny_image_stamp(self)
         sel = self.full_selection()
@@ -346,56 +345,51 @@ class ImageConfig:
         stem = self.get_imagebase()
         found = set(glob(glob_escape(stem) + "_*")) | set(glob(glob_escape(stem) + ".*"))
         if not remove_chunks:
-            found = {f for f in found if "_chunk" not in f[len(stem):]}
+            found = {f for f in found if not parse_product(f).is_chunk}
         return sorted(found)
 
     def remove_all_files(self, confirm: bool = True, remove_chunks: bool = True) -> list[str]:
         """Remove every product of this configuration (``get_imagebase()*``).
-        With ``confirm``, the list is shown and a ``y`` is required -- but only
-        in an interactive session; batch jobs proceed."""
+
+        Never deletes unasked: with ``confirm`` (the default) the list is shown
+        and a ``y`` typed on the terminal is required; without a terminal
+        (a batch job) nothing is deleted and UserInputError says to pass
+        ``confirm=False``, the explicit opt-out."""
         files = self.matching_files(remove_chunks=remove_chunks)
-        if confirm and sys.stdin is not None and sys.stdin.isatty():
+        name = os.path.basename(self.get_imagebase())
+        if confirm and files:
+            if sys.stdin is None or not sys.stdin.isatty():
+                raise UserInputError(f"remove_all_files: no terminal to confirm deleting {len(files)} products "
+                                     f"of {name}; pass confirm=False to delete without asking")
             for filen in files:
                 print("  ", filen)
             if input("Delete the above files? [y/N] ").strip().lower() != "y":
                 return []
         for filen in files:
             safely_remove_file(filen)
-        log_post(f"-- removed {len(files)} products of {os.path.basename(self.get_imagebase())}")
+        log_post(f"-- removed {len(files)} products of {name}")
         return files
 
     def mpicasa_cleanup(self, imagename: str) -> None:
         """Remove ``.workdirectory`` leftovers (no mpicasa here: tclean runs serially)."""
-        from faust_hpc.imaging.image_tools import delete_workdir
-
         delete_workdir(imagename)
 
     # -- stages (bodies in faust_hpc.imaging.stages) -----------------------------
     def make_tiny_image_stamp(self) -> list[str]:
-        from faust_hpc.imaging import stages
-
         return stages.make_tiny_image_stamp(self)
 
     def make_dirty_cube(self) -> list[str]:
-        from faust_hpc.imaging import stages
-
         return stages.make_dirty_cube(self)
 
     def clean_line_nomask(self, sigma: float = 4.5, scale_upper_limit: Any = _DEFAULT) -> list[str]:
-        from faust_hpc.imaging import stages
-
         limit = self.nomask_scale_upper_limit if scale_upper_limit is _DEFAULT else scale_upper_limit
         return stages.clean_line_nomask(self, sigma=sigma, scale_upper_limit=limit)
 
     def make_seed_mask(self, sigma: float | Iterable[float] = 5.0) -> str:
-        from faust_hpc.imaging import stages
-
         return stages.make_seed_mask(self, sigma=sigma)
 
     def clean_line(self, mask_method: str = "seed+multithresh", sigma: float = 3.0, ext: str | None = None,
                    restart: bool = False, interactive: bool = False) -> list[str]:
-        from faust_hpc.imaging import stages
-
         return stages.clean_line(self, mask_method=mask_method, sigma=sigma, ext=ext, restart=restart,
                                  interactive=interactive)
 
@@ -404,8 +398,6 @@ class ImageConfig:
 
     def postprocess(self, ext: str | None = None, make_fits: bool = True, make_hanning: bool = False,
                     beam: dict | None = None) -> dict[str, Any]:
-        from faust_hpc.imaging import stages
-
         return stages.postprocess(self, ext=ext, make_fits=make_fits, make_hanning=make_hanning, beam=beam)
 
     def run_pipeline_tasks(self, ext: str = "clean", nomask_sigma: float = 4.5,
@@ -423,7 +415,7 @@ class ImageConfig:
                      clean_sigma: float = 3.0) -> None:
         """All pipeline tasks. Chunked (default): prepare (stamp, frozen chunk
         list), each chunk's tasks in turn, then the chunk set's postprocess.
-        The final product is ``<imagebase>_<ext>.image.pbcor.common.fits``."""
+        The final product is :meth:`faust_hpc.layout.RunLayout.final_fits`."""
         sigmas = dict(nomask_sigma=nomask_sigma, seedmask_sigma=seedmask_sigma, clean_sigma=clean_sigma)
         if self.is_chunked or not use_chunking:
             self.run_pipeline_tasks(ext=ext, **sigmas)

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from faust_hpc import casa_env
+from faust_hpc.layout import CHUNK_LIST_SUFFIX
 
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".tmp-"
 # Files named like a product's extension that a re-run of tclean must not
 # delete: the frozen chunk list belongs to the prepare stage.
-PRESERVED_ON_REPUBLISH = (".chunks.json",)
+PRESERVED_ON_REPUBLISH = (CHUNK_LIST_SUFFIX,)
 
 # Extensions tclean can write for one imagename (the original's list).
 TCLEAN_EXTS = (
@@ -49,9 +50,17 @@ def tasks():
 
 
 def log_post(msg: str, priority: str = "INFO") -> None:
-    """Post a message to the Python log and the CASA log of this process."""
+    """Post a message to the Python log and the CASA log of this process.
+
+    In interactive use (no logging handler configured, as at a Python prompt)
+    an INFO message is also printed, so it shows on the console as the
+    original's did (warnings get there through logging's last-resort handler).
+    Both go to stderr, like every log, so a script's own stdout stays its own;
+    the commands and unit children configure logging and print nothing twice."""
     level = {"INFO": logging.INFO, "WARN": logging.WARNING, "SEVERE": logging.ERROR}.get(priority, logging.INFO)
     log.log(level, msg)
+    if level < logging.WARNING and not log.hasHandlers():   # warnings: logging's last resort prints them
+        print(msg, file=sys.stderr, flush=True)
     if "casatasks" not in sys.modules:  # never import CASA just to log
         return
     try:
@@ -138,6 +147,26 @@ def delete_all_extensions(imagename: str, keep_exts: Iterable[str] | None = None
 
 def delete_workdir(imagename: str) -> None:
     if_exists_remove(f"{imagename}.workdirectory")
+
+
+def concat_parallel_image(imagename: str) -> None:
+    """Documented API. The original joined the per-process pieces of an image
+    that mpicasa's ``parallel=True`` tclean wrote (``name.image/name.n1.image``).
+    tclean runs serially here (parallelism is one process per unit), so there is
+    never such a piece; as the original did for a serial image, say so and pass."""
+    ext = os.path.splitext(imagename)[1].lstrip(".")
+    if not glob(os.path.join(glob_escape(imagename), f"*.{ext}")):
+        log_post(":: Not a parallel image! Passing.")
+        return
+    raise RuntimeError(f"{imagename} holds per-process pieces of an mpicasa image; join them with CASA's "
+                       f"ia.imageconcat (faust_hpc never writes such images)")
+
+
+def concat_parallel_all_extensions(imagebase: str) -> None:
+    """Documented API: :func:`concat_parallel_image` for every tclean product of ``imagebase``."""
+    for ext in ("image", "mask", "model", "pb", "psf", "residual", "sumwt", "weight"):
+        if os.path.exists(f"{imagebase}.{ext}"):
+            concat_parallel_image(f"{imagebase}.{ext}")
 
 
 def glob_escape(path: str) -> str:

@@ -10,13 +10,22 @@ import os
 from glob import glob
 from typing import Iterable
 
-from faust_hpc.catalog import SPWS_BY_SETUP, get_setup
-from faust_hpc.imaging import paths
+from faust_hpc import user_paths
+from faust_hpc.catalog import SPWS_BY_SETUP, Spw, get_setup
+from faust_hpc.layout import PBCOR_COMMON_EXT
+from faust_hpc.layout import parse as parse_product
 from faust_hpc.imaging.config import ImageConfig
 from faust_hpc.imaging.dataset import DataSet
 from faust_hpc.imaging.image_tools import glob_escape
+from faust_hpc.imaging.postprocess import (check_max_residual, export_fits, primary_beam_correct,
+                                           smooth_cube_to_common_beam)
 
 log = logging.getLogger(__name__)
+
+
+def spw_list_to_dict(spws: Iterable[Spw]) -> dict[str, Spw]:
+    """Documented API: SPWs by label, in the given order."""
+    return {spw.label: spw for spw in spws}
 
 
 def run_pipeline(field: str, setup: int | None = None, weightings: Iterable[float | str] | None = None,
@@ -41,16 +50,14 @@ def make_all_line_dirty_cubes(dset: DataSet, weighting: float | str = 0.5, fullc
 
 def postproc_all_cleaned_images(dset: DataSet, ext: str = "clean") -> None:
     """Postprocess every unchunked ``<field>_*_<ext>.image`` of the DataSet's field."""
-    from faust_hpc.imaging.postprocess import (check_max_residual, export_fits, primary_beam_correct,
-                                               smooth_cube_to_common_beam)
-
-    pattern = os.path.join(glob_escape(str(paths.IMAG_DIR / dset.field)), f"{glob_escape(dset.field)}_*_{ext}.image")
+    pattern = os.path.join(glob_escape(str(user_paths.image_dir() / dset.field)),
+                           f"{glob_escape(dset.field)}_*_{ext}.image")
     for imagename in sorted(glob(pattern)):
-        if "_chunk" in os.path.basename(imagename):
+        if parse_product(imagename).is_chunk:
             continue
         base = imagename[: -len(".image")]
         check_max_residual(base)
         primary_beam_correct(base)
         for im_ext in (".image", ".image.pbcor"):
             smooth_cube_to_common_beam(base + im_ext, pbimage=base + ".pb")
-        export_fits(base + ".image.pbcor.common")
+        export_fits(f"{base}.{PBCOR_COMMON_EXT}")

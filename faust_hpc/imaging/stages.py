@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
+from faust_hpc import casa_env
 from faust_hpc.catalog import imaging_defaults
 from faust_hpc.errors import PrerequisiteError, UserInputError
 from faust_hpc.geometry import optimum_size
+from faust_hpc.layout import PBCOR_COMMON_EXT
 from faust_hpc.imaging.chunking import SpectralSelection
 from faust_hpc.imaging.image_tools import (ImageManager, copy_image, delete_all_extensions,
                                            log_post, publish_tclean_products, remove_stale_temporaries, tasks,
@@ -100,8 +102,6 @@ def _run_tclean(config: "ImageConfig", final_base: str, stage: str, kwargs: dict
 
 
 def _casa_log_hint() -> str:
-    from faust_hpc import casa_env
-
     return str(casa_env.log_path() or "")
 
 
@@ -239,5 +239,5 @@ def postprocess(config: "ImageConfig", ext: str | None = None, make_fits: bool =
         if make_hanning:
             outputs.append(pp.hanning_smooth_image(imagebase + ".image.common"))
         if make_fits:
-            outputs.append(pp.export_fits(imagebase + ".image.pbcor.common"))
+            outputs.append(pp.export_fits(f"{imagebase}.{PBCOR_COMMON_EXT}"))
     return {"max_residual": resid, "outputs": outputs}

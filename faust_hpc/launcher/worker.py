@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from faust_hpc.layout import RunLayout
 from faust_hpc.manifest import Manifest, hostname, unit_record
 
 log = logging.getLogger(__name__)
@@ -38,16 +39,12 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 _MPI_ENV_PREFIXES = ("OMPI_", "PMIX_", "PRTE_", "PMI_", "HYDRA_", "I_MPI_")
 
 
-def unit_slug(unit_id: str) -> str:
-    return unit_id.replace("/", "__")
-
-
 def unit_log_path(product_dir: Path, unit_id: str, attempt: int) -> Path:
-    return Path(product_dir) / "logs" / f"{unit_slug(unit_id)}.attempt{attempt}.casa.log"
+    return RunLayout(product_dir).unit_log(unit_id, attempt)
 
 
 def unit_workdir(product_dir: Path, unit_id: str) -> Path:
-    return Path(product_dir) / "work" / unit_slug(unit_id)
+    return RunLayout(product_dir).unit_workdir(unit_id)
 
 
 def node_cores() -> int:

@@ -12,25 +12,24 @@ tiles holds 128 MB of tiles per open image, a 50-row strip 3 MB. So the memory
 of a QA or moment unit scales with the image *area* (its output maps), never
 with the number of channels.
 
-Also here: the product-name rules (stem, base name, field/label parsed back
-out of a file name), the robust noise estimate shared by QA and moments, and
-writing a 2-D map as FITS under a temporary name renamed into place.
+Also here: the robust noise estimate shared by QA and moments, and writing a
+2-D map as FITS under a temporary name renamed into place. Product names and
+their inverse (field, label, chunk parsed back out of a path) are
+:mod:`faust_hpc.layout`'s.
 """
 from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from faust_hpc import casa_env
-from faust_hpc.catalog import ALL_FIELD_NAMES, ALL_SPW_LABELS, imaging_defaults
+from faust_hpc.catalog import imaging_defaults
 from faust_hpc.errors import PrerequisiteError, UserInputError
 
 log = logging.getLogger(__name__)
@@ -43,63 +42,8 @@ PB_LIMIT = 0.2
 # a strided subsample keeps the estimate cheap on 2000 x 2000 planes.
 RMS_MAX_SAMPLES = 262_144
 
-# "<stem>.image", "<stem>.image.common", "<stem>.mask", "<stem>.image.pbcor.common.fits", ...
-_EXT_RE = re.compile(r"\.(image|mask|residual|pb|psf|model|sumwt|weight)(\..*)?$")
-_CHUNK_RE = re.compile(r"_chunk\d+_")
-_LABEL_RE = re.compile(r"^(\d+\.\d+GHz_[^_]+(?:_[^_]+)*?)_(joint|12m|7m)_")
 
-
-# ----------------------------------------------------------------------------- names
-def image_stem(path: str | os.PathLike) -> str:
-    """``images/CB68/CB68_..._clean.image.common`` -> ``images/CB68/CB68_..._clean``.
-
-    ``os.path.splitext`` cannot be used: SPW labels and weightings contain dots
-    (``244.936GHz``, ``0.5``)."""
-    text = str(path).rstrip("/")
-    match = _EXT_RE.search(os.path.basename(text))
-    if not match:
-        raise UserInputError(f"{text}: not a CASA product name (expected a name ending in "
-                             f".image, .image.common, .mask, .residual or .pb)")
-    return text[: len(text) - len(match.group(0))]
-
-
-def is_chunk_product(path: str | os.PathLike) -> bool:
-    return _CHUNK_RE.search(os.path.basename(str(path))) is not None
-
-
-@dataclass(frozen=True)
-class ProductName:
-    """What a product's base name says: ``<FIELD>_<LABEL>_<ARRAY>_<WEIGHTING>_<EXT>``."""
-
-    field: str | None
-    label: str | None
-
-    @property
-    def mol_name(self) -> str | None:
-        if self.label is None:
-            return None
-        return self.label.split("_", 1)[1] if "_" in self.label else None
-
-
-def parse_product_name(path: str | os.PathLike) -> ProductName:
-    """Field and SPW label of a product, from its file name (catalog names win;
-    a cookbook-style re-targeted SPW label such as ``216.582GHz_CH3CHO`` is
-    recognised by its shape)."""
-    text = str(path).rstrip("/")
-    base = os.path.basename(image_stem(text) if _EXT_RE.search(os.path.basename(text)) else text)
-    field = next((f for f in sorted(ALL_FIELD_NAMES, key=len, reverse=True)
-                  if base.startswith(f + "_")), None)
-    if field is None:
-        return ProductName(None, None)
-    rest = base[len(field) + 1:]
-    label = next((lab for lab in sorted(ALL_SPW_LABELS, key=len, reverse=True)
-                  if rest.startswith(lab + "_")), None)
-    if label is None:
-        match = _LABEL_RE.match(rest)
-        label = match.group(1) if match else None
-    return ProductName(field, label)
-
-
+# ----------------------------------------------------------------------------- inputs
 def require(paths: Iterable[str | os.PathLike], why: str) -> None:
     """Raise one clear :class:`PrerequisiteError` naming every missing input."""
     missing = [str(p) for p in paths if not os.path.exists(p)]

@@ -39,10 +39,11 @@ import numpy as np
 
 from faust_hpc.catalog import get_target, imaging_defaults
 from faust_hpc.errors import CatalogError, UserInputError
+from faust_hpc.layout import COMMON_EXT, IMAGE_EXT, moment_map_name
+from faust_hpc.layout import parse as parse_product
 from faust_hpc.products import paths
 from faust_hpc.products.cube import (PB_LIMIT, PlaneReader, check_same_grid, combine_plane_rms,
-                                     hanning_plane, image_stem, is_chunk_product,
-                                     parse_product_name, plane_or_single, require, robust_rms,
+                                     hanning_plane, plane_or_single, require, robust_rms,
                                      sample_channels, write_map_fits)
 
 log = logging.getLogger(__name__)
@@ -78,18 +79,16 @@ def default_vwin(label: str | None) -> float:
 
 def moment_paths(imagename: str | os.PathLike, moma_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     """The FITS files :class:`MomentMapper` writes for an image, by extension."""
-    stem = image_stem(imagename)
-    base = os.path.basename(stem)
-    name = parse_product_name(stem)
-    outdir = _moment_outdir(stem, name.field, moma_dir)
-    return {ext: outdir / f"{base}.{ext}.fits" for ext in MOMENT_EXTS}
+    name = parse_product(imagename, require_image_ext=True)
+    outdir = _moment_outdir(name.stem, name.field, moma_dir)
+    return {ext: outdir / moment_map_name(name.base, ext) for ext in MOMENT_EXTS}
 
 
 def _moment_outdir(stem: str, field: str | None, moma_dir: str | os.PathLike | None) -> Path:
     if moma_dir is not None:
         root = Path(moma_dir)
     else:
-        prod = paths.product_dir_of_image(stem + ".image")
+        prod = paths.product_dir_of_image(f"{stem}.{IMAGE_EXT}")
         root = paths.moment_dir(prod=prod) if prod is not None else paths.moment_dir()
     return root / field if field else root
 
@@ -141,9 +140,9 @@ class MomentMapper:
                  overwrite: bool = True, rms: float | None = None, vsys: float | None = None,
                  moma_dir: str | os.PathLike | None = None, pb_limit: float = PB_LIMIT) -> None:
         self.imagename = str(imagename).rstrip("/")
-        self.stem = image_stem(self.imagename)
-        self.basename = os.path.basename(self.stem)
-        name = parse_product_name(self.stem)
+        name = parse_product(self.imagename, require_image_ext=True)
+        self.stem = name.stem
+        self.basename = name.base
         self.field, self.label = name.field, name.label
         self.vwin = float(default_vwin(self.label) if vwin is None else vwin)
         if not self.vwin > 0:
@@ -392,9 +391,9 @@ def resolve_moment_image(path: str | os.PathLike) -> str:
     """The cube moments are made from: ``<stem>.image.common`` when it exists
     (the documented input), else the path as given."""
     text = str(path).rstrip("/")
-    stem = image_stem(text)
-    common = stem + ".image.common"
-    if os.path.basename(text) == os.path.basename(stem) + ".image" and os.path.isdir(common):
+    name = parse_product(text, require_image_ext=True)
+    common = f"{name.stem}.{COMMON_EXT}"
+    if name.image_ext == IMAGE_EXT and os.path.isdir(common):
         return common
     return text
 
@@ -415,7 +414,7 @@ def find_images(field: str, ext: str = "clean", ignore_chunks: bool = True,
     pattern = os.path.join(glob.escape(str(root)), field, f"{glob.escape(field)}_*_{glob.escape(ext)}{suffix}")
     found = sorted(glob.glob(pattern))
     if ignore_chunks:
-        found = [p for p in found if not is_chunk_product(p)]
+        found = [p for p in found if not parse_product(p).is_chunk]
     return found
 
 
@@ -426,8 +425,8 @@ def make_all_moment_maps(field: str, ext: str = "clean", vwin: float | None = No
 
     ``vwin=None`` uses the documented default per line (5 km/s, CCH 1.25 km/s);
     a number applies to all lines."""
-    images = find_images(field, ext, ignore_chunks, image_dir, ".image.common") or \
-        find_images(field, ext, ignore_chunks, image_dir, ".image")
+    images = find_images(field, ext, ignore_chunks, image_dir, f".{COMMON_EXT}") or \
+        find_images(field, ext, ignore_chunks, image_dir, f".{IMAGE_EXT}")
     if not images:
         raise UserInputError(f"no images {field}_*_{ext}.image[.common] under "
                              f"{paths.image_dir(image_dir) / field}; check the field name and ext")
@@ -449,5 +448,5 @@ def partial_outputs(imagename: str | os.PathLike, moma_dir: str | os.PathLike | 
     outdir = next(iter(outputs.values())).parent
     if not outdir.is_dir():
         return []
-    base = os.path.basename(image_stem(imagename))
+    base = parse_product(imagename, require_image_ext=True).base
     return sorted(str(p) for p in outdir.glob(f".tmp-*-{glob.escape(base)}.*"))

@@ -38,9 +38,12 @@ import numpy as np
 
 from faust_hpc.catalog import imaging_defaults
 from faust_hpc.errors import UserInputError
+from faust_hpc.layout import parse as parse_product
+from faust_hpc.layout import qa_plot_name, qa_plot_prefix, qa_plot_stem
 from faust_hpc.products import paths
-from faust_hpc.products.cube import (PB_LIMIT, PlaneReader, check_same_grid, combine_plane_rms, image_stem,
-                                     is_chunk_product, plane_or_single, require, robust_rms, temp_sibling)
+from faust_hpc.products.cube import (PB_LIMIT, PlaneReader, check_same_grid, combine_plane_rms, plane_or_single,
+                                     require, robust_rms, temp_sibling)
+from faust_hpc.products.moments import find_images
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +96,9 @@ class CubeSet:
         self.path = str(path).rstrip("/")
         self.sigma = float(sigma)
         self.pb_limit = pb_limit
-        self.stem = image_stem(self.path)
-        self.basename = os.path.basename(self.stem)
+        name = parse_product(self.path, require_image_ext=True)
+        self.stem = name.stem
+        self.basename = name.base
         self.image_path = self.path
         self.residual_path = self.stem + ".residual"
         self.mask_path = self.stem + ".mask"
@@ -207,6 +211,22 @@ class CubeSet:
 
 
 # ----------------------------------------------------------------------------- drawing
+def savefig(filen: str, dpi: int = 300, plot_exts: tuple[str, ...] = ("png", "pdf"), close: bool = True) -> list[Path]:
+    """Documented API: save the current matplotlib figure as ``<filen>.<ext>``
+    for each extension (each under a temporary name renamed into place)."""
+    plt = _pyplot()
+    written = []
+    for ext in plot_exts:
+        final = Path(f"{filen}.{ext}")
+        tmp = temp_sibling(final)
+        plt.savefig(tmp, dpi=dpi, format=ext)
+        os.replace(tmp, final)
+        written.append(final)
+    if close:
+        plt.close("all")
+    return written
+
+
 def _crop_bounds(n: int) -> tuple[int, int]:
     lo = int(np.floor(CROP * n))
     hi = int(np.ceil((1.0 - CROP) * n))
@@ -360,9 +380,9 @@ def qa_plot_paths(imagename: str | os.PathLike, plot_dir: str | os.PathLike | No
                   kinds: tuple[str, ...] = ("image", "residual")) -> dict[str, list[Path]]:
     """The first-page PNG and the PDF of each kind (what overwrite=False checks)."""
     text = str(imagename).rstrip("/")
-    base = os.path.basename(image_stem(text))
+    base = parse_product(text, require_image_ext=True).base
     root = _plot_root(text, plot_dir)
-    return {kind: [root / f"{base}_qa_plot_{kind}.png", root / f"{base}_qa_plot_{kind}.pdf"] for kind in kinds}
+    return {kind: [root / qa_plot_name(base, kind, "png"), root / qa_plot_name(base, kind, "pdf")] for kind in kinds}
 
 
 def _plot_root(path: str, plot_dir: str | os.PathLike | None) -> Path:
@@ -453,7 +473,7 @@ def make_qa_plots_from_image(path: str | os.PathLike, plot_sigma: float | None =
         log.info("QA plots exist, skipping: %s", os.path.basename(str(path)))
         return [p for files in expected.values() for p in files]
     cset = CubeSet(path, sigma=DEFAULT_PLOT_SIGMA if plot_sigma is None else plot_sigma, rms=rms)
-    outfilen = f"{cset.basename}_qa_plot"
+    outfilen = qa_plot_stem(cset.basename)
     written = make_qa_plot(cset, kind="image", outfilen=outfilen, plot_dir=plot_dir)
     written += make_qa_plot(cset, kind="residual", outfilen=outfilen, plot_dir=plot_dir)
     del cset
@@ -465,15 +485,13 @@ def make_all_qa_plots(field: str, ext: str = "clean", ignore_chunks: bool = True
                       image_dir: str | os.PathLike | None = None, plot_dir: str | os.PathLike | None = None,
                       plot_sigma: float | None = None) -> list[Path]:
     """QA plots for every ``<IMAG_DIR>/<field>/<field>_*_<ext>.image``."""
-    from faust_hpc.products.moments import find_images
-
     images = find_images(field, ext, ignore_chunks, image_dir, ".image")
     if not images:
         raise UserInputError(f"no images {field}_*_{ext}.image under {paths.image_dir(image_dir) / field}; "
                              f"check the field name and ext")
     written: list[Path] = []
     for image in images:
-        if ignore_chunks and is_chunk_product(image):
+        if ignore_chunks and parse_product(image).is_chunk:
             continue
         written += make_qa_plots_from_image(image, plot_sigma=plot_sigma, overwrite=overwrite, plot_dir=plot_dir)
     return written
@@ -486,5 +504,5 @@ def partial_outputs(imagename: str | os.PathLike, plot_dir: str | os.PathLike | 
     root = _plot_root(str(imagename).rstrip("/"), plot_dir)
     if not root.is_dir():
         return []
-    base = os.path.basename(image_stem(str(imagename).rstrip("/")))
-    return sorted(str(p) for p in root.glob(f".tmp-*-{_glob.escape(base)}_qa_plot_*"))
+    base = parse_product(imagename, require_image_ext=True).base
+    return sorted(str(p) for p in root.glob(f".tmp-*-{_glob.escape(qa_plot_prefix(base))}*"))

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from faust_hpc.errors import UserInputError
 from faust_hpc.launcher.coordinator import fmt_duration
+from faust_hpc.layout import RunLayout
 from faust_hpc.manifest import Manifest
 from faust_hpc.units import ImageKey
 
@@ -43,10 +45,6 @@ END_EVENTS = ("done", "failed", "interrupted")
 def unit_kind(unit_id: str) -> str:
     part = unit_id.rsplit("/", 1)[-1]
     return "chunk" if part.startswith("chunk") else part
-
-
-def unit_slug(unit_id: str) -> str:
-    return unit_id.replace("/", "__")
 
 
 @dataclass
@@ -301,7 +299,7 @@ def _links(summary: SpwSummary, product_dir: Path, report_dir: Path) -> tuple[li
     logs: list[Link] = []
     for a in summary.attempts:
         if a.status in ("failed", "interrupted") or a.kind == "finalize":
-            path = a.log or str(product_dir / "logs" / f"{unit_slug(a.unit)}.attempt{a.attempt}.casa.log")
+            path = a.log or str(RunLayout(product_dir).unit_log(a.unit, a.attempt))
             target, exists = _rel(path, product_dir, report_dir)
             logs.append(Link(f"{a.unit.rsplit('/', 1)[-1]} #{a.attempt} ({a.status})", target, exists))
     return products, logs
@@ -379,8 +377,6 @@ def make_report(product_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
     """Write the timeline and the tables of the run in ``product_dir``;
     returns the written files by kind (``timeline``, ``md``, ``html``).
     ``expected_units``: the plan's unit ids, when known (counts units never started)."""
-    from faust_hpc.errors import UserInputError
-
     product_dir = Path(product_dir)
     manifest = Manifest(product_dir)
     if not manifest.path.exists():
@@ -391,7 +387,7 @@ def make_report(product_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
         raise UserInputError(f"{manifest.path}: no unit has started yet; nothing to report")
     if now is None:
         now = time.time() if any(a.end is None for a in attempts) else max(a.end or a.start for a in attempts)
-    report_dir = Path(out_dir) if out_dir is not None else product_dir / "report"
+    report_dir = Path(out_dir) if out_dir is not None else RunLayout(product_dir).report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
     title = title or f"faust-hpc run report: {product_dir.name}"
     summaries = summarize(attempts, expected_units)
