@@ -197,7 +197,10 @@ def partial_outputs(spec: Any, unit: Unit) -> list[str]:
         return sorted(qa_partials(_final_image_path(spec, config), Path(spec.product_dir) / "plots"))
     image_dir = os.path.dirname(config.get_imagebase())
     if unit.kind == "chunk" and unit.chunk_index is not None:
-        stem = f"{os.path.basename(config.get_imagebase())}_chunk{unit.chunk_index}_"
+        from faust_hpc.layout import image_stem_name
+
+        stem = image_stem_name(unit.key.field, unit.key.label, unit.key.array, config.weighting_label,
+                               chunk=unit.chunk_index) + "_"
     elif unit.kind in ("prepare", "finalize"):
         stem = f"{os.path.basename(config.get_imagebase())}_"
     else:

@@ -62,13 +62,27 @@ def unit_slug(unit_id: str) -> str:
 
 def image_stem_name(field: str, label: str, array: str, weighting: str, chunk: int | None = None,
                     ext: str | None = None) -> str:
-    """The base name of an image product, without directory or image extension."""
-    parts = [field, label, array, weighting]
-    if chunk is not None:
-        parts.append(f"{CHUNK_TAG}{int(chunk)}")
+    """The base name of an image product, without directory or image extension:
+    ``<FIELD>_<LABEL>[_chunk<N>]_<ARRAY>_<WEIGHTING>[_<EXT>]``.
+
+    The chunk tag follows the label, as in the original pipeline (its
+    ``Spw.with_chunk`` renames the label to ``<LABEL>_chunk<N>``), so chunk
+    products carry the names of the archive's."""
+    head = label if chunk is None else f"{label}_{CHUNK_TAG}{int(chunk)}"
+    parts = [field, head, array, weighting]
     if ext:
         parts.append(ext)
     return "_".join(parts)
+
+
+def chunk_stem_glob(field: str, label: str, array: str, weighting: str) -> str:
+    """A glob (metacharacters of the names escaped) matching the stem of every
+    chunk of one image: ``<FIELD>_<LABEL>_chunk*_<ARRAY>_<WEIGHTING>``."""
+    import glob as _glob
+
+    marker = image_stem_name(field, label, array, weighting, chunk=0)
+    head, tail = marker.split(f"_{CHUNK_TAG}0_", 1)
+    return f"{_glob.escape(head)}_{CHUNK_TAG}[0-9]*_{_glob.escape(tail)}"
 
 
 @dataclass(frozen=True)
@@ -118,7 +132,7 @@ class RunLayout:
     # ---- image products
     def image_base(self, field: str, label: str, array: str, weighting: str, ext: str | None = None,
                    chunk: int | None = None) -> Path:
-        """``images/<FIELD>/<FIELD>_<LABEL>_<ARRAY>_<WEIGHTING>[_chunk<N>][_<EXT>]``."""
+        """``images/<FIELD>/<FIELD>_<LABEL>[_chunk<N>]_<ARRAY>_<WEIGHTING>[_<EXT>]``."""
         return self.field_image_dir(field) / image_stem_name(field, label, array, weighting, chunk, ext)
 
     def tiny_stamp_base(self, field: str, label: str, array: str, weighting: str) -> Path:
@@ -181,5 +195,5 @@ def chunk_index_of(path: str | os.PathLike) -> int | None:
     return int(match.group(1)) if match else None
 
 
-__all__ = ["RunLayout", "unit_slug", "image_stem_name", "split_image_ext", "chunk_index_of",
+__all__ = ["RunLayout", "unit_slug", "image_stem_name", "chunk_stem_glob", "split_image_ext", "chunk_index_of",
            "CHUNK_PRODUCT_EXTS", "FINAL_PRODUCT_EXTS", "FINAL_FITS_EXT"]

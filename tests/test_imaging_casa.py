@@ -87,13 +87,13 @@ def test_default_pipeline_writes_the_documented_fits(chunked_run, sim_tiny):
     names = os.listdir(os.path.dirname(chunked_run.base))
     assert not [n for n in names if n.startswith(".tmp-")]
     assert f"CB68_{LABEL}_joint_0.5_clean.chunks.json" in names
-    assert f"CB68_{LABEL}_joint_0.5_chunk1_clean.image" in names
+    assert f"CB68_{LABEL}_chunk1_joint_0.5_clean.image" in names
     # the primary-beam mask (pblimit 0.2 for joint) survives the common-beam smoothing
     from faust_hpc.imaging.postprocess import image_has_mask
 
-    for suffix in (".image.common", ".image.pbcor.common", "_chunk0_clean.image.pbcor.common"):
-        name = f"{chunked_run.base}{suffix}" if not suffix.startswith("_chunk") else \
-            chunked_run.base.removesuffix("_clean") + suffix
+    chunk0 = chunked_run.base.replace(f"_{LABEL}_", f"_{LABEL}_chunk0_")
+    for name in (f"{chunked_run.base}.image.common", f"{chunked_run.base}.image.pbcor.common",
+                 f"{chunk0}.image.pbcor.common"):
         assert image_has_mask(name), f"{name} has no PB mask"
 
 
@@ -288,7 +288,7 @@ chunk.clean_line_nomask(sigma=1.0)   # deep: long enough to be killed mid-run
     try:
         assert proc.stdout.readline().strip() == "dirty done"
         deadline = time.time() + 120
-        while time.time() < deadline and not list(image_dir.glob(".tmp-*nomask*_chunk0_nomask.psf")):
+        while time.time() < deadline and not list(image_dir.glob(".tmp-*nomask*_chunk0_joint_0.5_nomask.psf")):
             time.sleep(0.2)
         time.sleep(0.5)
         assert proc.poll() is None, "the stage finished before it could be killed"
@@ -297,7 +297,7 @@ chunk.clean_line_nomask(sigma=1.0)   # deep: long enough to be killed mid-run
         proc.kill()
         proc.wait()
     names = sorted(p.name for p in image_dir.iterdir())
-    assert [n for n in names if n.startswith(".tmp-") and "chunk0_nomask" in n]
+    assert [n for n in names if n.startswith(".tmp-") and "chunk0_joint_0.5_nomask" in n]
     assert not [n for n in names if n.startswith("CB68_") and "_nomask." in n], names
     # a re-run (another process) removes the leftovers and publishes the products
     config = ImageConfig.from_name("CB68", LABEL, data_dir=sim_tiny.data_dir, prod_dir=tmp_path,
@@ -307,7 +307,7 @@ chunk.clean_line_nomask(sigma=1.0)   # deep: long enough to be killed mid-run
     chunk.clean_line_nomask(sigma=4.5)
     names = sorted(p.name for p in image_dir.iterdir())
     assert not [n for n in names if n.startswith(".tmp-")], names
-    assert f"CB68_{LABEL}_joint_0.5_chunk0_nomask.image" in names
+    assert f"CB68_{LABEL}_chunk0_joint_0.5_nomask.image" in names
 
 
 def test_concatenation_keeps_each_chunks_pixel_mask(casa, tmp_path):

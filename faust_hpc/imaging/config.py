@@ -126,11 +126,18 @@ class ImageConfig:
         return out
 
     @classmethod
-    def from_name(cls, field: str, label: str, kind: str = "joint", **kwargs: Any) -> "ImageConfig":
+    def from_name(cls, field: str, label: str, kind: Any = _DEFAULT, **kwargs: Any) -> "ImageConfig":
         """Configuration from a field name and SPW label (``fullcube``,
         ``weighting``, ``chunk``, ``prod_dir`` and the DataSet options
-        ``data_dir``, ``oversample``, ``cell_arcsec``, ``imsize`` may be given)."""
+        ``data_dir``, ``oversample``, ``cell_arcsec``, ``imsize`` may be given).
+        ``kind`` defaults to ``'joint'``; for a Setup 3 label (12m data only)
+        the default switches to ``'12m'`` with a warning, as the original."""
         spw = catalog.get_spw(label)
+        if kind is _DEFAULT:
+            kind = "joint"
+            if "7m" not in catalog.get_setup(spw.setup).arrays:
+                kind = "12m"
+                log_post(f"-- Setup {spw.setup} has no 7m data: imaging {label} with kind='12m'", "WARN")
         dset_kwargs = {k: kwargs.pop(k) for k in ("data_dir", "oversample", "cell_arcsec", "imsize") if k in kwargs}
         dset = DataSet(field, setup=spw.setup, kind=kind, **dset_kwargs)
         return cls(dset, spw, **kwargs)
@@ -149,20 +156,18 @@ class ImageConfig:
         return format_weighting(self.weighting)
 
     def get_imagebase(self, ext: Any = None) -> str:
-        """``<PROD_DIR>/images/<FIELD>/<FIELD>_<LABEL>_<ARRAY>_<WEIGHTING>[_chunk<N>][_<EXT>]``
-        (no image extension such as ``.image``). ``ext`` may be an iterable,
+        """``<PROD_DIR>/images/<FIELD>/<FIELD>_<LABEL>[_chunk<N>]_<ARRAY>_<WEIGHTING>[_<EXT>]``
+        (no image extension such as ``.image``; the name rule is
+        :func:`faust_hpc.layout.image_stem_name`). ``ext`` may be an iterable,
         joined by underscores."""
+        from faust_hpc.layout import image_stem_name
+
         d = paths.field_image_dir(self.prod_dir, self.dset.field)
-        stem = f"{self.dset.field}_{self.spw.label}_{self.dset.kind}_{self.weighting_label}"
-        parts = [stem]
-        if self.is_chunked:
-            parts.append(f"chunk{self.chunk.index}")
-        if ext is not None:
-            if isinstance(ext, Iterable) and not isinstance(ext, str):
-                parts.extend(str(e) for e in ext)
-            else:
-                parts.append(str(ext))
-        return str(d / "_".join(parts))
+        if ext is not None and isinstance(ext, Iterable) and not isinstance(ext, str):
+            ext = "_".join(str(e) for e in ext)
+        return str(d / image_stem_name(self.dset.field, self.spw.label, self.dset.kind, self.weighting_label,
+                                       chunk=self.chunk.index if self.is_chunked else None,
+                                       ext=None if ext is None else str(ext)))
 
     @property
     def dirty_imagebase(self) -> str:
@@ -343,10 +348,13 @@ class ImageConfig:
 
     # -- cleanup ---------------------------------------------------------------
     def matching_files(self, remove_chunks: bool = True) -> list[str]:
+        from faust_hpc.layout import chunk_stem_glob
+
         stem = self.get_imagebase()
         found = set(glob(glob_escape(stem) + "_*")) | set(glob(glob_escape(stem) + ".*"))
-        if not remove_chunks:
-            found = {f for f in found if "_chunk" not in f[len(stem):]}
+        if remove_chunks and not self.is_chunked:
+            pattern = chunk_stem_glob(self.dset.field, self.spw.label, self.dset.kind, self.weighting_label)
+            found |= set(glob(os.path.join(glob_escape(os.path.dirname(stem)), pattern + "[_.]*")))
         return sorted(found)
 
     def remove_all_files(self, confirm: bool = True, remove_chunks: bool = True) -> list[str]:

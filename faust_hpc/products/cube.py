@@ -46,7 +46,7 @@ RMS_MAX_SAMPLES = 262_144
 # "<stem>.image", "<stem>.image.common", "<stem>.mask", "<stem>.image.pbcor.common.fits", ...
 _EXT_RE = re.compile(r"\.(image|mask|residual|pb|psf|model|sumwt|weight)(\..*)?$")
 _CHUNK_RE = re.compile(r"_chunk\d+_")
-_LABEL_RE = re.compile(r"^(\d+\.\d+GHz_[^_]+(?:_[^_]+)*?)_(joint|12m|7m)_")
+_LABEL_RE = re.compile(r"^(\d+\.\d+GHz_[^_]+(?:_[^_]+)*?)(?:_chunk\d+)?_(joint|12m|7m)_")
 
 
 # ----------------------------------------------------------------------------- names
