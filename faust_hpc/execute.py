@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from faust_hpc.errors import PrerequisiteError, UserInputError
+from faust_hpc.layout import FINAL_FITS_EXTS
 from faust_hpc.units import ImageKey, Unit
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def config_for(spec: Any, key: ImageKey):
                                    oversample=geo.oversample, cell_arcsec=geo.cell_arcsec, imsize=geo.imsize)
     config.line_vwin = spec.line_vwin
     config.preserve_all_intermediate_products = bool(spec.preserve_all_intermediate_products)
+    config.image_last_covered_channel = bool(spec.image_last_covered_channel)
     ov = spec.spw_overrides(key.label)
     if ov.rms is not None:
         config.rms = ov.rms
@@ -123,7 +125,7 @@ def _run_finalize(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResu
         cc.workdir = workdir
     report = chunked.postprocess(ext=spec.ext)
     base = chunked.get_imagebase(ext=spec.ext)
-    outputs = _existing([f"{base}.image.pbcor.common.fits"] + [f"{base}.{e}" for e in FINAL_PRODUCT_EXTS])
+    outputs = _existing([f"{base}.{e}" for e in FINAL_FITS_EXTS + FINAL_PRODUCT_EXTS])
     resid = {str(k): round(float(v["max_residual"]["max_sigma"]), 3) for k, v in report["chunks"].items()}
     beam = {k: f"{float(v['value'])!r}{v['unit']}" for k, v in report["beam"].items()}
     return UnitResult(outputs=outputs, info={"beam": beam, "max_residual_sigma": resid})

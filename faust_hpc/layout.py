@@ -45,6 +45,8 @@ COMMON_EXT = "image.common"
 PBCOR_EXT = "image.pbcor"
 PBCOR_COMMON_EXT = "image.pbcor.common"
 FINAL_FITS_EXT = "image.pbcor.common.fits"
+# The FITS files postprocess exports for every final image, as the original delivers them.
+FINAL_FITS_EXTS = (FINAL_FITS_EXT, "mask.fits", "pb.fits")
 CHUNK_PRODUCT_EXTS = ("image", "residual", "model", "mask", "pb", "psf", "sumwt")
 FINAL_PRODUCT_EXTS = ("image", "image.common", "image.pbcor", "image.pbcor.common", "mask", "model", "pb",
                       "psf", "residual")
@@ -196,4 +198,5 @@ def chunk_index_of(path: str | os.PathLike) -> int | None:
 
 
 __all__ = ["RunLayout", "unit_slug", "image_stem_name", "chunk_stem_glob", "split_image_ext", "chunk_index_of",
-           "CHUNK_PRODUCT_EXTS", "FINAL_PRODUCT_EXTS", "FINAL_FITS_EXT"]
+           "CHUNK_PRODUCT_EXTS", "FINAL_PRODUCT_EXTS", "FINAL_FITS_EXT",
+           "FINAL_FITS_EXTS"]

@@ -97,11 +97,15 @@ def test_row3_falls_back_to_radio_beams_common_beam_when_position_angles_differ(
     assert any("does not contain" in r.getMessage() for r in caplog.records)
     chosen = Beam(major=beam["major"]["value"] * u.arcsec, minor=beam["minor"]["value"] * u.arcsec,
                   pa=beam["pa"]["value"] * u.deg)
+    # every plane fits in it (an equal axis deconvolves to a point: allowed)
     for plane in planes:
         for b in plane:
-            chosen.deconvolve(Beam(major=b["major"]["value"] * u.arcsec, minor=b["minor"]["value"] * u.arcsec,
-                                   pa=b["pa"]["value"] * u.deg), failure_returns_pointlike=True)
-    assert chosen.major.to_value(u.arcsec) >= 0.5
+            small = Beam(major=b["major"]["value"] * u.arcsec, minor=b["minor"]["value"] * u.arcsec,
+                         pa=b["pa"]["value"] * u.deg)
+            big = Beam(major=chosen.major * (1 + 1e-6), minor=chosen.minor * (1 + 1e-6), pa=chosen.pa)
+            big.deconvolve(small)      # raises if the plane's beam does not fit
+    # and it is not the rule's beam (0.606" x 0.303" cannot hold 0.5" along PA 90)
+    assert beam["minor"]["value"] >= 0.5 - 1e-3
 
 
 # --------------------------------------------------------------------------- row 6

@@ -91,6 +91,9 @@ class ImageConfig:
     uvtaper: list[str] | None = None
     parallel = False
     line_vwin = str(imaging_defaults()["line_vwin"])
+    # Opt-in (run file [imaging] image_last_covered_channel): also image the last
+    # fully covered channel, which the original pipeline leaves out.
+    image_last_covered_channel = False
 
     def __init__(self, dset: DataSet, spw: Spw, fullcube: bool = True, weighting: float | str = 0.5,
                  chunk: ChunkConfig | None = None, prod_dir: str | os.PathLike | None = None):
@@ -254,7 +257,7 @@ class ImageConfig:
     def full_selection(self) -> SpectralSelection:
         """Channels of the full (unchunked) product: common coverage, or the
         ``line_vwin`` cut-out about vsys when ``fullcube`` is False."""
-        coverage = common_coverage(self.coverage_imagebase())
+        coverage = common_coverage(self.coverage_imagebase(), include_last=self.image_last_covered_channel)
         if self.fullcube:
             return coverage
         vwin = catalog.parse_velocity_kms(self.line_vwin)

@@ -41,7 +41,7 @@ def make_all_line_dirty_cubes(dset: DataSet, weighting: float | str = 0.5, fullc
 
 def postproc_all_cleaned_images(dset: DataSet, ext: str = "clean") -> None:
     """Postprocess every unchunked ``<field>_*_<ext>.image`` of the DataSet's field."""
-    from faust_hpc.imaging.postprocess import (check_max_residual, export_fits, primary_beam_correct,
+    from faust_hpc.imaging.postprocess import (check_max_residual, export_final_products, primary_beam_correct,
                                                smooth_cube_to_common_beam)
 
     pattern = os.path.join(glob_escape(str(paths.IMAG_DIR / dset.field)), f"{glob_escape(dset.field)}_*_{ext}.image")
@@ -53,4 +53,4 @@ def postproc_all_cleaned_images(dset: DataSet, ext: str = "clean") -> None:
         primary_beam_correct(base)
         for im_ext in (".image", ".image.pbcor"):
             smooth_cube_to_common_beam(base + im_ext, pbimage=base + ".pb")
-        export_fits(base + ".image.pbcor.common")
+        export_final_products(base, object_name=dset.field)

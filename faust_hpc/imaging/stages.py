@@ -232,5 +232,5 @@ def postprocess(config: "ImageConfig", ext: str | None = None, make_fits: bool =
         if make_hanning:
             outputs.append(pp.hanning_smooth_image(imagebase + ".image.common"))
         if make_fits:
-            outputs.append(pp.export_fits(imagebase + ".image.pbcor.common"))
+            outputs += pp.export_final_products(imagebase, object_name=config.dset.field)
     return {"max_residual": resid, "outputs": outputs}
