@@ -168,3 +168,66 @@ def test_moment_mapper_documented_default_vwin():
     from faust_hpc.products.moments import MomentMapper
 
     assert inspect.signature(MomentMapper).parameters["vwin"].default == 5
+
+
+# --------------------------------------------------------------------------- moments (real CASA images)
+BASE = "CB68_244.936GHz_CS_joint_0.5_clean"
+
+
+@pytest.fixture(scope="module")
+def one_channel_cube(tmp_path_factory):
+    """A 32 x 32 x 21 cube: noise everywhere except an empty 4 x 4 patch, in
+    which pixel (5, 5) has emission in one channel only (3 channels above
+    vsys) and pixel (6, 6) none at all; mask and PB are 1."""
+    from faust_hpc import casa_env
+    from faust_hpc.products.synthcube import CubeGrid, write_cube
+
+    casa_env.configure(log_path=tmp_path_factory.mktemp("parity_casalog") / "casa.log")
+    root = tmp_path_factory.mktemp("parity_moments") / "products" / "images" / "CB68"
+    root.mkdir(parents=True)
+    grid = CubeGrid(nx=32, ny=32, nchan=21, cell_arcsec=0.1)
+    planes = []
+    for k in range(grid.nchan):
+        plane = np.random.default_rng([3, k]).normal(0.0, 0.01, (grid.ny, grid.nx)).astype(np.float32)
+        plane[4:8, 4:8] = 0.0
+        if k == 13:
+            plane[5, 5] = 10.0
+        planes.append(plane)
+    write_cube(root / f"{BASE}.image.common", grid, lambda k: planes[k], beam_arcsec=(0.4, 0.4, 0.0))
+    write_cube(root / f"{BASE}.mask", grid, lambda k: np.ones((grid.ny, grid.nx)), unit="")
+    write_cube(root / f"{BASE}.pb", grid, lambda k: np.ones((grid.ny, grid.nx)), unit="", nchan=1)
+    return {"root": root, "grid": grid, "planes": np.asarray(planes), "moma": root.parent.parent / "moments"}
+
+
+@pytest.mark.casa
+def test_mom2_single_channel_is_zero_and_empty_pixel_is_nan(one_channel_cube):
+    from astropy.io import fits
+
+    from faust_hpc.products.moments import MomentMapper
+
+    mapper = MomentMapper(one_channel_cube["root"] / f"{BASE}.image.common")
+    written = {p.name[len(BASE) + 1: -len(".fits")]: p for p in mapper.make_moments()}
+    mom2 = fits.getdata(written["mom2"]).squeeze()
+    mom1 = fits.getdata(written["mom1"]).squeeze()
+    v13 = one_channel_cube["grid"].velocities()[13]
+    assert mom1[5, 5] == pytest.approx(v13, abs=1e-5)
+    assert abs(float(mom2[5, 5])) <= 1e-6          # was 0.0004-0.55 km/s (float32, absolute velocities)
+    assert np.isnan(mom2[6, 6])                     # no valid channel: NaN, not 0
+    # archive keywords on every moment map (row 8)
+    for path in written.values():
+        head = fits.getheader(path)
+        data = fits.getdata(path)
+        assert head["OBJECT"] == "CB68" and head["INSTRUME"] == "ALMA"
+        assert head["DATAMIN"] == pytest.approx(float(np.nanmin(data)), rel=1e-6)
+        assert head["DATAMAX"] == pytest.approx(float(np.nanmax(data)), rel=1e-6)
+
+
+@pytest.mark.casa
+def test_moment_mapper_top_right_corner_pixels(one_channel_cube):
+    from faust_hpc.products.moments import MomentMapper
+
+    mapper = MomentMapper(one_channel_cube["root"] / f"{BASE}.image.common", vwin=0.5)
+    lo, hi = mapper.get_region()
+    corner = mapper.get_top_right_corner_pixels()
+    assert corner.shape == (hi - lo + 1, 4, 4)
+    np.testing.assert_array_equal(corner, one_channel_cube["planes"][lo:hi + 1, 28:, 28:])

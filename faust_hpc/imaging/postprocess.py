@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 
 from faust_hpc.catalog import imaging_defaults
+from faust_hpc.fits_headers import set_archive_keywords
 from faust_hpc.imaging.image_tools import (ImageManager, if_exists_remove, log_post, publish,
                                            safely_remove_file, tasks, temp_name, tools)
 
 log = logging.getLogger(__name__)
 
 MAD_TO_RMS = float(imaging_defaults()["mad_to_rms"])
-ARCHIVE_INSTRUMENT = "ALMA"
 
 
 def _require(path: str, what: str = "image") -> None:
@@ -56,25 +56,6 @@ def _field_of(imagename: str) -> str:
     from faust_hpc.products.cube import parse_product_name
 
     return parse_product_name(imagename).field or ""
-
-
-def set_archive_keywords(fits_path: str | os.PathLike, object_name: str, datamin: float | None = None,
-                         datamax: float | None = None) -> None:
-    """``OBJECT``, ``INSTRUME``, ``DATAMIN``, ``DATAMAX`` in a FITS header (in
-    place: call it on the temporary file). Data extremes are computed from the
-    file (NaN-aware) when not given."""
-    from astropy.io import fits
-
-    with fits.open(fits_path, mode="update", memmap=True) as hdul:
-        header = hdul[0].header
-        if datamin is None or datamax is None:
-            data = hdul[0].data
-            datamin, datamax = float(np.nanmin(data)), float(np.nanmax(data))
-        header["OBJECT"] = object_name
-        header["INSTRUME"] = ARCHIVE_INSTRUMENT
-        if np.isfinite(datamin) and np.isfinite(datamax):
-            header["DATAMIN"] = datamin
-            header["DATAMAX"] = datamax
 
 
 def export_final_products(imagebase: str, object_name: str | None = None) -> list[str]:
@@ -472,7 +453,7 @@ def _restore_concatenated_mask(infiles: list[str], outfile: str) -> None:
 
 
 __all__ = [
-    "MAD_TO_RMS", "export_fits", "export_final_products", "set_archive_keywords", "choose_common_beam",
+    "MAD_TO_RMS", "export_fits", "export_final_products", "choose_common_beam",
     "common_beam_across_images", "plane_beams_of_image", "get_freq_axis_from_image", "primary_beam_correct",
     "hanning_smooth_image", "smooth_cube_to_common_beam", "copy_pb_mask", "calc_rms_from_image",
     "create_mask_from_threshold", "effective_beamwidth_from_image", "make_multiscale_joint_mask",
