@@ -231,3 +231,26 @@ def test_moment_mapper_top_right_corner_pixels(one_channel_cube):
     corner = mapper.get_top_right_corner_pixels()
     assert corner.shape == (hi - lo + 1, 4, 4)
     np.testing.assert_array_equal(corner, one_channel_cube["planes"][lo:hi + 1, 28:, 28:])
+
+
+# --------------------------------------------------------------------------- row 1 opt-in key
+def test_row1_opt_in_key_images_the_last_covered_channel(tmp_path):
+    from faust_hpc.errors import RunFileError
+    from faust_hpc.execute import config_for
+    from faust_hpc.runfile import load_runfile
+
+    head = ('[run]\ndata_dir = "data"\nproduct_dir = "products"\n'
+            '[imaging]\nfields = ["CB68"]\nsetup = 2\nspws = ["244.936GHz_CS"]\n')
+    default = tmp_path / "default.toml"
+    default.write_text(head)
+    spec = load_runfile(default, check_paths=False)
+    assert spec.image_last_covered_channel is False
+    assert config_for(spec, spec.image_keys()[0]).image_last_covered_channel is False   # the original's way
+    opted = tmp_path / "opted.toml"
+    opted.write_text(head + "image_last_covered_channel = true\n")
+    spec = load_runfile(opted, check_paths=False)
+    assert config_for(spec, spec.image_keys()[0]).image_last_covered_channel is True
+    bad = tmp_path / "bad.toml"
+    bad.write_text(head + 'image_last_covered_channel = "yes"\n')
+    with pytest.raises(RunFileError, match="image_last_covered_channel: expected true or false"):
+        load_runfile(bad, check_paths=False)
