@@ -32,6 +32,7 @@ from faust_hpc.imaging import ImageConfig
 from faust_hpc.imaging.image_tools import TEMP_PREFIX, glob_escape
 from faust_hpc.layout import CHUNK_PRODUCT_EXTS, FINAL_FITS_EXT, FINAL_PRODUCT_EXTS, IMAGE_EXT, RunLayout
 from faust_hpc.products import moments, qa
+from faust_hpc.layout import FINAL_FITS_EXTS
 from faust_hpc.units import ImageKey, Unit
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def config_for(spec: Any, key: ImageKey):
                                    oversample=geo.oversample, cell_arcsec=geo.cell_arcsec, imsize=geo.imsize)
     config.line_vwin = spec.line_vwin
     config.preserve_all_intermediate_products = bool(spec.preserve_all_intermediate_products)
+    config.image_last_covered_channel = bool(spec.image_last_covered_channel)
     ov = spec.spw_overrides(key.label)
     if ov.rms is not None:
         config.rms = ov.rms

@@ -8,9 +8,11 @@ no CASA import.
 Rules (``faust_facts.toml`` [imaging]):
 - 12m and joint cell = target HPBW / oversample (10 by default);
 - 7m cell = (lambda at the Setup's high frequency / 50 m) / oversample;
-- imsize = 2 x the 10%-power width of the primary beam (1.13 lambda / D at the
-  Setup's low frequency, D = 12 m for joint/12m, 7 m for 7m) / cell, rounded
-  up to an even 2^a 3^b 5^c;
+- imsize = 2 x 1.13 lambda / D (lambda at the Setup's low frequency, D = 12 m
+  for joint/12m, 7 m for 7m) / cell, truncated to an integer and rounded up to
+  an even 2^a 3^b 5^c 7^d -- exactly the original code's
+  ``getOptimumSize(int(w))`` (CASA's ``cleanhelper``), so the default sizes
+  are those of the products in the ALMA archive;
 - gridder mosaic for joint Setups 1-2, standard otherwise;
 - pblimit 0.2 joint, -0.01 single array.
 """
@@ -29,18 +31,20 @@ DISH_DIAMETER_M = {"joint": 12.0, "12m": 12.0, "7m": 7.0}
 
 
 def optimum_size(n: int) -> int:
-    """Smallest even integer >= n whose only prime factors are 2, 3 and 5
-    (CASA's FFT-friendly image size)."""
-    size = max(int(math.ceil(n)), 2)
+    """Smallest even integer >= n whose prime factors are all <= 7: what
+    CASA's ``cleanhelper.getOptimumSize`` returns (the original pipeline's
+    image-size rounding). Re-implemented because the planner must not import
+    CASA, and the helper itself calls ``numpy.product``, gone in NumPy 2."""
+    size = max(int(n), 2)
+    size += size % 2
     while True:
-        if size % 2 == 0:
-            rest = size
-            for p in (2, 3, 5):
-                while rest % p == 0:
-                    rest //= p
-            if rest == 1:
-                return size
-        size += 1
+        rest = size
+        for p in (2, 3, 5, 7):
+            while rest % p == 0:
+                rest //= p
+        if rest == 1:
+            return size
+        size += 2
 
 
 def check_array_kind(setup: int, kind: str) -> None:
@@ -85,7 +89,8 @@ def cell_for(field: str, setup: int, kind: str, oversample: float | None = None)
 def imsize_for(setup: int, kind: str, cell_arcsec: float) -> int:
     wavelength = C_M_S / (get_setup(setup).low_ghz * 1e9)
     pb_width = 1.13 * wavelength / DISH_DIAMETER_M[kind] * RAD_TO_ARCSEC
-    return optimum_size(int(math.ceil(2.0 * pb_width / cell_arcsec)))
+    # int(), not ceil(): the original truncates the width before rounding it up
+    return optimum_size(int(2.0 * pb_width / cell_arcsec))
 
 
 def gridder_for(setup: int, kind: str) -> str:

@@ -52,6 +52,8 @@ COMMON_EXT = "image.common"
 PBCOR_EXT = "image.pbcor"
 PBCOR_COMMON_EXT = "image.pbcor.common"
 FINAL_FITS_EXT = "image.pbcor.common.fits"
+# The FITS files postprocess exports for every final image, as the original delivers them.
+FINAL_FITS_EXTS = (FINAL_FITS_EXT, "mask.fits", "pb.fits")
 CHUNK_PRODUCT_EXTS = ("image", "residual", "model", "mask", "pb", "psf", "sumwt")
 FINAL_PRODUCT_EXTS = ("image", "image.common", "image.pbcor", "image.pbcor.common", "mask", "model", "pb",
                       "psf", "residual")
@@ -63,7 +65,7 @@ _CHUNK_RE = re.compile(rf"_{CHUNK_TAG}(\d+)(?=_|$)")
 _CHUNK_TOKEN_RE = re.compile(rf"^{CHUNK_TAG}(\d+)$")
 # A cookbook-style re-targeted SPW label (``216.582GHz_CH3CHO``) that is not in the
 # catalog is recognised by its shape: "<freq>GHz_<molecule>" followed by an array kind.
-_LABEL_RE = re.compile(rf"^(\d+\.\d+GHz_[^_]+(?:_[^_]+)*?)_({'|'.join(ARRAY_KINDS)})(?=_|$)")
+_LABEL_RE = re.compile(rf"^(\d+\.\d+GHz_[^_]+(?:_[^_]+)*?)(?:_{CHUNK_TAG}\d+)?_({'|'.join(ARRAY_KINDS)})(?=_|$)")
 
 
 def unit_slug(unit_id: str) -> str:
@@ -73,11 +75,15 @@ def unit_slug(unit_id: str) -> str:
 
 def image_stem_name(field: str, label: str, array: str, weighting: str, chunk: int | None = None,
                     ext: str | Iterable[object] | None = None) -> str:
-    """The base name of an image product, without directory or image extension.
-    ``ext`` may be an iterable (joined by underscores, as the original API)."""
-    parts = [field, label, array, weighting]
-    if chunk is not None:
-        parts.append(f"{CHUNK_TAG}{int(chunk)}")
+    """The base name of an image product, without directory or image extension:
+    ``<FIELD>_<LABEL>[_chunk<N>]_<ARRAY>_<WEIGHTING>[_<EXT>]``. ``ext`` may be an
+    iterable (joined by underscores, as the original API).
+
+    The chunk tag follows the label, as in the original pipeline (its
+    ``Spw.with_chunk`` renames the label to ``<LABEL>_chunk<N>``), so chunk
+    products carry the names of the archive's."""
+    head = label if chunk is None else f"{label}_{CHUNK_TAG}{int(chunk)}"
+    parts = [field, head, array, weighting]
     if isinstance(ext, Iterable) and not isinstance(ext, str):
         parts.extend(str(e) for e in ext)
     elif ext is not None and ext != "":
@@ -103,6 +109,16 @@ def qa_plot_name(base: str, kind: str, fmt: str) -> str:
 def qa_plot_prefix(base: str) -> str:
     """The common start of every QA plot name (any kind) of one image."""
     return f"{qa_plot_stem(base)}_"
+
+
+def chunk_stem_glob(field: str, label: str, array: str, weighting: str) -> str:
+    """A glob (metacharacters of the names escaped) matching the stem of every
+    chunk of one image: ``<FIELD>_<LABEL>_chunk*_<ARRAY>_<WEIGHTING>``."""
+    import glob as _glob
+
+    marker = image_stem_name(field, label, array, weighting, chunk=0)
+    head, tail = marker.split(f"_{CHUNK_TAG}0_", 1)
+    return f"{_glob.escape(head)}_{CHUNK_TAG}[0-9]*_{_glob.escape(tail)}"
 
 
 @dataclass(frozen=True)
@@ -322,6 +338,6 @@ def parse(path: str | os.PathLike, require_image_ext: bool = False) -> ProductNa
     return ProductName(field, label, array, weighting, chunk, ext, image_ext, stem)
 
 
-__all__ = ["RunLayout", "unit_slug", "image_stem_name", "split_image_ext", "chunk_index_of",
-           "CHUNK_PRODUCT_EXTS", "FINAL_PRODUCT_EXTS", "FINAL_FITS_EXT", "ProductName", "parse", "product_dir_of",
-           "moment_map_name", "qa_plot_stem", "qa_plot_name", "qa_plot_prefix"]
+__all__ = ["RunLayout", "unit_slug", "image_stem_name", "chunk_stem_glob", "split_image_ext", "chunk_index_of",
+           "CHUNK_PRODUCT_EXTS", "FINAL_PRODUCT_EXTS", "FINAL_FITS_EXT", "FINAL_FITS_EXTS", "ProductName", "parse",
+           "product_dir_of", "moment_map_name", "qa_plot_stem", "qa_plot_name", "qa_plot_prefix"]

@@ -52,7 +52,8 @@ _TOP_TABLES = ("run", "imaging", "spw", "scheduler")
 _RUN_KEYS = ("name", "data_dir", "product_dir", "casa_data_dir")
 _IMAGING_KEYS = ("fields", "setup", "spws", "weightings", "arrays", "fullcube", "line_vwin", "ext",
                  "nchunks", "oversample", "cell_arcsec", "imsize", "nomask_sigma",
-                 "seedmask_sigma", "clean_sigma", "preserve_all_intermediate_products")
+                 "seedmask_sigma", "clean_sigma", "preserve_all_intermediate_products",
+                 "image_last_covered_channel")
 _SPW_KEYS = ("nchunks", "rms", "gain", "cyclefactor", "scales", "mask_ang_scales",
              "smallscalebias", "uvtaper", "automask", "moments_vwin_kms")
 _SCHEDULER_KEYS = ("retries", "unit_timeout_s", "node_memory_gb", "workers", "threads_per_unit",
@@ -178,6 +179,8 @@ class RunSpec:
     preserve_all_intermediate_products: bool
     scheduler: SchedulerSettings
     spw_settings: tuple[tuple[str, SpwOverrides], ...] = ()
+    # opt-in: image the last fully covered channel too (the original leaves it out)
+    image_last_covered_channel: bool = False
 
     def spw_overrides(self, label: str) -> SpwOverrides:
         """The overrides of one SPW (all None when the run file has none)."""
@@ -484,9 +487,11 @@ def _parse_imaging(ck: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
                               for key in ("nomask_sigma", "seedmask_sigma", "clean_sigma")))
     preserve = ck.boolean(where, "preserve_all_intermediate_products",
                           img.get("preserve_all_intermediate_products", False))
+    last_chan = ck.boolean(where, "image_last_covered_channel", img.get("image_last_covered_channel", False))
     return dict(fields=fields, setup=setup, spw_labels=spws, weightings=weightings, arrays=arrays,
                 fullcube=fullcube, line_vwin=line_vwin, ext=ext, nchunks=nchunks, geometry=geometry,
-                thresholds=thresholds, preserve_all_intermediate_products=preserve)
+                thresholds=thresholds, preserve_all_intermediate_products=preserve,
+                image_last_covered_channel=last_chan)
 
 
 def _check_geometry(ck: _Checker, img: Mapping[str, Any], node_memory_gb: float) -> int:

@@ -30,7 +30,8 @@ def test_imagebase_follows_documented_convention(tmp_path):
     assert nat.get_imagebase("clean").endswith("CB68_244.936GHz_CS_12m_natural_clean")
     chunk = ChunkConfig("244.93GHz", 10, 5, 2, "141kHz")
     chunked = ImageConfig(config.dset, config.spw, chunk=chunk, prod_dir=tmp_path / "prod")
-    assert chunked.get_imagebase("clean") == f"{base}_chunk2_clean"
+    # the chunk tag follows the label, as the original (Spw.with_chunk renames the label)
+    assert chunked.get_imagebase("clean") == str(base).replace("_CS_", "_CS_chunk2_") + "_clean"
     # the sum-of-weights stamp and the frozen list belong to the full cube
     assert chunked.tinyimg_imagebase == f"{base}_tinyimg"
     assert chunked.chunk_list_path("clean") == f"{base}_clean.chunks.json"
@@ -157,7 +158,8 @@ def test_remove_all_files_noninteractive(tmp_path, monkeypatch):
     config = make_config(tmp_path)
     base = config.get_imagebase()
     keep = Path(base.replace("_0.5", "_0.55") + "_clean.image")   # another weighting: not ours
-    for name in (f"{base}_clean.image", f"{base}_chunk0_clean.image", f"{base}_clean.image.pbcor.common.fits"):
+    chunk0 = base.replace("_CS_", "_CS_chunk0_") + "_clean.image"
+    for name in (f"{base}_clean.image", chunk0, f"{base}_clean.image.pbcor.common.fits"):
         Path(name).mkdir(parents=True) if name.endswith(".image") else Path(name).write_text("x")
     keep.mkdir(parents=True)
     monkeypatch.setattr("sys.stdin", None)          # batch job: no prompt, so no deletion unasked (issue 10)
@@ -165,10 +167,10 @@ def test_remove_all_files_noninteractive(tmp_path, monkeypatch):
         config.remove_all_files(confirm=True, remove_chunks=False)
     assert Path(f"{base}_clean.image").exists()
     removed = config.remove_all_files(confirm=False, remove_chunks=False)
-    assert f"{base}_chunk0_clean.image" not in removed and len(removed) == 2
-    assert keep.exists() and Path(f"{base}_chunk0_clean.image").exists()
+    assert chunk0 not in removed and len(removed) == 2
+    assert keep.exists() and Path(chunk0).exists()
     config.remove_all_files(confirm=False)
-    assert not Path(f"{base}_chunk0_clean.image").exists() and keep.exists()
+    assert not Path(chunk0).exists() and keep.exists()
 
 
 def test_bad_input_without_casa(tmp_path):
@@ -219,8 +221,9 @@ def test_executor_names_partial_outputs_of_a_crashed_unit(tmp_path):
     assert config.dset.cell == "0.1arcsec" and weighting_value(key.weighting) == 0.5
     d = Path(config.get_imagebase()).parent
     stem = Path(config.get_imagebase()).name
-    crashed = [d / f".tmp-123-clean_clean-{stem}_chunk1_clean.model", d / f".tmp-9-{stem}_clean.image.pbcor"]
-    other = d / f".tmp-123-clean_clean-{stem}_chunk0_clean.model"
+    chunk_stem = stem.replace("_CS_", "_CS_chunk{}_")
+    crashed = [d / f".tmp-123-clean_clean-{chunk_stem.format(1)}_clean.model", d / f".tmp-9-{stem}_clean.image.pbcor"]
+    other = d / f".tmp-123-clean_clean-{chunk_stem.format(0)}_clean.model"
     for p in crashed + [other]:
         p.mkdir(parents=True)
     chunk1 = Unit(id=key.unit_id("chunk01"), kind="chunk", key=key, chunk_index=1, nchunks=2)

@@ -79,6 +79,8 @@ def test_default_pipeline_writes_the_documented_fits(chunked_run, sim_tiny):
         assert len(hdul) == 1, "per-plane beams table present: not smoothed to one common beam"
         header, data = hdul[0].header, hdul[0].data
     nchan_truth = sim_tiny.truth["spws"][LABEL]["nchan"]
+    assert data.ndim == 4 and data.shape[0] == 1      # (STOKES, FREQ, Dec, RA) as the original's
+    data = data[0]
     assert data.shape[1:] == (128, 128)
     assert nchan_truth - 2 <= data.shape[0] <= nchan_truth
     assert header["BMAJ"] > 0 and header["BMIN"] > 0 and "CASAMBM" not in header
@@ -87,13 +89,13 @@ def test_default_pipeline_writes_the_documented_fits(chunked_run, sim_tiny):
     names = os.listdir(os.path.dirname(chunked_run.base))
     assert not [n for n in names if n.startswith(".tmp-")]
     assert f"CB68_{LABEL}_joint_0.5_clean.chunks.json" in names
-    assert f"CB68_{LABEL}_joint_0.5_chunk1_clean.image" in names
+    assert f"CB68_{LABEL}_chunk1_joint_0.5_clean.image" in names
     # the primary-beam mask (pblimit 0.2 for joint) survives the common-beam smoothing
     from faust_hpc.imaging.postprocess import image_has_mask
 
-    for suffix in (".image.common", ".image.pbcor.common", "_chunk0_clean.image.pbcor.common"):
-        name = f"{chunked_run.base}{suffix}" if not suffix.startswith("_chunk") else \
-            chunked_run.base.removesuffix("_clean") + suffix
+    chunk0 = chunked_run.base.replace(f"_{LABEL}_", f"_{LABEL}_chunk0_")
+    for name in (f"{chunked_run.base}.image.common", f"{chunked_run.base}.image.pbcor.common",
+                 f"{chunk0}.image.pbcor.common"):
         assert image_has_mask(name), f"{name} has no PB mask"
 
 
@@ -135,6 +137,66 @@ def test_flux_peak_and_residual_against_truth(chunked_run, sim_tiny, record_prop
     assert abs(model_flux / true_flux - 1) < 0.10
     assert abs(peak / true_peak - 1) < 0.20
     assert resid["max_sigma"] < 5.5
+
+
+def test_row1_common_coverage_leaves_out_the_last_covered_channel(chunked_run, record_property):
+    """The original images ``abs(ix_hi - ix_lo)`` channels from the first fully
+    covered one: the last fully covered channel is not in the products."""
+    from astropy.io import fits
+
+    from faust_hpc.imaging.chunking import common_coverage, read_chunk_list, read_sumwt
+
+    config = chunked_run.config
+    sumwt, faxis = read_sumwt(config.tinyimg_imagebase)
+    good = np.flatnonzero(sumwt > 0.95 * np.nanmedian(sumwt))
+    lo, hi = int(good.min()), int(good.max())
+    sel, chunks = read_chunk_list(config.chunk_list_path(chunked_run.spec.ext))
+    record_property("covered_channels", int(hi - lo + 1))
+    record_property("imaged_channels", int(sel.nchan))
+    print(f"\ncommon coverage: {hi - lo + 1} channels fully covered, {sel.nchan} imaged")
+    assert sel.nchan == sum(c.nchan for c in chunks) == abs(hi - lo)
+    assert sel.start_hz == pytest.approx(float(min(faxis[lo], faxis[hi])), abs=1e-3)
+    with fits.open(f"{chunked_run.base}.image.pbcor.common.fits") as hdul:
+        assert hdul[0].header["NAXIS3"] == abs(hi - lo)
+    # the documented opt-in images it too
+    assert common_coverage(config.tinyimg_imagebase, include_last=True).nchan == hi - lo + 1
+
+
+def test_row3_common_beam_is_the_largest_chunk_beam_times_1p01(chunked_run, record_property):
+    from astropy.io import fits
+
+    from faust_hpc.imaging import ImageManager
+
+    chunked = chunked_run.config.load_frozen_chunks(chunked_run.spec.ext)
+    beams = []
+    for cc in chunked:
+        with ImageManager(f"{cc.get_imagebase(chunked_run.spec.ext)}.image") as ia:
+            beams.append(ia.commonbeam())
+    largest = max(beams, key=lambda b: b["major"]["value"] * b["minor"]["value"])
+    assert largest["major"]["unit"] == largest["minor"]["unit"] == "arcsec"
+    with fits.open(f"{chunked_run.base}.image.pbcor.common.fits") as hdul:
+        head = hdul[0].header
+    record_property("bmaj_over_largest_chunk_bmaj", round(head["BMAJ"] * 3600 / largest["major"]["value"], 6))
+    assert head["BMAJ"] * 3600 == pytest.approx(largest["major"]["value"] * 1.01, rel=1e-6)   # was x 1.003
+    assert head["BMIN"] * 3600 == pytest.approx(largest["minor"]["value"] * 1.01, rel=1e-6)
+
+
+def test_rows4_5_8_exported_fits_are_4d_with_archive_keywords(chunked_run):
+    """``.image.pbcor.common.fits``, ``.mask.fits`` and ``.pb.fits``: 4-D
+    (RA, Dec, FREQ, STOKES), OBJECT = field, INSTRUME = ALMA, DATAMIN/DATAMAX."""
+    from astropy.io import fits
+
+    for ext in ("image.pbcor.common.fits", "mask.fits", "pb.fits"):
+        path = Path(f"{chunked_run.base}.{ext}")
+        assert path.exists(), f"{path.name} not exported"
+        with fits.open(path) as hdul:
+            head, data = hdul[0].header, hdul[0].data
+        assert head["NAXIS"] == 4, path.name
+        assert [head[f"CTYPE{i}"].split("-")[0] for i in (1, 2, 3, 4)] == ["RA", "DEC", "FREQ", "STOKES"]
+        assert head["OBJECT"] == "CB68" and head["INSTRUME"] == "ALMA"
+        assert head["DATAMIN"] == pytest.approx(float(np.nanmin(data)), rel=1e-6, abs=1e-12)
+        assert head["DATAMAX"] == pytest.approx(float(np.nanmax(data)), rel=1e-6, abs=1e-12)
+    assert not [n for n in os.listdir(os.path.dirname(chunked_run.base)) if n.startswith(".tmp-")]
 
 
 def test_chunked_equals_unchunked(chunked_run, record_property):
@@ -288,7 +350,7 @@ chunk.clean_line_nomask(sigma=1.0)   # deep: long enough to be killed mid-run
     try:
         assert proc.stdout.readline().strip() == "dirty done"
         deadline = time.time() + 120
-        while time.time() < deadline and not list(image_dir.glob(".tmp-*nomask*_chunk0_nomask.psf")):
+        while time.time() < deadline and not list(image_dir.glob(".tmp-*nomask*_chunk0_joint_0.5_nomask.psf")):
             time.sleep(0.2)
         time.sleep(0.5)
         assert proc.poll() is None, "the stage finished before it could be killed"
@@ -297,7 +359,7 @@ chunk.clean_line_nomask(sigma=1.0)   # deep: long enough to be killed mid-run
         proc.kill()
         proc.wait()
     names = sorted(p.name for p in image_dir.iterdir())
-    assert [n for n in names if n.startswith(".tmp-") and "chunk0_nomask" in n]
+    assert [n for n in names if n.startswith(".tmp-") and "chunk0_joint_0.5_nomask" in n]
     assert not [n for n in names if n.startswith("CB68_") and "_nomask." in n], names
     # a re-run (another process) removes the leftovers and publishes the products
     config = ImageConfig.from_name("CB68", LABEL, data_dir=sim_tiny.data_dir, prod_dir=tmp_path,
@@ -307,7 +369,7 @@ chunk.clean_line_nomask(sigma=1.0)   # deep: long enough to be killed mid-run
     chunk.clean_line_nomask(sigma=4.5)
     names = sorted(p.name for p in image_dir.iterdir())
     assert not [n for n in names if n.startswith(".tmp-")], names
-    assert f"CB68_{LABEL}_joint_0.5_chunk0_nomask.image" in names
+    assert f"CB68_{LABEL}_chunk0_joint_0.5_nomask.image" in names
 
 
 def test_concatenation_keeps_each_chunks_pixel_mask(casa, tmp_path):

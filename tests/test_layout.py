@@ -30,7 +30,7 @@ def test_image_names_follow_the_documented_convention():
     d = PROD / "images" / "CB68"
     assert run.image_base("CB68", "244.936GHz_CS", "joint", "0.5") == d / "CB68_244.936GHz_CS_joint_0.5"
     assert run.image_base("CB68", "244.936GHz_CS", "joint", "0.5", ext="clean", chunk=3) == \
-        d / "CB68_244.936GHz_CS_joint_0.5_chunk3_clean"
+        d / "CB68_244.936GHz_CS_chunk3_joint_0.5_clean"
     assert run.image_base("CB68", "244.936GHz_CS", "12m", "natural", ext=["5kms", "clean"]) == \
         d / "CB68_244.936GHz_CS_12m_natural_5kms_clean"
     assert run.tiny_stamp_base("CB68", "244.936GHz_CS", "joint", "0.5") == d / "CB68_244.936GHz_CS_joint_0.5_tinyimg"
@@ -66,7 +66,7 @@ def test_parse_of_other_names():
     name = parse("/x/images/CB68/CB68_244.936GHz_CS_joint_0.5_clean.image.pbcor.common.fits")
     assert name.mol_name == "CS" and layout.product_dir_of(f"{name.stem}.image") == Path("/x")
     # a field the catalog does not know: nothing is guessed, the chunk is still seen
-    unknown = parse("/x/images/Foo/Foo_244.936GHz_CS_joint_0.5_chunk2_clean.image")
+    unknown = parse("/x/images/Foo/Foo_244.936GHz_CS_chunk2_joint_0.5_clean.image")
     assert (unknown.field, unknown.label, unknown.chunk) == (None, None, 2)
     assert layout.product_dir_of("/x/elsewhere/a.image") is None
     with pytest.raises(UserInputError, match="not a CASA product name"):

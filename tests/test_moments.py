@@ -179,7 +179,7 @@ def test_make_all_moment_maps_ignores_chunks(disk: dict, tmp_path: Path) -> None
     from faust_hpc.products.moments import find_images, make_all_moment_maps
 
     images = disk["prod"] / "images"
-    chunk = images / "CB68" / "CB68_244.936GHz_CS_joint_0.5_chunk3_clean.image.common"
+    chunk = images / "CB68" / "CB68_244.936GHz_CS_chunk3_joint_0.5_clean.image.common"
     chunk.mkdir()
     try:
         assert find_images("CB68", "clean", image_dir=images, suffix=".image.common") == \

@@ -158,7 +158,7 @@ def test_make_all_qa_plots_and_command(qa_cube: dict, tmp_path: Path) -> None:
     from faust_hpc.products.qa import make_all_qa_plots
 
     images = qa_cube["prod"] / "images"
-    chunk = images / "CB68" / "CB68_244.936GHz_CS_joint_0.5_chunk2_clean.image"
+    chunk = images / "CB68" / "CB68_244.936GHz_CS_chunk2_joint_0.5_clean.image"
     chunk.mkdir()
     try:
         written = make_all_qa_plots("CB68", "clean", image_dir=images, plot_dir=tmp_path / "plots")

@@ -89,9 +89,16 @@ def read_sumwt(imagebase: str) -> tuple[np.ndarray, np.ndarray]:
     return per_chan, faxis
 
 
-def common_coverage(imagebase: str, fraction: float | None = None) -> SpectralSelection:
+def common_coverage(imagebase: str, fraction: float | None = None,
+                    include_last: bool = False) -> SpectralSelection:
     """Channels where every execution block contributes: sum-of-weights above
-    ``fraction`` (0.95) x the median. Returned on an ascending grid."""
+    ``fraction`` (0.95) x the median. Returned on an ascending grid.
+
+    As the original (``nchan = abs(ix_hi - ix_lo)``), the range starts at the
+    first fully covered channel and holds ``hi - lo`` channels: the last fully
+    covered one is not imaged, so chunk boundaries and the final channel grid
+    match the archive's products. ``include_last`` (run file
+    ``[imaging] image_last_covered_channel = true``) images it too."""
     fraction = float(imaging_defaults()["common_coverage_fraction"] if fraction is None else fraction)
     sumwt, faxis = read_sumwt(imagebase)
     med = np.nanmedian(sumwt)
@@ -101,7 +108,8 @@ def common_coverage(imagebase: str, fraction: float | None = None) -> SpectralSe
     lo, hi = int(good.min()), int(good.max())
     freqs = faxis[lo: hi + 1]
     width = abs(float(faxis[1] - faxis[0])) if faxis.size > 1 else 0.0
-    sel = SpectralSelection(float(freqs.min()), width, hi - lo + 1)
+    nchan = hi - lo + 1 if include_last else max(hi - lo, 1)
+    sel = SpectralSelection(float(freqs.min()), width, nchan)
     log_post(f"-- common coverage of {os.path.basename(imagebase)}: start {sel.start}, "
              f"width {sel.width}, nchan {sel.nchan} (of {sumwt.size})")
     return sel
@@ -284,29 +292,20 @@ class ChunkedConfigSet:
         raise RuntimeError(f"no chunk holds channel {ix}")
 
     def get_common_beam(self, ext: str = "clean") -> dict[str, Any]:
-        """Largest-area common beam among the chunks' ``.image`` files, enlarged
-        by the documented 0.3 % so every plane of every chunk can be smoothed
-        to it (CASA's per-cube common beam differs by ~1 mas)."""
-        from faust_hpc.imaging.postprocess import common_beam_of_image
+        """The original's common beam across chunks: the largest-area chunk
+        beam with major and minor x ``chunk_common_beam_fudge`` (1.01), checked
+        with radio-beam to contain every plane of every chunk (else radio-beam's
+        smallest common beam; see :func:`~faust_hpc.imaging.postprocess.choose_common_beam`)."""
+        from faust_hpc.imaging.postprocess import common_beam_across_images
 
-        max_area, common = 0.0, None
+        names = []
         for config in self.configs:
             imagename = f"{config.get_imagebase(ext=ext)}.image"
             if not os.path.exists(imagename):
                 raise PrerequisiteError(f"{imagename} not found: run clean_line (unit "
                                         f"chunk{config.chunk.index:02d}) for chunk {config.chunk.index} first")
-            beam = common_beam_of_image(imagename)
-            area = float(beam["major"]["value"]) * float(beam["minor"]["value"])
-            if np.isnan(area):
-                raise RuntimeError(f"common beam of {imagename} is NaN")
-            if area > max_area:
-                max_area, common = area, beam
-        assert common is not None
-        fudge = float(imaging_defaults()["chunk_common_beam_fudge"])
-        common = copy.deepcopy(common)
-        common["major"]["value"] = float(common["major"]["value"]) * fudge
-        common["minor"]["value"] = float(common["minor"]["value"]) * fudge
-        return common
+            names.append(imagename)
+        return common_beam_across_images(names)
 
     DEFAULT_CONCAT_EXTS = ("image", "image.common", "image.pbcor", "image.pbcor.common", "mask",
                            "model", "pb", "psf", "residual")
@@ -338,8 +337,8 @@ class ChunkedConfigSet:
                     make_hanning: bool = False, make_fits: bool = True) -> dict[str, Any]:
         """Postprocess every chunk (or only ``use_existing_except``) to the
         common beam across chunks, concatenate, optionally Hanning smooth,
-        and export the final ``.image.pbcor.common.fits``."""
-        from faust_hpc.imaging.postprocess import export_fits, hanning_smooth_image
+        and export the final FITS (``.image.pbcor.common``, ``.mask``, ``.pb``)."""
+        from faust_hpc.imaging.postprocess import export_final_products, hanning_smooth_image
 
         beam = self.get_common_beam(ext=ext)
         if use_existing_except is None:
@@ -364,5 +363,5 @@ class ChunkedConfigSet:
             if make_hanning:
                 written.append(hanning_smooth_image(f"{imagebase}.image.common"))
             if make_fits:
-                written.append(export_fits(f"{imagebase}.image.pbcor.common"))
+                written += export_final_products(imagebase, object_name=self.configs[0].dset.field)
         return {"beam": beam, "chunks": reports, "outputs": written}

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator
 from faust_hpc import catalog, user_paths
 from faust_hpc.catalog import Spw, imaging_defaults
 from faust_hpc.errors import PrerequisiteError, UserInputError
-from faust_hpc.layout import RunLayout
+from faust_hpc.layout import RunLayout, chunk_stem_glob
 from faust_hpc.layout import parse as parse_product
 from faust_hpc.imaging import paths, stages
 from faust_hpc.imaging.chunking import (ChunkConfig, ChunkedConfigSet, SpectralSelection, common_coverage,
@@ -92,6 +92,9 @@ class ImageConfig:
     uvtaper: list[str] | None = None
     parallel = False
     line_vwin = str(imaging_defaults()["line_vwin"])
+    # Opt-in (run file [imaging] image_last_covered_channel): also image the last
+    # fully covered channel, which the original pipeline leaves out.
+    image_last_covered_channel = False
 
     def __init__(self, dset: DataSet, spw: Spw, fullcube: bool = True, weighting: float | str = 0.5,
                  chunk: ChunkConfig | None = None, prod_dir: str | os.PathLike | None = None):
@@ -127,11 +130,18 @@ class ImageConfig:
         return out
 
     @classmethod
-    def from_name(cls, field: str, label: str, kind: str = "joint", **kwargs: Any) -> "ImageConfig":
+    def from_name(cls, field: str, label: str, kind: Any = _DEFAULT, **kwargs: Any) -> "ImageConfig":
         """Configuration from a field name and SPW label (``fullcube``,
         ``weighting``, ``chunk``, ``prod_dir`` and the DataSet options
-        ``data_dir``, ``oversample``, ``cell_arcsec``, ``imsize`` may be given)."""
+        ``data_dir``, ``oversample``, ``cell_arcsec``, ``imsize`` may be given).
+        ``kind`` defaults to ``'joint'``; for a Setup 3 label (12m data only)
+        the default switches to ``'12m'`` with a warning, as the original."""
         spw = catalog.get_spw(label)
+        if kind is _DEFAULT:
+            kind = "joint"
+            if "7m" not in catalog.get_setup(spw.setup).arrays:
+                kind = "12m"
+                log_post(f"-- Setup {spw.setup} has no 7m data: imaging {label} with kind='12m'", "WARN")
         dset_kwargs = {k: kwargs.pop(k) for k in ("data_dir", "oversample", "cell_arcsec", "imsize") if k in kwargs}
         dset = DataSet(field, setup=spw.setup, kind=kind, **dset_kwargs)
         return cls(dset, spw, **kwargs)
@@ -250,7 +260,7 @@ class ImageConfig:
     def full_selection(self) -> SpectralSelection:
         """Channels of the full (unchunked) product: common coverage, or the
         ``line_vwin`` cut-out about vsys when ``fullcube`` is False."""
-        coverage = common_coverage(self.coverage_imagebase())
+        coverage = common_coverage(self.coverage_imagebase(), include_last=self.image_last_covered_channel)
         if self.fullcube:
             return coverage
         vwin = catalog.parse_velocity_kms(self.line_vwin)
@@ -344,8 +354,11 @@ class ImageConfig:
     def matching_files(self, remove_chunks: bool = True) -> list[str]:
         stem = self.get_imagebase()
         found = set(glob(glob_escape(stem) + "_*")) | set(glob(glob_escape(stem) + ".*"))
-        if not remove_chunks:
-            found = {f for f in found if not parse_product(f).is_chunk}
+        if remove_chunks and not self.is_chunked:
+            key = (self.dset.field, self.spw.label, self.dset.kind, self.weighting_label)
+            found |= set(glob(os.path.join(glob_escape(os.path.dirname(stem)), chunk_stem_glob(*key) + "[_.]*")))
+        else:
+            found = {f for f in found if parse_product(f).is_chunk == self.is_chunked}
         return sorted(found)
 
     def remove_all_files(self, confirm: bool = True, remove_chunks: bool = True) -> list[str]:

@@ -17,6 +17,9 @@ import logging
 import os
 from glob import glob
 from pathlib import Path
+from typing import Any
+
+import astropy.units as u
 
 from faust_hpc import catalog, geometry
 from faust_hpc.errors import UserInputError
@@ -192,9 +195,14 @@ class DataSet:
     def pblimit(self) -> float:
         return self.geometry.pblimit
 
-    def calc_res(self, freq_ghz: float, diam_m: float) -> float:
-        """lambda / D in arcsec (no 1.028 Airy factor, as documented)."""
-        return catalog.C_M_S / (freq_ghz * 1e9) / diam_m * geometry.RAD_TO_ARCSEC
+    @staticmethod
+    def calc_res(freq: Any, diam: Any) -> float:
+        """lambda / D in arcsec (no 1.028 Airy factor, as documented), with the
+        documented arguments: ``freq`` in Hz and ``diam`` in metres as the
+        original, or astropy quantities in any frequency / length unit."""
+        freq_hz = u.Quantity(freq, u.Hz).to_value(u.Hz)
+        diam_m = u.Quantity(diam, u.m).to_value(u.m)
+        return catalog.C_M_S / freq_hz / diam_m * geometry.RAD_TO_ARCSEC
 
     def check_if_product_dirs_exist(self, prod_dir: str | os.PathLike | None = None) -> Path:
         return paths.field_image_dir(Path(prod_dir) if prod_dir else paths.get_prod_dir(), self.field)

@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 
 from faust_hpc.catalog import imaging_defaults
+from faust_hpc.fits_headers import set_archive_keywords
+from faust_hpc.layout import FINAL_FITS_EXTS
+from faust_hpc.layout import parse as parse_product
 from faust_hpc.imaging.image_tools import (ImageManager, if_exists_remove, log_post, publish,
                                            safely_remove_file, tasks, temp_name, tools)
 
@@ -28,17 +31,41 @@ def _require(path: str, what: str = "image") -> None:
         raise FileNotFoundError(f'{what} not found: "{path}"')
 
 
-def export_fits(imagename: str, velocity: bool = False, overwrite: bool = True) -> str:
-    """``<imagename>.fits`` with the Stokes axis dropped (as the original)."""
+def export_fits(imagename: str, velocity: bool = False, overwrite: bool = True,
+                object_name: str | None = None) -> str:
+    """``<imagename>.fits``: 4-D (RA, Dec, FREQ, STOKES) as the original's
+    delivered cubes (no ``dropstokes``), with the archive header keywords the
+    original set before delivery (``util/fix_header.py``): ``OBJECT`` (the
+    field; ``object_name``, or the field named by the file), ``INSTRUME =
+    'ALMA'``, ``DATAMIN`` and ``DATAMAX`` (over the unmasked pixels). The
+    keywords are set on the temporary file, before it is renamed into place."""
     _require(imagename)
     final = imagename + ".fits"
     if os.path.exists(final) and not overwrite:
         return final
     tmp = temp_name(final)
     if_exists_remove(tmp)
-    tasks().exportfits(imagename=imagename, fitsimage=tmp, dropstokes=True, velocity=velocity,
+    tasks().exportfits(imagename=imagename, fitsimage=tmp, dropstokes=False, velocity=velocity,
                        overwrite=True)
+    stats = tasks().imstat(imagename=imagename)
+    datamin = float(stats["min"][0]) if len(stats.get("min", [])) else float("nan")
+    datamax = float(stats["max"][0]) if len(stats.get("max", [])) else float("nan")
+    set_archive_keywords(tmp, object_name or _field_of(imagename), datamin, datamax)
     return publish(tmp, final)
+
+
+def _field_of(imagename: str) -> str:
+    return parse_product(imagename).field or ""
+
+
+def export_final_products(imagebase: str, object_name: str | None = None) -> list[str]:
+    """The FITS files the original delivers for one image: the common-beam,
+    primary-beam corrected cube, the clean mask and the primary beam
+    (``<imagebase>.<ext>`` for each of :data:`faust_hpc.layout.FINAL_FITS_EXTS`)."""
+    written = []
+    for fits_ext in FINAL_FITS_EXTS:
+        written.append(export_fits(f"{imagebase}.{fits_ext.removesuffix('.fits')}", object_name=object_name))
+    return written
 
 
 def get_freq_axis_from_image(imagename: str) -> tuple[np.ndarray, str]:
@@ -271,6 +298,103 @@ def common_beam_of_image(imagename: str) -> dict[str, Any]:
         return ia.commonbeam()
 
 
+def plane_beams_of_image(imagename: str) -> list[dict[str, Any]]:
+    """Every plane's restoring beam (one entry for a single-beam image)."""
+    with ImageManager(imagename) as ia:
+        info = ia.restoringbeam()
+    if "beams" in info:
+        return [chan["*0"] for chan in info["beams"].values()]
+    return [info] if "major" in info else []
+
+
+def _radio_beam(beam: dict[str, Any]):
+    import astropy.units as u
+    from radio_beam import Beam
+
+    pa = beam.get("pa", beam.get("positionangle"))
+    return Beam(major=u.Quantity(beam["major"]["value"], beam["major"]["unit"]),
+                minor=u.Quantity(beam["minor"]["value"], beam["minor"]["unit"]),
+                pa=u.Quantity(pa["value"], pa["unit"]))
+
+
+def _casa_beam(beam: Any) -> dict[str, Any]:
+    import astropy.units as u
+
+    return {"major": {"value": float(beam.major.to_value(u.arcsec)), "unit": "arcsec"},
+            "minor": {"value": float(beam.minor.to_value(u.arcsec)), "unit": "arcsec"},
+            "pa": {"value": float(beam.pa.to_value(u.deg)), "unit": "deg"}}
+
+
+def _contains(big: Any, small: Any) -> bool:
+    """Can ``small`` be convolved up to ``big``? (radio-beam's deconvolution
+    of ``small`` from ``big`` exists)."""
+    from radio_beam.utils import BeamError
+
+    try:
+        big.deconvolve(small)
+    except (BeamError, ValueError):
+        return False
+    return True
+
+
+def choose_common_beam(cube_beams: list[dict[str, Any]], plane_beams: Iterable[Iterable[dict[str, Any]]],
+                       factor: float) -> tuple[dict[str, Any], str | None]:
+    """The common beam across chunks, by the original's rule, proven.
+
+    The original takes the largest-area beam among the chunks' own common
+    beams (``cube_beams``) and multiplies its major and minor axes by
+    ``factor`` (1.01). That beam must contain every plane's beam of every
+    chunk (``plane_beams``) for imsmooth to reach it; with radio-beam this is
+    checked plane by plane. If one plane's beam does not fit (position angles
+    can differ between chunks), radio-beam's smallest common beam of all
+    planes is used instead, and the reason is logged and returned.
+
+    Returns ``(beam record, None)`` or ``(beam record, reason)``.
+    """
+    import astropy.units as u
+    from radio_beam import Beams
+
+    if not cube_beams:
+        raise ValueError("no chunk beam to choose a common beam from")
+    areas = [float(b["major"]["value"]) * float(b["minor"]["value"]) for b in cube_beams]
+    if any(np.isnan(a) for a in areas):
+        raise RuntimeError("a chunk's common beam is NaN")
+    largest = _radio_beam(cube_beams[int(np.argmax(areas))])
+    chosen = type(largest)(major=largest.major * factor, minor=largest.minor * factor, pa=largest.pa)
+    unique: dict[tuple[float, float, float], Any] = {}
+    for planes in plane_beams:
+        for plane in planes:
+            b = _radio_beam(plane)
+            key = (b.major.to_value(u.arcsec), b.minor.to_value(u.arcsec), b.pa.to_value(u.deg))
+            unique.setdefault(key, b)
+    misfits = [b for b in unique.values() if not _contains(chosen, b)]
+    if not misfits:
+        return _casa_beam(chosen), None
+    worst = misfits[0]
+    reason = (f"the largest chunk beam x {factor} ({chosen.major.to_value(u.arcsec):.4f}\" x "
+              f"{chosen.minor.to_value(u.arcsec):.4f}\" at {chosen.pa.to_value(u.deg):.1f} deg) does not contain "
+              f"{len(misfits)} plane beam(s), e.g. {worst.major.to_value(u.arcsec):.4f}\" x "
+              f"{worst.minor.to_value(u.arcsec):.4f}\" at {worst.pa.to_value(u.deg):.1f} deg: using radio-beam's "
+              f"smallest common beam instead")
+    keys = list(unique)
+    beams = Beams(major=[k[0] for k in keys] * u.arcsec, minor=[k[1] for k in keys] * u.arcsec,
+                  pa=[k[2] for k in keys] * u.deg)
+    common = beams.common_beam()
+    log_post(f"!! {reason}: {common.major.to_value(u.arcsec):.4f}\" x {common.minor.to_value(u.arcsec):.4f}\" "
+             f"at {common.pa.to_value(u.deg):.1f} deg", "WARN")
+    return _casa_beam(common), reason
+
+
+def common_beam_across_images(imagenames: list[str], factor: float | None = None) -> dict[str, Any]:
+    """:func:`choose_common_beam` over CASA images (the chunks' ``.image``)."""
+    factor = float(imaging_defaults()["chunk_common_beam_fudge"] if factor is None else factor)
+    for name in imagenames:
+        _require(name)
+    beam, _ = choose_common_beam([common_beam_of_image(n) for n in imagenames],
+                                 [plane_beams_of_image(n) for n in imagenames], factor)
+    return beam
+
+
 def concat_images(infiles: list[str], outfile: str) -> str:
     """Concatenate images along the spectral axis into a contiguous (paged)
     cube; ``reorder`` keeps the frequency axis monotonic, ``relax=False``
@@ -327,7 +451,8 @@ def _restore_concatenated_mask(infiles: list[str], outfile: str) -> None:
 
 
 __all__ = [
-    "MAD_TO_RMS", "export_fits", "get_freq_axis_from_image", "primary_beam_correct",
+    "MAD_TO_RMS", "export_fits", "export_final_products", "choose_common_beam",
+    "common_beam_across_images", "plane_beams_of_image", "get_freq_axis_from_image", "primary_beam_correct",
     "hanning_smooth_image", "smooth_cube_to_common_beam", "copy_pb_mask", "calc_rms_from_image",
     "create_mask_from_threshold", "effective_beamwidth_from_image", "make_multiscale_joint_mask",
     "check_max_residual", "common_beam_of_image", "concat_images", "beam_to_strings",

@@ -12,12 +12,11 @@ from typing import Iterable
 
 from faust_hpc import user_paths
 from faust_hpc.catalog import SPWS_BY_SETUP, Spw, get_setup
-from faust_hpc.layout import PBCOR_COMMON_EXT
 from faust_hpc.layout import parse as parse_product
 from faust_hpc.imaging.config import ImageConfig
 from faust_hpc.imaging.dataset import DataSet
 from faust_hpc.imaging.image_tools import glob_escape
-from faust_hpc.imaging.postprocess import (check_max_residual, export_fits, primary_beam_correct,
+from faust_hpc.imaging.postprocess import (check_max_residual, export_final_products, primary_beam_correct,
                                            smooth_cube_to_common_beam)
 
 log = logging.getLogger(__name__)
@@ -60,4 +59,4 @@ def postproc_all_cleaned_images(dset: DataSet, ext: str = "clean") -> None:
         primary_beam_correct(base)
         for im_ext in (".image", ".image.pbcor"):
             smooth_cube_to_common_beam(base + im_ext, pbimage=base + ".pb")
-        export_fits(f"{base}.{PBCOR_COMMON_EXT}")
+        export_final_products(base, object_name=dset.field)

@@ -239,5 +239,5 @@ def postprocess(config: "ImageConfig", ext: str | None = None, make_fits: bool =
         if make_hanning:
             outputs.append(pp.hanning_smooth_image(imagebase + ".image.common"))
         if make_fits:
-            outputs.append(pp.export_fits(f"{imagebase}.{PBCOR_COMMON_EXT}"))
+            outputs += pp.export_final_products(imagebase, object_name=config.dset.field)
     return {"max_residual": resid, "outputs": outputs}

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from faust_hpc import casa_env
+from faust_hpc.fits_headers import set_archive_keywords
 from faust_hpc.catalog import imaging_defaults
 from faust_hpc.errors import PrerequisiteError, UserInputError
 
@@ -307,7 +308,8 @@ def write_map_fits(outfile: Path, data_yx: np.ndarray, template: PlaneReader, ch
 
     The map keeps the cube's axes (degenerate Stokes and spectral axes, the
     latter at channel ``chan``, e.g. the systemic velocity) so FITS viewers
-    and WCS readers treat it like the cube it came from."""
+    and WCS readers treat it like the cube it came from. The archive keywords
+    (``OBJECT``, ``INSTRUME``, ``DATAMIN``, ``DATAMAX``) are set as on the cubes."""
     ct = casa_env.casatools()
     outfile = Path(outfile)
     outfile.parent.mkdir(parents=True, exist_ok=True)
@@ -332,11 +334,10 @@ def write_map_fits(outfile: Path, data_yx: np.ndarray, template: PlaneReader, ch
         ia.done()
         csys.done()
         shutil.rmtree(tmp_im, ignore_errors=True)
-    if object_name:
-        # astropy, not casatasks.imhead: importing casatasks costs ~150 MB per process
-        from astropy.io import fits
-
-        fits.setval(tmp_fits, "OBJECT", value=object_name)
+    # astropy, not casatasks.imhead: importing casatasks costs ~150 MB per process
+    finite = np.isfinite(arr)
+    set_archive_keywords(tmp_fits, object_name or None, float(arr[finite].min()) if finite.any() else None,
+                         float(arr[finite].max()) if finite.any() else None)
     os.replace(tmp_fits, outfile)
     return outfile
 
