@@ -1,8 +1,9 @@
 """The unit executor: run one work unit of the plan with the imaging engine.
 
 ``run_unit(spec, unit, workdir) -> UnitResult`` is called by the launcher in
-a child process per unit (after ``casa_env.configure``), and by
-``faust-hpc image`` in-process, unit after unit. Units of one image key:
+a child process per unit (after ``casa_env.configure``): under ``faust-hpc
+run`` and in the serial mode of ``faust-hpc image`` / ``moments`` / ``qa``
+(whose options reach the moments and qa units as ``unit.params``). Units of one image key:
 
 - ``prepare``: sum-of-weights stamp -> common coverage (or the cut-out
   window) -> chunk list, frozen in ``<imagebase>_<ext>.chunks.json``;
@@ -143,8 +144,9 @@ def _final_image(spec: Any, config: Any) -> str:
 def _run_moments(spec: Any, unit: Unit, config: Any) -> UnitResult:
     from faust_hpc.products.moments import make_moments_from_image
 
-    vwin = spec.spw_overrides(unit.key.label).moments_vwin_kms
-    files = make_moments_from_image(_final_image(spec, config), vwin=vwin,
+    opts = dict(unit.params)  # `faust-hpc moments` options: vwin, overwrite
+    vwin = opts.get("vwin", spec.spw_overrides(unit.key.label).moments_vwin_kms)
+    files = make_moments_from_image(_final_image(spec, config), vwin=vwin, overwrite=opts.get("overwrite", True),
                                     moma_dir=Path(spec.product_dir) / "moments")
     return UnitResult(outputs=[str(p) for p in files])
 
@@ -152,7 +154,9 @@ def _run_moments(spec: Any, unit: Unit, config: Any) -> UnitResult:
 def _run_qa(spec: Any, unit: Unit, config: Any) -> UnitResult:
     from faust_hpc.products.qa import make_qa_plots_from_image
 
-    files = make_qa_plots_from_image(_final_image(spec, config), plot_dir=Path(spec.product_dir) / "plots")
+    opts = dict(unit.params)  # `faust-hpc qa` options: plot_sigma, overwrite
+    files = make_qa_plots_from_image(_final_image(spec, config), plot_sigma=opts.get("plot_sigma"),
+                                     overwrite=opts.get("overwrite", True), plot_dir=Path(spec.product_dir) / "plots")
     return UnitResult(outputs=[str(p) for p in files])
 
 
