@@ -13,7 +13,7 @@ from typing import Any
 from faust_hpc.run.claim import RunClaim, owner_alive
 from faust_hpc.run.frozen import build_run_plan
 from faust_hpc.run.manifest import Manifest, UnitState, derive_states
-from faust_hpc.run.records import RunRecord, UnitStatus
+from faust_hpc.run.records import UnitStatus
 from faust_hpc.run.resume import apply_done_prepares
 from faust_hpc.runfile import load_runfile
 
@@ -87,8 +87,8 @@ def spw_rows(view: RunView) -> list[dict]:
     done_states = [(u, st) for u, st in view.states.items() if u in units and st.status == UnitStatus.DONE]
     cost_done = sum(float(units[u].cost) for u, _st in done_states)
     time_done = sum((st.finished or 0) - (st.started or 0) for _u, st in done_states if st.started and st.finished)
-    runs = [r for r in view.records if r.get("event") == "run"]
-    workers = max(1, int(RunRecord.from_json(runs[-1]).workers or 1)) if runs else 1
+    runs = view.manifest.run_records(view.records)
+    workers = max(1, int(runs[-1].workers or 1)) if runs else 1
     sec_per_cost = time_done / cost_done if cost_done > 0 else None
     now = time.time()
     rows = []
