@@ -89,6 +89,10 @@ class _Record:
 
     @classmethod
     def from_json(cls, data: dict) -> Any:
+        try:  # the usual record has only known keys: one call, no copies (100k records per scan)
+            return cls(**data)
+        except TypeError:
+            pass
         known = _field_names(cls)
         kw = {k: v for k, v in data.items() if k in known and k != "extra"}
         extra = {k: v for k, v in data.items() if k not in known}
