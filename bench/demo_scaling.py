@@ -86,7 +86,7 @@ def launcher_run(runfile: Path, ranks: int | None) -> float:
     res = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(res.stdout[-2000:] + res.stderr[-3000:])
-    from faust_hpc.manifest import Manifest
+    from faust_hpc.run.manifest import Manifest
     from faust_hpc.runfile import load_runfile
 
     fin = [r for r in Manifest(load_runfile(runfile).product_dir).records() if r.get("event") == "finish"][-1]

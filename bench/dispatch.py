@@ -36,11 +36,11 @@ def mpi_part(n: int, with_manifest: bool, product_dir: str) -> None:
     """Runs inside mpirun: rank 0 coordinates, the others answer at once."""
     from mpi4py import MPI
 
-    from faust_hpc.launcher.coordinator import Coordinator
-    from faust_hpc.launcher.policy import GraphState
+    from faust_hpc.launcher.coordinator import Coordinator, make_scheduler
     from faust_hpc.launcher.transport import MpiTransport, mpi_worker_main
     from faust_hpc.launcher.worker import Outcome, WorkerContext
-    from faust_hpc.manifest import Manifest, unit_record
+    from faust_hpc.run.manifest import Manifest
+    from faust_hpc.run.records import unit_record
     from faust_hpc.plan import Plan
     from faust_hpc.units import ImageKey, Unit
 
@@ -65,8 +65,7 @@ def mpi_part(n: int, with_manifest: bool, product_dir: str) -> None:
         units[uid] = Unit(uid, "chunk", key, cost=float(1 + i % 7), chunk_index=i, nchunks=n)
     plan = Plan(units, {}, [key])
     transport = MpiTransport(comm)
-    graph = GraphState(plan, transport.workers)
-    coord = Coordinator(graph, transport, manifest, product_dir=Path(product_dir), retries=0,
+    coord = Coordinator(make_scheduler(plan, transport.workers), transport, manifest, product_dir=Path(product_dir), retries=0,
                         progress_interval_s=1e9)
     summary = coord.run()
     transport.shutdown()

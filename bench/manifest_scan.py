@@ -4,7 +4,7 @@ Why it matters: ``faust-hpc status`` and every (re)start read the whole
 manifest; a large run (3 setups x 33 SPWs x retries, or many resumes) can
 accumulate 10^5 records. Goal: < 1 s for 100k records.
 
-Measures, on the real :class:`faust_hpc.manifest.Manifest`:
+Measures, on the real :class:`faust_hpc.run.manifest.Manifest`:
 - clean file: one JSON parse of the whole file (the fast path);
 - the same file with a torn last line (a crash mid-append): line-by-line parse;
 - state derivation (:func:`derive_states`) on top.
@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faust_hpc.manifest import Manifest, derive_states, unit_record  # noqa: E402
+from faust_hpc.run.manifest import Manifest, derive_states
+from faust_hpc.run.records import unit_record  # noqa: E402
 
 N = 100_000
 

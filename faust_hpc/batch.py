@@ -382,7 +382,7 @@ def owner_left_by_earlier_run(product_dir: str | os.PathLike, hosts_file: str | 
     returns a record. An owner on the current host is left to the launcher,
     which checks the pid itself.
     """
-    from faust_hpc.manifest import RunClaim
+    from faust_hpc.run.claim import RunClaim
 
     owner = RunClaim(product_dir).read_owner()
     if not owner or not owner.get("host"):
@@ -405,13 +405,14 @@ def finished_since(product_dir: str | os.PathLike, since: float) -> dict | None:
     srun has been seen to return 0 -- so the job script only reports "run
     complete" when the manifest says so.
     """
-    from faust_hpc.manifest import Manifest
+    from faust_hpc.run.manifest import Manifest
+    from faust_hpc.run.records import FinishRecord
 
-    for rec in reversed(Manifest(product_dir).records()):
-        if rec.get("event") == "finish":
-            ok = rec.get("exit_status") == 0 and float(rec.get("time") or 0) >= since
-            return rec if ok else None
-    return None
+    raw = Manifest(product_dir).last_finish()
+    if raw is None:
+        return None
+    rec = FinishRecord.from_json(raw)
+    return raw if rec.exit_status == 0 and float(rec.time or 0) >= since else None
 
 
 _USAGE = ("usage: python -m faust_hpc.batch owner-left-by-earlier-run RUNFILE HOSTS_FILE\n"

@@ -1,8 +1,9 @@
 """The unit executor: run one work unit of the plan with the imaging engine.
 
 ``run_unit(spec, unit, workdir) -> UnitResult`` is called by the launcher in
-a child process per unit (after ``casa_env.configure``), and by
-``faust-hpc image`` in-process, unit after unit. Units of one image key:
+a child process per unit (after ``casa_env.configure``): under ``faust-hpc
+run`` and in the serial mode of ``faust-hpc image`` / ``moments`` / ``qa``
+(whose options reach the moments and qa units as ``unit.params``). Units of one image key:
 
 - ``prepare``: sum-of-weights stamp -> common coverage (or the cut-out
   window) -> chunk list, frozen in ``<imagebase>_<ext>.chunks.json``;
@@ -30,9 +31,8 @@ from typing import Any
 from faust_hpc.errors import PrerequisiteError, UserInputError
 from faust_hpc.imaging import ImageConfig
 from faust_hpc.imaging.image_tools import TEMP_PREFIX, glob_escape
-from faust_hpc.layout import CHUNK_PRODUCT_EXTS, FINAL_FITS_EXT, FINAL_PRODUCT_EXTS, IMAGE_EXT, RunLayout
+from faust_hpc.layout import CHUNK_PRODUCT_EXTS, FINAL_FITS_EXTS, FINAL_PRODUCT_EXTS, IMAGE_EXT, RunLayout
 from faust_hpc.products import moments, qa
-from faust_hpc.layout import FINAL_FITS_EXTS
 from faust_hpc.units import ImageKey, Unit
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def _run_finalize(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResu
         cc.workdir = workdir
     report = chunked.postprocess(ext=spec.ext)
     base = chunked.get_imagebase(ext=spec.ext)
-    outputs = _existing([f"{base}.{e}" for e in (FINAL_FITS_EXT, *FINAL_PRODUCT_EXTS)])
+    outputs = _existing([f"{base}.{e}" for e in (*FINAL_FITS_EXTS, *FINAL_PRODUCT_EXTS)])
     resid = {str(k): round(float(v["max_residual"]["max_sigma"]), 3) for k, v in report["chunks"].items()}
     beam = {k: f"{float(v['value'])!r}{v['unit']}" for k, v in report["beam"].items()}
     return UnitResult(outputs=outputs, info={"beam": beam, "max_residual_sigma": resid})
@@ -142,14 +142,18 @@ def _final_image(spec: Any, config: Any) -> str:
 
 def _run_moments(spec: Any, unit: Unit, config: Any) -> UnitResult:
     over = spec.spw_overrides(unit.key.label)
-    files = moments.make_moments_from_image(_final_image(spec, config), vwin=over.moments_vwin_kms, rms=over.rms,
-                                    moma_dir=RunLayout(spec.product_dir).moments_dir)
+    opts = dict(unit.params)  # `faust-hpc moments` options: vwin, overwrite
+    files = moments.make_moments_from_image(_final_image(spec, config), vwin=opts.get("vwin", over.moments_vwin_kms),
+                                            rms=over.rms, overwrite=opts.get("overwrite", True),
+                                            moma_dir=RunLayout(spec.product_dir).moments_dir)
     return UnitResult(outputs=[str(p) for p in files])
 
 
 def _run_qa(spec: Any, unit: Unit, config: Any) -> UnitResult:
+    opts = dict(unit.params)  # `faust-hpc qa` options: plot_sigma, overwrite
     files = qa.make_qa_plots_from_image(_final_image(spec, config), rms=spec.spw_overrides(unit.key.label).rms,
-                                     plot_dir=RunLayout(spec.product_dir).plots_dir)
+                                        plot_sigma=opts.get("plot_sigma"), overwrite=opts.get("overwrite", True),
+                                        plot_dir=RunLayout(spec.product_dir).plots_dir)
     return UnitResult(outputs=[str(p) for p in files])
 
 

@@ -206,6 +206,14 @@ class RunLayout:
     def unit_log(self, unit_id: str, attempt: int) -> Path:
         return self.logs_dir / f"{unit_slug(unit_id)}.attempt{int(attempt)}.casa.log"
 
+    def unit_out(self, unit_id: str, attempt: int) -> Path:
+        """stdout/stderr of one attempt's child process."""
+        return self.logs_dir / f"{unit_slug(unit_id)}.attempt{int(attempt)}.out"
+
+    def unit_traceback(self, unit_id: str, attempt: int) -> Path:
+        """The traceback of an attempt that raised (written by the unit's child)."""
+        return self.logs_dir / f"{unit_slug(unit_id)}.attempt{int(attempt)}.traceback.txt"
+
     def command_log(self, command: str, run_name: str | None = None) -> Path:
         """CASA log of a serial command (``image``, ``moments``, ``qa``)."""
         name = f"{command}-{run_name}" if run_name else command

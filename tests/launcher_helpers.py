@@ -74,7 +74,7 @@ def manifest_path(runfile: Path) -> Path:
 
 
 def records(runfile: Path) -> list[dict]:
-    from faust_hpc.manifest import Manifest
+    from faust_hpc.run.manifest import Manifest
 
     return Manifest(runfile.parent / "products").records()
 
@@ -112,7 +112,7 @@ def kill_tree(pid: int, settle_s: float = 30.0) -> None:
     """kill -9 a whole process tree at once (as a node failure would), and
     return once every one of them is gone (SIGKILL lands asynchronously: a
     process in an fsync keeps running until the write completes)."""
-    from faust_hpc.manifest import pid_alive
+    from faust_hpc.run.claim import pid_alive
 
     victims = descendants(pid)
     for p in victims:

@@ -24,7 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from faust_hpc.manifest import pid_alive
+from faust_hpc.run.claim import pid_alive
 
 log = logging.getLogger(__name__)
 

@@ -298,7 +298,7 @@ def test_owner_left_by_this_jobs_earlier_run_is_taken_over_only_then(tmp_path: P
 def test_run_complete_only_when_the_manifest_says_so(tmp_path: Path) -> None:
     import time
 
-    from faust_hpc.manifest import Manifest
+    from faust_hpc.run.manifest import Manifest
 
     product_dir = tmp_path / "products"
     manifest = Manifest(product_dir)

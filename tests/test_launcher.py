@@ -262,3 +262,77 @@ def test_resume_remakes_lost_final_products_but_not_consumed_intermediates(tmp_p
     n = len(records(runfile))
     assert run(runfile, env).returncode == 0
     assert [r["unit"] for r in _events(records(runfile)[n:], "started")] == [f"{KEY_CS}/qa"]
+
+
+# ---------------------------------------------------------------------------- failures explained
+@pytest.mark.mpi
+def test_failed_unit_shows_exception_and_traceback_in_run_summary_and_status(tmp_path):
+    """A unit that raises: its exception type and message and the path of its
+    traceback file reach the manifest, ``faust-hpc run``'s summary and
+    ``faust-hpc status`` (text and --json)."""
+    bad = f"{KEY_CS}/chunk01"
+    runfile, env = write_run(tmp_path, retries=0, nchunks={CS: 2}, spws=(CS,),
+                             control={"fail": {bad: {"mode": "raise"}}})
+    res = run(runfile, env, 3)
+    assert res.returncode == 1, res.stdout + res.stderr
+    tb = runfile.parent / "products" / "logs" / f"{bad.replace('/', '__')}.attempt1.traceback.txt"
+    text = tb.read_text()
+    assert text.startswith("Traceback (most recent call last)") and "units_cheap.py" in text
+    assert text.rstrip().endswith("RuntimeError: cheap unit failing on purpose")
+    summary = [ln for ln in res.stderr.splitlines() if f"FAILED {bad} after 1 attempt(s)" in ln]
+    assert len(summary) == 1
+    assert "RuntimeError: cheap unit failing on purpose" in summary[0] and f"traceback: {tb}" in summary[0]
+    rec = _first(records(runfile), bad, "failed")
+    assert (rec["error_type"], rec["traceback"]) == ("RuntimeError", str(tb))
+
+    cli = [str(VENV_BIN / "faust-hpc"), "status", str(runfile)]
+    status = subprocess.run(cli, cwd=REPO, capture_output=True, text=True, env=env)
+    assert status.returncode == 0, status.stderr
+    assert (f"failed: {bad} (attempt 1): RuntimeError: cheap unit failing on purpose  traceback: {tb}"
+            in status.stdout.splitlines())
+    status = subprocess.run(cli + ["--json"], cwd=REPO, capture_output=True, text=True, env=env)
+    (failed,) = json.loads(status.stdout)["failed"]
+    assert failed["unit"] == bad and failed["error_type"] == "RuntimeError"
+    assert failed["error"] == "RuntimeError: cheap unit failing on purpose" and failed["traceback"] == str(tb)
+
+
+def test_unit_failing_on_bad_input_is_not_retried(tmp_path):
+    bad = f"{KEY_CS}/chunk00"
+    runfile, env = write_run(tmp_path, retries=2, nchunks={CS: 2}, spws=(CS,),
+                             control={"fail": {bad: {"mode": "bad_input"}}})
+    res = run(runfile, env)
+    assert res.returncode == 1
+    recs = records(runfile)
+    assert len([r for r in _events(recs, "started") if r["unit"] == bad]) == 1
+    rec = _first(recs, bad, "failed")
+    assert rec["retry"] is False and rec["error"] == "UserInputError: cheap unit: its input is bad on purpose"
+    assert f"FAILED {bad} after 1 attempt(s): UserInputError: cheap unit: its input is bad on purpose" in res.stderr
+
+
+# ---------------------------------------------------------------------------- serial commands
+def test_moments_command_runs_the_moments_units_through_the_run(tmp_path):
+    """``faust-hpc moments`` runs the plan's moments units with the run's
+    manifest and claim: refused (one line, exit 2, nothing written) before the
+    cubes exist; after a run it redoes only the moments units, and with
+    ``--no-overwrite`` it keeps them."""
+    runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,))
+    cli = [str(VENV_BIN / "faust-hpc"), "moments", str(runfile)]
+    early = subprocess.run(cli, cwd=REPO, capture_output=True, text=True, env=env)
+    assert early.returncode == 2
+    assert early.stderr.strip().count("\n") == 0 and f"{KEY_CS}/finalize" in early.stderr
+    assert not (runfile.parent / "products").exists()
+
+    assert run(runfile, env).returncode == 0
+    before = records(runfile)
+    again = subprocess.run(cli, cwd=REPO, capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr
+    new = records(runfile)[len(before):]
+    assert {r["unit"] for r in _events(new, "started")} == {f"{KEY_CS}/moments"}
+    assert _first(new, f"{KEY_CS}/moments", "done")["attempt"] == 2
+    assert _events(new, "run")[0]["command"] == "faust-hpc moments"
+    assert again.stdout.split() == _first(new, f"{KEY_CS}/moments", "done")["outputs"]
+
+    n = len(records(runfile))
+    kept = subprocess.run(cli + ["--no-overwrite"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert kept.returncode == 0, kept.stderr
+    assert not _events(records(runfile)[n:], "started")

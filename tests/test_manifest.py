@@ -11,8 +11,11 @@ import sys
 
 import pytest
 
-from faust_hpc import manifest as mf
-from faust_hpc.manifest import Manifest, RunBusyError, RunClaim, derive_states, unit_record
+from faust_hpc.layout import RunLayout
+from faust_hpc.run import locks
+from faust_hpc.run.claim import RunBusyError, RunClaim
+from faust_hpc.run.manifest import Manifest, derive_states
+from faust_hpc.run.records import hostname, unit_record
 
 
 def _append_many(product_dir: str, proc: int, n: int) -> None:
@@ -86,9 +89,9 @@ def test_second_claim_refused_with_owner_named(tmp_path):
 def test_stale_owner_on_this_host_is_taken_over(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
-    d = mf.state_dir(tmp_path)
+    d = RunLayout(tmp_path).state_dir
     d.mkdir(parents=True)
-    (d / "owner.json").write_text(json.dumps({"host": mf.hostname(), "pid": int(dead), "time": 0}))
+    (d / "owner.json").write_text(json.dumps({"host": hostname(), "pid": int(dead), "time": 0}))
     claim = RunClaim(tmp_path).acquire()
     assert claim.took_over["pid"] == int(dead)
     assert json.loads((d / "owner.json").read_text())["pid"] == os.getpid()
@@ -97,7 +100,7 @@ def test_stale_owner_on_this_host_is_taken_over(tmp_path):
 
 
 def test_owner_on_another_host_refused_until_break_lock(tmp_path):
-    d = mf.state_dir(tmp_path)
+    d = RunLayout(tmp_path).state_dir
     d.mkdir(parents=True)
     (d / "owner.json").write_text(json.dumps({"host": "node-elsewhere-17", "pid": 4242, "time": 0}))
     with pytest.raises(RunBusyError, match=r"another host \(host node-elsewhere-17 pid 4242.*--break-lock"):
@@ -115,17 +118,17 @@ def test_flock_enosys_falls_back_to_strict_soft_lock(tmp_path, monkeypatch):
         raise OSError(errno.ENOSYS, "Function not implemented")
 
     monkeypatch.setattr(fcntl, "flock", no_flock)
-    monkeypatch.setattr(mf, "_soft_dirs", set())
+    monkeypatch.setattr(locks, "_soft_dirs", set())
     m = Manifest(tmp_path)
     m.append(unit_record("F/L/joint/0.5/qa", "started", attempt=1))
-    assert str(m.dir) in mf._soft_dirs
-    assert isinstance(m.lock._make(), mf.StrictSoftFileLock)
+    assert str(m.dir) in locks._soft_dirs
+    assert isinstance(m.lock._make(), locks.StrictSoftFileLock)
     m.append(unit_record("F/L/joint/0.5/qa", "done", attempt=1))
     assert m.states()["F/L/joint/0.5/qa"].status == "done"
     # Without flock the live-owner record alone keeps a second launcher out.
     other = subprocess.Popen(["sleep", "30"])
     try:
-        (m.dir / "owner.json").write_text(json.dumps({"host": mf.hostname(), "pid": other.pid, "time": 0}))
+        (m.dir / "owner.json").write_text(json.dumps({"host": hostname(), "pid": other.pid, "time": 0}))
         with pytest.raises(RunBusyError, match=f"pid {other.pid}"):
             RunClaim(tmp_path).acquire()
     finally:

@@ -1,7 +1,7 @@
 """Run report: timeline PNG and per-SPW tables from real manifests.
 
 The manifests are written with the launcher's own record writer
-(:class:`faust_hpc.manifest.Manifest` and :func:`unit_record`) by a small
+(:class:`faust_hpc.run.manifest.Manifest` and :func:`unit_record`) by a small
 list scheduler that replays a run of two SPWs on three ranks: prepare, chunk,
 finalize, moments and QA units with their dependencies, a retried chunk, and
 (for the failed run) a chunk that fails every attempt so its SPW never
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from faust_hpc.manifest import Manifest, unit_record
+from faust_hpc.run.manifest import Manifest
+from faust_hpc.run.records import unit_record
 from faust_hpc.products.report import attempts_from_records, make_report, summarize
 
 CS = "CB68/244.936GHz_CS/joint/0.5"

@@ -7,7 +7,7 @@ list — and its behaviour is driven by a JSON control file named by the
 environment variable ``FAUST_CHEAP_CONTROL`` (inherited by the unit children):
 
     {"sleep":   {"<glob on unit id>": seconds | {"seconds": s, "attempts": [1]}},  # first match wins
-     "fail":    {"<glob>": {"mode": "raise"|"exit"|"segfault"|"kill9"|"hang",
+     "fail":    {"<glob>": {"mode": "raise"|"bad_input"|"exit"|"segfault"|"kill9"|"hang",
                             "attempts": [1, 2]}},             # attempts to fail (default: all)
      "gate":    {"<glob>": "/path"},                          # wait until that file exists (<= 120 s)
      "nchunks": {"<glob on prepare id>": n},                  # the real chunk count a prepare reports
@@ -28,6 +28,8 @@ import signal
 import time
 from pathlib import Path
 from typing import Any
+
+from faust_hpc.errors import UserInputError
 
 ENV = "FAUST_CHEAP_CONTROL"
 
@@ -64,6 +66,8 @@ def chunk_list(nchan: int, nchunks: int) -> list[list[int]]:
 def _fail(mode: str) -> None:
     if mode == "raise":
         raise RuntimeError("cheap unit failing on purpose")
+    if mode == "bad_input":
+        raise UserInputError("cheap unit: its input is bad on purpose")
     if mode == "exit":
         os._exit(7)
     if mode == "kill9":

@@ -21,7 +21,7 @@ def _planned_units(runfile: str) -> list[str]:
     """The plan's unit ids (so units that never started count), if a plan can
     be built here; the report stands on the manifest alone otherwise."""
     try:
-        from faust_hpc.launcher.runview import load_view
+        from faust_hpc.run.view import load_view
 
         return sorted(load_view(runfile).plan.units)
     except Exception as exc:  # noqa: BLE001 - the plan is an optional refinement

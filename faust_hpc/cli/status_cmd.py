@@ -13,14 +13,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from faust_hpc.launcher.coordinator import fmt_duration
-    from faust_hpc.launcher.runview import load_view, spw_rows
+    from faust_hpc.run.view import fmt_duration, load_view, spw_rows
 
     view = load_view(args.runfile)
     rows = spw_rows(view)
     totals = {k: sum(r[k] for r in rows) for k in ("total", "done", "running", "failed", "pending")}
-    failed = [{"unit": uid, "error": st.error, "attempt": st.attempt}
-              for uid, st in sorted(view.states.items()) if uid in view.plan.units and st.status == "failed"]
+    failed = view.failed_units()
     if args.json:
         print(json.dumps({"run": view.spec.name, "product_dir": str(view.spec.product_dir),
                           "live": view.live, "owner": view.owner, "totals": totals, "spws": rows,
@@ -36,5 +34,6 @@ def run(args: argparse.Namespace) -> int:
               f"{fmt_duration(r['elapsed_s']) if r['elapsed_s'] is not None else '-':>9} "
               f"{fmt_duration(r['eta_s']) if r['eta_s'] is not None else '-':>9}")
     for f in failed:
-        print(f"failed: {f['unit']} (attempt {f['attempt']}): {f['error']}")
+        where = f"  traceback: {f['traceback']}" if f["traceback"] else (f"  log: {f['log']}" if f["log"] else "")
+        print(f"failed: {f['unit']} (attempt {f['attempt']}): {f['error']}{where}")
     return 0

@@ -27,7 +27,6 @@ from faust_hpc import casa_env
 from faust_hpc.catalog import imaging_defaults
 from faust_hpc.errors import PrerequisiteError, UserInputError
 from faust_hpc.geometry import optimum_size
-from faust_hpc.layout import PBCOR_COMMON_EXT
 from faust_hpc.imaging.chunking import SpectralSelection
 from faust_hpc.imaging.image_tools import (ImageManager, copy_image, delete_all_extensions,
                                            log_post, publish_tclean_products, remove_stale_temporaries, tasks,

@@ -1,60 +1,47 @@
-"""The launcher: ``faust-hpc run`` on one rank, N MPI ranks, or resumed.
+"""The launcher: ``faust-hpc run`` on one rank, N MPI ranks, or resumed; and
+the serial commands (``image``, ``moments``, ``qa``) on the same path.
 
 Rank 0 validates the run file, claims the run (one launcher per product
 directory), reads the manifest, builds the plan, cleans what a crashed run
 left, and coordinates; every other rank is a worker that runs the units it is
 sent, each in a child process. Without mpirun (or with ``-n 1``) the same
-coordinator drives one local worker slot: same children, logs and records.
+coordinator drives local worker slots (:class:`~.transport.LocalTransport`):
+same children, logs and records. :func:`run_serial` is that serial mode for a
+selection of the plan's units.
 
 Modules: :mod:`.transport` (MPI / local), :mod:`.worker` (one unit's child
-process), :mod:`.unit_child` (the child itself), :mod:`.policy` (graph
-bookkeeping around the scheduler), :mod:`.coordinator` (rank 0's loop),
-:mod:`.resume` (what a manifest lets a new run trust).
+process and its records), :mod:`.unit_child` (the child itself),
+:mod:`.coordinator` (rank 0's loop around :class:`faust_hpc.scheduler.Scheduler`).
+The run's state (records, claim, resume) is :mod:`faust_hpc.run`.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import logging
 import os
 import signal
 import sys
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from faust_hpc.errors import UserInputError
+from faust_hpc.errors import PrerequisiteError, UserInputError
 from faust_hpc.inputs import check_inputs
-from faust_hpc.launcher.coordinator import EXIT_DRAINED, EXIT_FAILED, EXIT_OK, Coordinator, DrainSignals, RunSummary
-from faust_hpc.manifest import Manifest, RunClaim, hostname, now
+from faust_hpc.launcher import transport as tr
+from faust_hpc.launcher.coordinator import (EXIT_DRAINED, EXIT_FAILED, EXIT_OK, Coordinator, DrainSignals,
+                                            RunSummary, make_scheduler)
+from faust_hpc.launcher.worker import WorkerContext, thread_budget
+from faust_hpc.run.claim import RunClaim
+from faust_hpc.run.frozen import build_run_plan, planned_nchunks, spec_hash
+from faust_hpc.run.manifest import Manifest
+from faust_hpc.run.records import FinishRecord, FreezeRecord, RunRecord, UnitStatus, hostname
+from faust_hpc.run.resume import resume
+from faust_hpc.run.select import Restricted, Selection, restrict
+from faust_hpc.runfile import load_runfile
 
 log = logging.getLogger("faust_hpc.launcher")
 
-__all__ = ["launch", "spec_hash", "EXIT_OK", "EXIT_FAILED", "EXIT_DRAINED", "RunSummary"]
-
-# Settings that change what the products are; [scheduler] only changes how they are made.
-# data_dir: where the MSs are read from, not what they hold -- a batch job may read a staged
-# copy (FAUST_DATA_DIR=/dev/shm/..., see faust_hpc.batch) and must still resume the run.
-_NOT_HASHED = ("path", "name", "scheduler", "product_dir", "casa_data_dir", "data_dir")
-
-
-def _plain(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def spec_hash(spec: Any) -> str:
-    """A digest of everything in the run spec that shapes the products."""
-    plain = {k: v for k, v in _plain(spec).items() if k not in _NOT_HASHED}
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+__all__ = ["launch", "run_serial", "SerialRun", "EXIT_OK", "EXIT_FAILED", "EXIT_DRAINED", "RunSummary"]
 
 
 def check_executor(path: str) -> None:
@@ -71,23 +58,7 @@ def check_executor(path: str) -> None:
                              f"(expected 'package.module:function', e.g. 'faust_hpc.execute:run_unit')")
 
 
-def planned_nchunks(plan: Any) -> dict[str, int]:
-    """Chunk count per image key path as the plan has it now."""
-    return {unit.key.path: plan.nchunks(unit.key) for unit in plan.units.values() if unit.kind == "prepare"}
-
-
-def build_run_plan(spec: Any, manifest: Manifest, records: list[dict]) -> tuple[Any, dict[str, int]]:
-    """The plan, with the chunk counts frozen by this run's first launcher
-    (so a resume, or a run on another number of ranks, cuts the same chunks)."""
-    from faust_hpc.plan import build_plan
-
-    frozen = manifest.frozen_nchunks(records)
-    return build_plan(spec, frozen_nchunks=frozen), frozen
-
-
 def _make_context_factory(spec: Any) -> Any:
-    from faust_hpc.launcher.worker import WorkerContext, thread_budget
-
     def make(rank: int, ranks_on_node: int) -> WorkerContext:
         s = spec.scheduler
         return WorkerContext(spec, spec.path, rank, thread_budget(s.threads_per_unit, ranks_on_node),
@@ -95,14 +66,26 @@ def _make_context_factory(spec: Any) -> Any:
     return make
 
 
-def _prepare_rank0(runfile: str | os.PathLike, break_lock: bool, allow_changed_spec: bool) -> tuple[Any, ...]:
-    from faust_hpc.runfile import load_runfile
+@dataclass
+class RunStart:
+    """What rank 0 knows once it owns the run."""
 
-    spec = load_runfile(runfile, check_paths=True)
+    spec: Any
+    manifest: Manifest
+    claim: RunClaim
+    records: list[dict]
+    plan: Any
+    frozen: dict[str, int]
+    digest: str
+    command: str
+
+
+def _open_run(spec: Any, break_lock: bool, allow_changed_spec: bool, command: str) -> RunStart:
+    """Claim the run and read what the manifest froze; refuse a changed spec."""
     check_executor(spec.scheduler.executor)
     check_inputs(spec)  # bad measurement sets: one line, exit 2, before the claim writes anything
     manifest = Manifest(spec.product_dir)
-    claim = RunClaim(spec.product_dir).acquire(break_lock=break_lock)
+    claim = RunClaim(spec.product_dir).acquire(break_lock=break_lock, command=command)
     try:
         records = manifest.records()
         digest = spec_hash(spec)
@@ -116,15 +99,13 @@ def _prepare_rank0(runfile: str | os.PathLike, break_lock: bool, allow_changed_s
     except BaseException:
         claim.release()
         raise
-    return spec, manifest, claim, records, plan, frozen, digest
+    return RunStart(spec, manifest, claim, records, plan, frozen, digest, command)
 
 
 def launch(runfile: str | os.PathLike, *, break_lock: bool = False, allow_changed_spec: bool = False,
            drain_grace_s: float = 60.0, term_grace_s: float = 10.0, progress_interval_s: float = 5.0,
            local_slots: int = 1) -> int:
     """Run (or resume) a run file; the exit status of ``faust-hpc run``."""
-    from faust_hpc.launcher import transport as tr
-
     comm = tr.mpi_comm() if tr.in_mpi_job() else None
     rank = comm.Get_rank() if comm is not None else 0
     if rank != 0:
@@ -132,14 +113,13 @@ def launch(runfile: str | os.PathLike, *, break_lock: bool = False, allow_change
         err = comm.bcast(None, root=0)
         if err is not None:
             return 2
-        from faust_hpc.runfile import load_runfile
-
         spec = load_runfile(runfile, check_paths=False)
         return tr.mpi_worker_main(comm, _make_context_factory(spec))
 
     signals = DrainSignals().__enter__()  # a drain signal during start-up must not kill rank 0
     try:
-        spec, manifest, claim, records, plan, frozen, digest = _prepare_rank0(runfile, break_lock, allow_changed_spec)
+        start = _open_run(load_runfile(runfile, check_paths=True), break_lock, allow_changed_spec,
+                          "faust-hpc run")
     except BaseException as exc:
         signals.__exit__()
         if comm is not None:
@@ -148,8 +128,11 @@ def launch(runfile: str | os.PathLike, *, break_lock: bool = False, allow_change
     if comm is not None:
         comm.bcast(None, root=0)
     try:
-        return _run_rank0(spec, manifest, records, plan, frozen, digest, comm, drain_grace_s, term_grace_s,
-                          progress_interval_s, local_slots, signals)
+        transport = (tr.MpiTransport(comm) if comm is not None
+                     else tr.LocalTransport(_make_context_factory(start.spec), local_slots))
+        summary, _ = _drive(start, transport, comm.Get_size() if comm is not None else 1, signals,
+                            drain_grace_s, term_grace_s, progress_interval_s)
+        return summary.exit_status
     except BaseException:
         if comm is not None:
             log.exception("launcher failed; aborting the MPI job")
@@ -157,41 +140,89 @@ def launch(runfile: str | os.PathLike, *, break_lock: bool = False, allow_change
         raise
     finally:
         signals.__exit__()
-        claim.release()
+        start.claim.release()
 
 
-def _run_rank0(spec: Any, manifest: Manifest, records: list[dict], plan: Any, frozen: dict[str, int],
-               digest: str, comm: Any, drain_grace_s: float, term_grace_s: float,
-               progress_interval_s: float, local_slots: int, signals: DrainSignals) -> int:
-    from faust_hpc.launcher import transport as tr
-    from faust_hpc.launcher.policy import GraphState
-    from faust_hpc.launcher.resume import resume
-
-    make_context = _make_context_factory(spec)
-    transport = tr.MpiTransport(comm) if comm is not None else tr.LocalTransport(make_context, local_slots)
+def _drive(start: RunStart, transport: Any, ranks: int, signals: DrainSignals, drain_grace_s: float,
+           term_grace_s: float, progress_interval_s: float,
+           selection: Selection | None = None) -> tuple[RunSummary, Restricted | None]:
+    """Resume, record the start, run the coordinator (over the selected units,
+    if a selection is given), record the finish."""
+    spec, manifest, plan = start.spec, start.manifest, start.plan
     try:
-        state = resume(plan, manifest, records, spec, Path(spec.product_dir), hostname())
-        header = {"event": "run", "time": now(), "host": hostname(), "pid": os.getpid(),
-                  "spec_hash": digest, "runfile": str(spec.path), "workers": len(transport.workers),
-                  "ranks": (comm.Get_size() if comm is not None else 1)}
-        new_freeze = {k: n for k, n in planned_nchunks(plan).items() if k not in frozen}
-        manifest.append(header, *([{"event": "freeze", "time": now(), "nchunks": new_freeze}] if new_freeze else []))
-        graph = GraphState(plan, transport.workers, done=state.done,
-                           node_memory_gb=float(spec.scheduler.node_memory_gb or 0))
-        total = len(plan.units)
-        log.info("run %s: %d units, %d already done, %d worker(s)", spec.name, total,
-                 len(state.done & set(plan.units)), len(transport.workers))
-        coordinator = Coordinator(graph, transport, manifest, product_dir=Path(spec.product_dir),
+        state = resume(plan, manifest, start.records, spec, Path(spec.product_dir), hostname())
+        run_plan, done, restricted = plan, state.done, None
+        if selection is not None:
+            restricted = restrict(plan, selection, state.done, spec)
+            run_plan = restricted.plan
+            done = set() if selection.redo else state.done
+        new_freeze = {k: n for k, n in planned_nchunks(plan).items() if k not in start.frozen}
+        manifest.append(RunRecord(spec_hash=start.digest, runfile=str(spec.path), workers=len(transport.workers),
+                                  ranks=ranks, command=start.command),
+                        *([FreezeRecord(nchunks=new_freeze)] if new_freeze else []))
+        sched = make_scheduler(run_plan, transport.workers, done=done,
+                               node_memory_gb=float(spec.scheduler.node_memory_gb or 0))
+        log.info("%s %s: %d units, %d already done, %d worker(s)", start.command, spec.name, len(run_plan.units),
+                 len(sched.done), len(transport.workers))
+        coordinator = Coordinator(sched, transport, manifest, product_dir=Path(spec.product_dir),
                                   retries=spec.scheduler.retries, attempts=state.attempts,
                                   drain_grace_s=drain_grace_s, term_grace_s=term_grace_s,
                                   progress_interval_s=progress_interval_s, signals=signals)
         summary = coordinator.run()
     finally:
         transport.shutdown()
-    manifest.append({"event": "finish", "time": now(), "host": hostname(), "pid": os.getpid(),
-                     "done": summary.done, "total": summary.total, "failed": sorted(summary.failed),
-                     "drained": summary.drained, "exit_status": summary.exit_status,
-                     "loop_wall_s": round(summary.elapsed, 3), "loop_cpu_s": round(summary.loop_cpu_s, 3)})
+    manifest.append(FinishRecord(done=summary.done, total=summary.total, failed=sorted(summary.failed),
+                                 drained=summary.drained, exit_status=summary.exit_status,
+                                 loop_wall_s=round(summary.elapsed, 3), loop_cpu_s=round(summary.loop_cpu_s, 3)))
     for line in summary.lines():
         (log.error if line.startswith("FAILED") else log.info)(line)
-    return summary.exit_status
+    return summary, restricted
+
+
+@dataclass
+class SerialRun:
+    """What a serial command ran: the summary, the units it covered, and
+    those it could not run because a dependency is not done."""
+
+    summary: RunSummary
+    manifest: Manifest
+    units: list[str] = field(default_factory=list)
+    unready: list[Any] = field(default_factory=list)
+
+
+def run_serial(spec: Any, selection: Selection, *, command: str, break_lock: bool = False,
+               allow_changed_spec: bool = False, progress_interval_s: float = 10.0) -> SerialRun:
+    """Run the selected units of a run in one local worker slot (no MPI),
+    with the manifest, resume and run claim of ``faust-hpc run``.
+
+    Raises :class:`PrerequisiteError` (exit 2) before anything is written
+    when no selected unit can run because its dependencies are not done."""
+    _check_ready(spec, selection)
+    signals = DrainSignals().__enter__()
+    try:
+        start = _open_run(spec, break_lock, allow_changed_spec, command)
+        try:
+            transport = tr.LocalTransport(_make_context_factory(spec), 1)
+            summary, restricted = _drive(start, transport, 1, signals, 60.0, 10.0, progress_interval_s, selection)
+        finally:
+            start.claim.release()
+    finally:
+        signals.__exit__()
+    assert restricted is not None
+    return SerialRun(summary, start.manifest, sorted(restricted.plan.units), restricted.unready)
+
+
+def _check_ready(spec: Any, selection: Selection) -> None:
+    """Read-only: refuse (one line, exit 2) when no selected unit can run
+    (recorded done units, or input cubes on disk, count as done)."""
+    manifest = Manifest(spec.product_dir)
+    records = manifest.records()
+    plan, _frozen = build_run_plan(spec, manifest, records)
+    done = {uid for uid, st in manifest.states(records).items() if st.status == UnitStatus.DONE}
+    restricted = restrict(plan, selection, done, spec)
+    if restricted.unready and not restricted.plan.units:
+        first = restricted.unready[0]
+        needs = [d for d in first.deps if d not in done]
+        more = f" (and {len(restricted.unready) - 1} more)" if len(restricted.unready) > 1 else ""
+        raise PrerequisiteError(f"{first.id}{more} cannot run yet: {', '.join(needs) or 'its input'} is not done; "
+                                f"run `faust-hpc run {spec.path}` first")

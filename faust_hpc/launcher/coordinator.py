@@ -1,10 +1,12 @@
 """Rank 0's loop: hand ready units to free workers, record outcomes, retry, drain.
 
 Rank 0 decides and waits; it never images. Each turn it (1) gives every free
-worker the best ready unit (the policy), (2) waits for outcomes through the
+worker the best ready unit (the policy: :class:`faust_hpc.scheduler.Scheduler`,
+which this loop asks directly), (2) waits for outcomes through the
 transport (which never busy-waits), (3) folds them in: a done prepare unit
 grows the graph by its real chunk list, a failed unit goes back to the ready
-set until ``scheduler.retries`` extra attempts are used up.
+set until ``scheduler.retries`` extra attempts are used up -- unless it
+failed on bad input (``UserInputError``), which no retry can fix.
 
 On SIGUSR1 or SIGTERM (Slurm's walltime warning, ``scancel``) it stops handing
 out units, lets the running ones finish for a grace period, then interrupts
@@ -20,10 +22,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from faust_hpc.launcher.policy import GraphState
-from faust_hpc.launcher.transport import Transport
-from faust_hpc.launcher.worker import Outcome, unit_log_path
-from faust_hpc.manifest import Manifest
+from faust_hpc.launcher.transport import Transport, WorkerInfo
+from faust_hpc.launcher.worker import Outcome
+from faust_hpc.layout import RunLayout
+from faust_hpc.run.manifest import Manifest
+from faust_hpc.run.records import UnitStatus
+from faust_hpc.run.view import fmt_duration
+from faust_hpc.scheduler import Scheduler
 
 log = logging.getLogger("faust_hpc.launcher")
 
@@ -32,13 +37,14 @@ EXIT_FAILED = 1
 EXIT_DRAINED = 3   # stopped by a signal: re-run (requeue) to finish
 
 
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+def make_scheduler(plan: Any, workers: list[WorkerInfo], done: Any = (), node_memory_gb: float = 0.0) -> Scheduler:
+    """The scheduler over the transport's worker slots (MPI ranks, with the
+    node each shares memory on): the run file's memory budget if set, else
+    each node's MemTotal as its ranks reported it."""
+    nodes = {w.rank: w.node for w in workers}
+    budget: float | dict[str, float] = (float(node_memory_gb) if node_memory_gb and node_memory_gb > 0
+                                        else {w.node: w.mem_gb for w in workers})
+    return Scheduler(plan, nodes=nodes, node_memory_gb=budget, done=done)
 
 
 @dataclass
@@ -46,7 +52,7 @@ class RunSummary:
     total: int = 0
     done: int = 0
     done_this_run: int = 0
-    failed: dict[str, dict] = field(default_factory=dict)   # unit -> {"error", "log", "attempts"}
+    failed: dict[str, dict] = field(default_factory=dict)   # unit -> {"error", "log", "out", "traceback", "attempts"}
     blocked: list[str] = field(default_factory=list)
     drained: bool = False
     elapsed: float = 0.0
@@ -65,9 +71,9 @@ class RunSummary:
         if self.drained:
             out.append("stopped early by a signal: run the same command again to finish")
         for uid, f in sorted(self.failed.items()):
-            out_file = str(f["log"]).replace(".casa.log", ".out")
+            tb = f"  traceback: {f['traceback']}" if f.get("traceback") else ""
             out.append(f"FAILED {uid} after {f['attempts']} attempt(s): {f['error']}  "
-                       f"log: {f['log']} (stdout/stderr: {out_file})")
+                       f"log: {f['log']} (stdout/stderr: {f['out']}){tb}")
         if self.blocked:
             out.append(f"{len(self.blocked)} unit(s) not run because a unit they need failed: "
                        + ", ".join(self.blocked[:5]) + (" ..." if len(self.blocked) > 5 else ""))
@@ -99,13 +105,13 @@ class DrainSignals:
 
 
 class Coordinator:
-    def __init__(self, graph: GraphState, transport: Transport, manifest: Manifest, *,
+    def __init__(self, sched: Scheduler, transport: Transport, manifest: Manifest, *,
                  product_dir: Any, retries: int, attempts: dict[str, int] | None = None,
                  drain_grace_s: float = 60.0, term_grace_s: float = 10.0,
                  progress_interval_s: float = 5.0,
                  signals: DrainSignals | None = None) -> None:
         self.signals = signals
-        self.graph = graph
+        self.sched = sched
         self.transport = transport
         self.manifest = manifest
         self.product_dir = product_dir
@@ -127,16 +133,16 @@ class Coordinator:
         return n
 
     def _free_ranks(self) -> list[int]:
-        return [w.rank for w in self.transport.workers if w.rank not in self.graph.running]
+        return [w.rank for w in self.transport.workers if w.rank not in self.sched.running]
 
     def _progress(self, t0: float, force: bool = False) -> None:
         now = time.time()
         if not force and now - self._last_progress < self.progress_interval_s:
             return
         self._last_progress = now
-        g = self.graph
-        total = len(g.units)
-        done = len(g.done & set(g.units))
+        g = self.sched
+        total = len(g.plan.units)
+        done = len(g.done & set(g.plan.units))
         elapsed = now - t0
         eta = None
         if self._cost_done > 0:
@@ -149,7 +155,7 @@ class Coordinator:
     def run(self) -> RunSummary:
         t0 = time.time()
         cpu0 = time.process_time()
-        g = self.graph
+        g = self.sched
         with (self.signals or DrainSignals()) as sig:
             while True:
                 if sig.received is None:
@@ -176,34 +182,38 @@ class Coordinator:
         s = self.summary
         s.elapsed = time.time() - t0
         s.loop_cpu_s = time.process_time() - cpu0
-        s.total = len(g.units)
-        s.done = len(g.done & set(g.units))
-        s.blocked = [u for u in g.blocked() if u not in s.failed]
+        s.total = len(g.plan.units)
+        s.done = len(g.done & set(g.plan.units))
+        s.blocked = [u for u in g.blocked_ids() if u not in s.failed]
         self._progress(t0, force=True)
         return s
 
     def _fold(self, outcome: Outcome) -> None:
-        g = self.graph
+        g = self.sched
         uid = outcome.unit
-        unit = g.units.get(uid)
-        if outcome.status == "done":
+        unit = g.plan.units.get(uid)
+        if outcome.status == UnitStatus.DONE:
             self._cost_done += float(unit.cost) if unit is not None else 0.0
             nchunks = outcome.info.get("nchunks") if unit is not None and unit.kind == "prepare" else None
-            g.finished(uid, "done", nchunks=None if nchunks is None else int(nchunks))
+            g.complete(uid, nchunks=None if nchunks is None else int(nchunks))
             self.summary.done_this_run += 1
             log.debug("done %s on rank %d in %.1f s", uid, outcome.rank, outcome.elapsed)
             return
-        if outcome.status == "interrupted":
-            g.finished(uid, "interrupted")
+        if outcome.status == UnitStatus.INTERRUPTED:
+            g.fail(uid, retry=True)  # back to ready; a drained coordinator hands nothing out any more
             log.warning("interrupted %s (attempt %d): %s", uid, outcome.attempt, outcome.error)
             return
         n = self.failures[uid] = self.failures.get(uid, 0) + 1
-        final = n > self.retries
-        g.finished(uid, "failed", final=final)
+        final = n > self.retries or not outcome.retry
+        g.fail(uid, retry=not final)
         if final:
-            self.summary.failed[uid] = {"error": outcome.error, "attempts": n,
-                                        "log": outcome.log or str(unit_log_path(self.product_dir, uid, outcome.attempt))}
-            log.error("FAILED %s (attempt %d, no retries left): %s; log %s", uid, outcome.attempt,
+            layout = RunLayout(self.product_dir)
+            self.summary.failed[uid] = {
+                "error": outcome.error, "error_type": outcome.error_type, "traceback": outcome.traceback,
+                "attempts": n, "log": outcome.log or str(layout.unit_log(uid, outcome.attempt)),
+                "out": outcome.out or str(layout.unit_out(uid, outcome.attempt))}
+            why = "bad input, not retried" if not outcome.retry else "no retries left"
+            log.error("FAILED %s (attempt %d, %s): %s; log %s", uid, outcome.attempt, why,
                       outcome.error, outcome.log)
         else:
             log.warning("failed %s (attempt %d, will retry): %s; log %s", uid, outcome.attempt,

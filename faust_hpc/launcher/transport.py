@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from faust_hpc.launcher.worker import Outcome, RunningUnit, WorkerContext
-from faust_hpc.manifest import hostname
+from faust_hpc.run.records import hostname
 
 log = logging.getLogger(__name__)
 

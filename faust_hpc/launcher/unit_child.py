@@ -5,7 +5,11 @@ timeout then ends this process only, and the worker rank reports the unit as
 failed and carries on. The task file (pickled by the worker) holds the run
 spec (or the run file path), the unit, the executor's import path, the working
 directory and the per-unit CASA log; the result goes back as a small JSON file
-with output *paths*, never payloads.
+with output *paths*, never payloads. When the unit raises, the traceback goes
+to its own file (the worker records that path, so ``faust-hpc run``'s summary
+and ``faust-hpc status`` point at it) and the result says whether another
+attempt could help: bad input (:class:`~faust_hpc.errors.UserInputError`)
+cannot.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
+
+from faust_hpc.errors import UserInputError
 
 log = logging.getLogger("faust_hpc.launcher.unit_child")
 
@@ -73,6 +79,18 @@ def _write_result(path: Path, result: dict) -> None:
     os.replace(tmp, path)
 
 
+def _write_traceback(path: str | None, text: str) -> None:
+    if not path:
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(f"{path}.tmp{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:  # the .out file has it too
+        log.warning("could not write the traceback to %s: %s", path, exc)
+
+
 def main(argv: list[str]) -> int:
     task_path = Path(argv[0])
     task = pickle.loads(task_path.read_bytes())
@@ -104,8 +122,11 @@ def main(argv: list[str]) -> int:
     except BaseException as exc:  # noqa: BLE001 - everything is a unit failure here
         tb = traceback.format_exc()
         sys.stderr.write(tb)
+        _write_traceback(task.get("traceback_path"), tb)
         _write_result(result_path, {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                                    "traceback": tb[-4000:], "elapsed": time.time() - t0})
+                                    "error_type": type(exc).__name__,
+                                    "retry": not isinstance(exc, UserInputError),
+                                    "elapsed": time.time() - t0})
         return 1
 
 

@@ -5,8 +5,9 @@ its own process: each unit runs in ``python -m faust_hpc.launcher.unit_child``
 with
 
 - its own working directory ``work/<unit id with / → __>/`` (CASA scratch),
-- its own CASA log ``logs/<unit id with / → __>.attempt<N>.casa.log`` and a
-  stdout/stderr file next to it (``.out``),
+- its own CASA log ``logs/<unit id with / → __>.attempt<N>.casa.log``, a
+  stdout/stderr file next to it (``.out``) and, if it raises, its traceback
+  (``.traceback.txt``), whose path the ``failed`` record carries,
 - a thread budget in ``OMP_NUM_THREADS`` and the BLAS equivalents, so the
   ranks sharing a node never oversubscribe it,
 - an optional timeout.
@@ -29,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from faust_hpc.layout import RunLayout
-from faust_hpc.manifest import Manifest, hostname, unit_record
+from faust_hpc.run.manifest import Manifest
+from faust_hpc.run.records import UnitEvent, UnitStatus, hostname, unit_record
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +92,16 @@ class Outcome:
 
     unit: str
     attempt: int
-    status: str                 # done | failed | interrupted
+    status: str                 # a UnitStatus: done | failed | interrupted
     rank: int
     outputs: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
-    error: str | None = None
+    error: str | None = None    # "Type: message", or how the child ended
+    error_type: str | None = None
+    traceback: str | None = None  # path of the child's traceback file
+    retry: bool = True          # False: bad input, another attempt cannot help
     log: str | None = None
+    out: str | None = None      # the child's stdout/stderr
     elapsed: float = 0.0
 
     def as_dict(self) -> dict:
@@ -145,21 +151,24 @@ class RunningUnit:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.workdir = unit_workdir(pd, unit.id)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        stem = self.log_path.name[: -len(".casa.log")]
-        self.out_path = self.log_path.with_name(stem + ".out")
+        layout = RunLayout(pd)
+        self.out_path = layout.unit_out(unit.id, attempt)
+        self.traceback_path = layout.unit_traceback(unit.id, attempt)
+        self.traceback_path.unlink(missing_ok=True)
         self.task_path = self.workdir / f".task.attempt{attempt}.pkl"
         self.result_path = self.workdir / f".result.attempt{attempt}.json"
         self.result_path.unlink(missing_ok=True)
         task = {"spec": ctx._spec_for_child, "runfile": str(ctx.runfile) if ctx.runfile else None,
                 "unit": unit, "executor": ctx.executor, "workdir": str(self.workdir),
                 "log_path": str(self.log_path), "result_path": str(self.result_path),
+                "traceback_path": str(self.traceback_path),
                 "parent_pid": os.getpid(), "attempt": attempt}
         self.task_path.write_bytes(pickle.dumps(task))
         with open(self.out_path, "ab") as out:
             self.proc = subprocess.Popen([ctx.python, "-m", "faust_hpc.launcher.unit_child", str(self.task_path)],
                                          cwd=self.workdir, env=ctx.env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
-        ctx.manifest.append(unit_record(unit.id, "started", attempt=attempt, rank=ctx.rank, host=ctx.host,
+        ctx.manifest.append(unit_record(unit.id, UnitEvent.STARTED, attempt=attempt, rank=ctx.rank, host=ctx.host,
                                         pid=self.proc.pid, log=str(self.log_path), threads=ctx.threads))
 
     # ------------------------------------------------------------------ control
@@ -215,25 +224,32 @@ class RunningUnit:
             result = json.loads(self.result_path.read_text())
         except (OSError, ValueError):
             result = {}
-        outcome = Outcome(self.unit.id, self.attempt, "failed", self.ctx.rank, log=str(self.log_path),
-                          elapsed=elapsed)
+        outcome = Outcome(self.unit.id, self.attempt, UnitStatus.FAILED, self.ctx.rank, log=str(self.log_path),
+                          out=str(self.out_path), elapsed=elapsed)
         if self.stop_reason is not None:
-            outcome.status, outcome.error = "interrupted", self.stop_reason
+            outcome.status, outcome.error = UnitStatus.INTERRUPTED, self.stop_reason
         elif self.timed_out:
             outcome.error = f"timed out after {self.ctx.timeout_s:g} s (scheduler.unit_timeout_s)"
-        elif rc == 0 and result.get("status") == "done":
-            outcome.status = "done"
+        elif rc == 0 and result.get("status") == UnitStatus.DONE:
+            outcome.status = UnitStatus.DONE
             outcome.outputs = list(result.get("outputs") or [])
             outcome.info = dict(result.get("info") or {})
         elif rc == -signal.SIGTERM:
             # Slurm/mpirun tearing the job down signals every process; not the unit's fault.
-            outcome.status, outcome.error = "interrupted", describe_exit(rc)
+            outcome.status, outcome.error = UnitStatus.INTERRUPTED, describe_exit(rc)
         else:
             outcome.error = result.get("error") or describe_exit(rc)
+            outcome.error_type = result.get("error_type")
+            outcome.retry = bool(result.get("retry", True))
+            if self.traceback_path.exists():
+                outcome.traceback = str(self.traceback_path)
+        failed = outcome.status == UnitStatus.FAILED
         self.ctx.manifest.append(unit_record(
-            self.unit.id, outcome.status, attempt=self.attempt, rank=self.ctx.rank, host=self.ctx.host,
-            pid=self.proc.pid, outputs=outcome.outputs, error=outcome.error, info=outcome.info,
-            log=outcome.log, elapsed=round(elapsed, 3)))
+            self.unit.id, UnitEvent(str(outcome.status)), attempt=self.attempt, rank=self.ctx.rank,
+            host=self.ctx.host, pid=self.proc.pid, outputs=outcome.outputs, error=outcome.error,
+            info=outcome.info, log=outcome.log, elapsed=round(elapsed, 3),
+            error_type=outcome.error_type, traceback=outcome.traceback,
+            retry=None if not failed or outcome.retry else False))
         for scratch in (self.task_path, self.result_path):
             scratch.unlink(missing_ok=True)
         self.outcome = outcome

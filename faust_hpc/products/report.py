@@ -30,16 +30,16 @@ from pathlib import Path
 from typing import Iterable
 
 from faust_hpc.errors import UserInputError
-from faust_hpc.launcher.coordinator import fmt_duration
 from faust_hpc.layout import RunLayout
-from faust_hpc.manifest import Manifest
+from faust_hpc.run.manifest import Manifest
+from faust_hpc.run.records import END_EVENTS, UnitEvent, UnitRecord, UnitStatus
+from faust_hpc.run.view import fmt_duration
 from faust_hpc.units import ImageKey
 
 log = logging.getLogger(__name__)
 
 KIND_ORDER = ("prepare", "chunk", "finalize", "moments", "qa")
 KIND_HATCH = {"prepare": "////", "chunk": "", "finalize": "", "moments": "....", "qa": "xxxx"}
-END_EVENTS = ("done", "failed", "interrupted")
 
 
 def unit_kind(unit_id: str) -> str:
@@ -57,7 +57,7 @@ class Attempt:
     host: str
     start: float
     end: float | None = None
-    status: str = "running"
+    status: str = UnitStatus.RUNNING
     error: str | None = None
     outputs: list[str] = field(default_factory=list)
     threads: int = 1
@@ -83,29 +83,32 @@ class Attempt:
         return max(0.0, (self.end if self.end is not None else now) - self.start)
 
 
+_ATTEMPT_EVENTS = frozenset((UnitEvent.STARTED.value, *END_EVENTS))
+
+
 def attempts_from_records(records: Iterable[dict]) -> list[Attempt]:
     """Pair ``started`` with the record that ended the same (unit, attempt)."""
     open_: dict[tuple[str, int], Attempt] = {}
     out: list[Attempt] = []
-    for rec in records:
-        uid, event = rec.get("unit"), rec.get("event")
-        if not uid or event not in ("started", *END_EVENTS):
+    for raw in records:
+        if not raw.get("unit") or raw.get("event") not in _ATTEMPT_EVENTS:
             continue
-        key = (uid, int(rec.get("attempt") or 0))
-        t = float(rec.get("time") or 0.0)
-        if event == "started":
-            att = Attempt(uid, key[1], int(rec.get("rank") or 0), str(rec.get("host") or "?"), t,
-                          threads=max(1, int(rec.get("threads") or 1)), log=rec.get("log"))
+        rec = UnitRecord.from_json(raw)
+        uid, key = rec.unit, (rec.unit, int(rec.attempt or 0))
+        t = float(rec.time or 0.0)
+        if rec.event == UnitEvent.STARTED:
+            att = Attempt(uid, key[1], int(rec.rank or 0), str(rec.host or "?"), t,
+                          threads=max(1, int(rec.threads or 1)), log=rec.log)
             open_[key] = att
             out.append(att)
             continue
         att = open_.pop(key, None)
         if att is None:
             # An end with no start seen (e.g. a resume marking a stale unit): a zero-length mark.
-            att = Attempt(uid, key[1], int(rec.get("rank") or 0), str(rec.get("host") or "?"), t)
+            att = Attempt(uid, key[1], int(rec.rank or 0), str(rec.host or "?"), t)
             out.append(att)
-        att.end, att.status, att.error = t, event, rec.get("error")
-        att.outputs = [str(p) for p in rec.get("outputs") or []]
+        att.end, att.status, att.error = t, UnitStatus(rec.event), rec.error
+        att.outputs = [str(p) for p in rec.outputs or []]
     return out
 
 
@@ -118,24 +121,24 @@ class SpwSummary:
 
     @property
     def failures(self) -> int:
-        return sum(a.status == "failed" for a in self.attempts)
+        return sum(a.status == UnitStatus.FAILED for a in self.attempts)
 
     @property
     def failed_units(self) -> set[str]:
-        return {a.unit for a in self.attempts if a.status == "failed"} - self.done_units
+        return {a.unit for a in self.attempts if a.status == UnitStatus.FAILED} - self.done_units
 
     def status(self) -> str:
-        if self.failed_units and not any(a.status == "running" for a in self.attempts):
+        if self.failed_units and not any(a.status == UnitStatus.RUNNING for a in self.attempts):
             last = {}
             for a in self.attempts:
                 last[a.unit] = a
-            if any(last[u].status == "failed" for u in self.failed_units):
-                return "failed"
-        if any(a.status == "running" for a in self.attempts):
-            return "running"
+            if any(last[u].status == UnitStatus.FAILED for u in self.failed_units):
+                return UnitStatus.FAILED
+        if any(a.status == UnitStatus.RUNNING for a in self.attempts):
+            return UnitStatus.RUNNING
         finals = {u for u in self.units if unit_kind(u) == "finalize"}
         if finals and finals <= self.done_units and self.done_units == self.units:
-            return "done"
+            return UnitStatus.DONE
         return "incomplete"
 
     @property
@@ -162,7 +165,7 @@ def summarize(attempts: list[Attempt], expected_units: Iterable[str] = ()) -> di
         s = by_key.setdefault(a.key, SpwSummary(a.key))
         s.units.add(a.unit)
         s.attempts.append(a)
-        if a.status == "done":
+        if a.status == UnitStatus.DONE:
             s.done_units.add(a.unit)
     return dict(sorted(by_key.items()))
 
@@ -220,18 +223,18 @@ def render_timeline(attempts: list[Attempt], out_png: Path, title: str = "", now
         edge, lw, ls = "0.25", 0.5, "solid"
         if a.kind == "finalize":
             edge, lw = "black", 2.2
-        if a.status == "failed":
+        if a.status == UnitStatus.FAILED:
             edge, lw = "red", 2.0
-        elif a.status == "interrupted":
+        elif a.status == UnitStatus.INTERRUPTED:
             edge, lw = "darkorange", 2.0
-        elif a.status == "running":
+        elif a.status == UnitStatus.RUNNING:
             ls = "dashed"
         ax.barh(y, width, left=x0, height=0.72, color=color[a.key], alpha=0.9 if a.kind != "prepare" else 0.6,
                 edgecolor=edge, linewidth=lw, linestyle=ls, hatch=KIND_HATCH.get(a.kind, ""))
         xe = x0 + width
-        if a.status == "failed":
+        if a.status == UnitStatus.FAILED:
             ax.plot([xe], [y], marker="x", color="red", markersize=9, mew=2.2, zorder=5)
-        elif a.status == "interrupted":
+        elif a.status == UnitStatus.INTERRUPTED:
             ax.plot([xe], [y], marker="s", color="darkorange", markersize=5, zorder=5)
         if a.attempt > 1:
             ax.annotate(f"r{a.attempt}", (x0, y - 0.36), xytext=(2, -1), textcoords="offset points",
@@ -242,7 +245,7 @@ def render_timeline(attempts: list[Attempt], out_png: Path, title: str = "", now
                         bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.7))
     # Each SPW's finalize end as a dotted line: the moment its cube exists.
     for a in attempts:
-        if a.kind == "finalize" and a.status == "done" and a.end is not None:
+        if a.kind == "finalize" and a.status == UnitStatus.DONE and a.end is not None:
             ax.axvline((a.end - t0) / scale, color=color[a.key], linestyle=":", linewidth=1.0)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([f"rank {r} @{h}" + (f" [{lane + 1}]" if lane else "") for h, r, lane in rows], fontsize=7)
@@ -288,7 +291,7 @@ def _links(summary: SpwSummary, product_dir: Path, report_dir: Path) -> tuple[li
     products: list[Link] = []
     last_done: dict[str, Attempt] = {}
     for a in summary.attempts:
-        if a.status == "done":
+        if a.status == UnitStatus.DONE:
             last_done[a.unit] = a
     for uid in sorted(last_done, key=lambda u: (KIND_ORDER.index(unit_kind(u)) if unit_kind(u) in KIND_ORDER
                                               else 9, u)):
@@ -298,7 +301,7 @@ def _links(summary: SpwSummary, product_dir: Path, report_dir: Path) -> tuple[li
                 products.append(Link(Path(out).name, target, exists))
     logs: list[Link] = []
     for a in summary.attempts:
-        if a.status in ("failed", "interrupted") or a.kind == "finalize":
+        if a.status in (UnitStatus.FAILED, UnitStatus.INTERRUPTED) or a.kind == "finalize":
             path = a.log or str(RunLayout(product_dir).unit_log(a.unit, a.attempt))
             target, exists = _rel(path, product_dir, report_dir)
             logs.append(Link(f"{a.unit.rsplit('/', 1)[-1]} #{a.attempt} ({a.status})", target, exists))
@@ -397,7 +400,7 @@ def make_report(product_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
     t1 = max((a.end if a.end is not None else now) for a in attempts)
     totals = {"units": sum(len(s.units) for s in summaries.values()),
               "done": sum(len(s.done_units) for s in summaries.values()),
-              "attempts": len(attempts), "failures": sum(a.status == "failed" for a in attempts),
+              "attempts": len(attempts), "failures": sum(a.status == UnitStatus.FAILED for a in attempts),
               "wall": fmt_duration(t1 - t0), "cpu_h": sum(s.cpu_hours(now) for s in summaries.values())}
     written = {"timeline": timeline}
     if "md" in formats:
@@ -405,7 +408,7 @@ def make_report(product_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
         _write_atomic(written["md"], render_markdown(rows, title, timeline.name, totals))
     if "html" in formats:
         written["html"] = report_dir / "report.html"
-        errors = [a for a in attempts if a.status == "failed"]
+        errors = [a for a in attempts if a.status == UnitStatus.FAILED]
         _write_atomic(written["html"], render_html(rows, title, timeline.name, totals, errors))
     log.info("report written to %s", report_dir)
     return written

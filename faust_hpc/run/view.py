@@ -1,8 +1,8 @@
-"""A read-only view of a run for ``status`` and ``rerun``: spec + plan + manifest.
+"""A read-only view of a run for ``status``, ``rerun`` and ``report``: spec + plan + manifest.
 
 The plan is rebuilt the way the launcher builds it (frozen chunk counts, grown
 by the chunk lists of done prepare units), so unit ids line up with the
-manifest's records.
+manifest's records. Nothing here writes.
 """
 from __future__ import annotations
 
@@ -10,9 +10,25 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from faust_hpc.launcher.resume import apply_done_prepares
-from faust_hpc.manifest import (DONE, FAILED, RUNNING, Manifest, RunClaim, UnitState,
-                                derive_states, owner_alive)
+from faust_hpc.run.claim import RunClaim, owner_alive
+from faust_hpc.run.frozen import build_run_plan
+from faust_hpc.run.manifest import Manifest, UnitState, derive_states
+from faust_hpc.run.records import UnitStatus
+from faust_hpc.run.resume import apply_done_prepares
+from faust_hpc.runfile import load_runfile
+
+# status_of folded into the four columns status shows
+_BUCKETS = (UnitStatus.DONE, UnitStatus.RUNNING, UnitStatus.FAILED, UnitStatus.PENDING)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``3725`` -> ``1h02m05s``; None -> ``?``."""
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
 @dataclass
@@ -37,19 +53,23 @@ class RunView:
                     changed = True
         return out
 
-    def status_of(self, uid: str) -> str:
+    def status_of(self, uid: str) -> UnitStatus:
         st = self.states.get(uid)
         if st is None:
-            return "pending"
-        if st.status == RUNNING and not self.live:
-            return "interrupted"
+            return UnitStatus.PENDING
+        if st.status == UnitStatus.RUNNING and not self.live:
+            return UnitStatus.INTERRUPTED
         return st.status
+
+    def failed_units(self) -> list[dict]:
+        """Units of the plan whose latest attempt failed: why, and where to look."""
+        return [{"unit": uid, "attempt": st.attempt, "error": st.error, "error_type": st.error_type,
+                 "traceback": st.traceback, "log": st.log}
+                for uid, st in sorted(self.states.items())
+                if uid in self.plan.units and st.status == UnitStatus.FAILED]
 
 
 def load_view(runfile: str) -> RunView:
-    from faust_hpc.launcher import build_run_plan
-    from faust_hpc.runfile import load_runfile
-
     spec = load_runfile(runfile, check_paths=False)
     manifest = Manifest(spec.product_dir)
     records = manifest.records()
@@ -64,11 +84,11 @@ def load_view(runfile: str) -> RunView:
 def spw_rows(view: RunView) -> list[dict]:
     """Per image (field x SPW x array x weighting): unit counts, elapsed, ETA."""
     units = view.plan.units
-    cost_done = sum(float(units[u].cost) for u, st in view.states.items() if u in units and st.status == DONE)
-    time_done = sum((st.finished or 0) - (st.started or 0) for u, st in view.states.items()
-                    if u in units and st.status == DONE and st.started and st.finished)
-    runs = [r for r in view.records if r.get("event") == "run"]
-    workers = max(1, int(runs[-1].get("workers", 1))) if runs else 1
+    done_states = [(u, st) for u, st in view.states.items() if u in units and st.status == UnitStatus.DONE]
+    cost_done = sum(float(units[u].cost) for u, _st in done_states)
+    time_done = sum((st.finished or 0) - (st.started or 0) for _u, st in done_states if st.started and st.finished)
+    runs = view.manifest.run_records(view.records)
+    workers = max(1, int(runs[-1].workers or 1)) if runs else 1
     sec_per_cost = time_done / cost_done if cost_done > 0 else None
     now = time.time()
     rows = []
@@ -77,19 +97,19 @@ def spw_rows(view: RunView) -> list[dict]:
         by_key.setdefault(unit.key.path, []).append(uid)
     for key_path, uids in by_key.items():
         key = units[uids[0]].key
-        counts = {"done": 0, "running": 0, "failed": 0, "pending": 0}
+        counts = {b.value: 0 for b in _BUCKETS}
         remaining = 0.0
         starts, ends = [], []
         for uid in uids:
             s = view.status_of(uid)
-            bucket = {DONE: "done", RUNNING: "running", FAILED: "failed"}.get(s, "pending")
-            counts[bucket] += 1
-            if bucket != "done":
+            bucket = s if s in _BUCKETS else UnitStatus.PENDING
+            counts[bucket.value] += 1
+            if bucket != UnitStatus.DONE:
                 remaining += float(units[uid].cost)
             st = view.states.get(uid)
             if st is not None and st.started:
                 starts.append(st.started)
-                ends.append(now if s == RUNNING else (st.finished or st.started))
+                ends.append(now if s == UnitStatus.RUNNING else (st.finished or st.started))
         elapsed = (max(ends) - min(starts)) if starts else None
         eta = None
         if remaining == 0:
@@ -103,4 +123,4 @@ def spw_rows(view: RunView) -> list[dict]:
     return rows
 
 
-__all__ = ["RunView", "load_view", "spw_rows"]
+__all__ = ["RunView", "load_view", "spw_rows", "fmt_duration"]

@@ -20,10 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from faust_hpc.launcher.worker import unit_workdir
-from faust_hpc.manifest import DONE, FAILED, INTERRUPTED, RUNNING, Manifest, UnitState, derive_states, unit_record
+from faust_hpc.layout import RunLayout
+from faust_hpc.run.manifest import Manifest, UnitState, derive_states
+from faust_hpc.run.records import UnitEvent, UnitStatus, unit_record
 
 log = logging.getLogger(__name__)
+
+_UNFINISHED = (UnitStatus.RUNNING, UnitStatus.FAILED, UnitStatus.INTERRUPTED)
 
 
 @dataclass
@@ -39,7 +42,7 @@ def apply_done_prepares(plan: Any, states: dict[str, UnitState]) -> None:
     """Grow the graph by every done prepare unit's reported chunk count."""
     for uid, unit in list(plan.units.items()):
         st = states.get(uid)
-        if unit.kind == "prepare" and st is not None and st.status == DONE and "nchunks" in st.info:
+        if unit.kind == "prepare" and st is not None and st.status == UnitStatus.DONE and "nchunks" in st.info:
             plan.expand(uid, int(st.info["nchunks"]))
 
 
@@ -69,11 +72,12 @@ def resume(plan: Any, manifest: Manifest, records: list[dict], spec: Any, produc
     states = derive_states(records)
     apply_done_prepares(plan, states)
     units = plan.units
+    layout = RunLayout(product_dir)
     state = ResumeState(attempts={uid: st.attempt for uid, st in states.items()})
 
-    present = {uid for uid, st in states.items()
-               if st.status == DONE and uid in units and all(os.path.exists(p) for p in st.outputs)}
-    missing = {uid for uid, st in states.items() if st.status == DONE and uid in units} - present
+    recorded_done = {uid for uid, st in states.items() if st.status == UnitStatus.DONE and uid in units}
+    present = {uid for uid in recorded_done if all(os.path.exists(p) for p in states[uid].outputs)}
+    missing = recorded_done - present
     done = present | missing
     succ = plan.successors()
     changed = True
@@ -91,13 +95,14 @@ def resume(plan: Any, manifest: Manifest, records: list[dict], spec: Any, produc
     finder = partial_output_finder(getattr(spec.scheduler, "executor", "")) if spec is not None else None
     stale_records = []
     for uid, st in states.items():
-        if uid not in units or uid in done or (st.status not in (RUNNING, FAILED, INTERRUPTED) and uid not in state.redo):
+        if uid not in units or uid in done or (st.status not in _UNFINISHED and uid not in state.redo):
             continue
-        if st.status == RUNNING:
+        if st.status == UnitStatus.RUNNING:
             state.stale.append(uid)
-            stale_records.append(unit_record(uid, "interrupted", attempt=st.attempt, rank=0, host=rank_host,
+            stale_records.append(unit_record(uid, UnitEvent.INTERRUPTED, attempt=st.attempt, rank=0,
+                                             host=rank_host,
                                              error="its launcher stopped before it finished (found on resume)"))
-        paths = [unit_workdir(product_dir, uid)] + [Path(p) for p in st.outputs]
+        paths = [layout.unit_workdir(uid)] + [Path(p) for p in st.outputs]
         if finder is not None:
             try:
                 paths += [Path(p) for p in finder(spec, units[uid])]
@@ -115,3 +120,6 @@ def resume(plan: Any, manifest: Manifest, records: list[dict], spec: Any, produc
         log.info("resume: %d done unit(s) lost their outputs and are needed again: %s",
                  len(state.redo), ", ".join(sorted(state.redo)[:5]))
     return state
+
+
+__all__ = ["ResumeState", "resume", "apply_done_prepares", "partial_output_finder"]

@@ -1,0 +1,17 @@
+"""The run's state on disk: no MPI, no CASA.
+
+Modules, one job each:
+
+- :mod:`.locks`      flock-or-strict-soft file locks of the state directory;
+- :mod:`.records`    the record schema (unit / run / freeze / finish / owner) and the status enum;
+- :mod:`.manifest`   the append-only JSON-lines log and the unit states derived from it;
+- :mod:`.claim`      one owner per run (``run.lock`` + ``owner.json``), live-owner checks;
+- :mod:`.frozen`     what the first launcher froze: spec digest, chunk counts, the plan they give;
+- :mod:`.resume`     what a new launcher may trust, and what it cleans;
+- :mod:`.select`     the units a serial command (``image`` / ``moments`` / ``qa``) runs;
+- :mod:`.view`       the read-only status view (``status``, ``rerun``, ``report``);
+- :mod:`.invalidate` what ``rerun`` marks to be redone;
+- :mod:`.images`     the final images of a run file.
+
+Every path comes from :class:`faust_hpc.layout.RunLayout`.
+"""

@@ -1,0 +1,227 @@
+"""The run's memory: append-only JSON-lines records on the shared filesystem.
+
+Why a log of events rather than a state file: a crash (kill -9, node failure,
+walltime) can stop any process between any two instructions. Appending one
+self-contained line per event under a file lock, flushed and fsync'd, means the
+worst a crash leaves behind is one torn last line, which readers skip. The
+state of every unit is *derived* from the events (:func:`derive_states`), so
+there is nothing to keep consistent by hand. The records' schema is
+:mod:`faust_hpc.run.records`; the paths are :class:`faust_hpc.layout.RunLayout`'s.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from faust_hpc.layout import RunLayout
+from faust_hpc.run.locks import RobustLock
+from faust_hpc.run.records import FreezeRecord, RunEvent, RunRecord, UnitEvent, UnitRecord, UnitStatus
+
+log = logging.getLogger(__name__)
+
+
+def _parse_fast(data: bytes) -> list[dict] | None:
+    """One JSON parse for a whole well-formed file (100k records in a few
+    tenths of a second); None if any line is not a plain record."""
+    body = data.strip()
+    if not body:
+        return []
+    try:
+        parsed = json.loads(b"[" + body.replace(b"\n", b",") + b"]")
+    except ValueError:
+        return None
+    return parsed if all(isinstance(r, dict) for r in parsed) else None
+
+
+def _parse_lines(data: bytes, path: Path) -> list[dict]:
+    """All complete records; a torn or garbled line is skipped (a torn *last*
+    line is the expected trace of a crash mid-append and is not worth a warning)."""
+    if not data:
+        return []
+    if data.endswith(b"\n"):
+        fast = _parse_fast(data)
+        if fast is not None:
+            return fast
+    else:
+        # The usual damage: a crash mid-append tore the last line. Parse the rest in one go.
+        cut = data.rfind(b"\n") + 1
+        head = _parse_fast(data[:cut])
+        if head is not None:
+            try:
+                tail = json.loads(data[cut:])
+                return head + ([tail] if isinstance(tail, dict) else [])
+            except ValueError:
+                return head
+    records: list[dict] = []
+    for i, line in enumerate(data.split(b"\n")):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            log.debug("%s: skipping unreadable line %d", path, i + 1)
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
+
+
+@dataclass
+class UnitState:
+    """What the records say about one unit."""
+
+    unit: str
+    status: UnitStatus = UnitStatus.PENDING
+    attempt: int = 0            # highest attempt number seen (log file names continue from it)
+    failures: int = 0           # failed attempts since the last done/invalidated
+    outputs: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None   # path of the failed attempt's traceback file
+    log: str | None = None         # CASA log of the latest attempt
+    rank: int | None = None
+    host: str | None = None
+    pid: int | None = None
+    started: float | None = None   # time of the latest start
+    finished: float | None = None  # time of the latest done/failed/interrupted
+
+    @property
+    def elapsed(self) -> float | None:
+        if self.started is None:
+            return None
+        end = self.finished if self.finished is not None and self.status != UnitStatus.RUNNING else time.time()
+        return max(0.0, end - self.started)
+
+
+def derive_states(records: Iterable[dict]) -> dict[str, UnitState]:
+    """Fold unit events in order into one :class:`UnitState` per unit id."""
+    states: dict[str, UnitState] = {}
+    for raw in records:
+        if raw.get("unit") is None or raw.get("event") not in _UNIT_EVENTS:
+            continue
+        rec = UnitRecord.from_json(raw)
+        uid = rec.unit
+        st = states.get(uid)
+        if st is None:
+            st = states[uid] = UnitState(uid)
+        st.attempt = max(st.attempt, int(rec.attempt or 0))
+        if rec.event == UnitEvent.INVALIDATED:
+            states[uid] = UnitState(uid, attempt=st.attempt)
+            continue
+        st.rank, st.host, st.pid = rec.rank, rec.host, rec.pid
+        if rec.log:
+            st.log = rec.log
+        if rec.event == UnitEvent.STARTED:
+            st.status, st.started, st.finished = UnitStatus.RUNNING, rec.time, None
+            st.error = st.error_type = st.traceback = None
+        elif rec.event == UnitEvent.DONE:
+            st.status, st.finished = UnitStatus.DONE, rec.time
+            st.outputs = list(rec.outputs or [])
+            st.info = dict(rec.info or {})
+            st.error = st.error_type = st.traceback = None
+            st.failures = 0
+        elif rec.event == UnitEvent.FAILED:
+            st.status, st.finished = UnitStatus.FAILED, rec.time
+            st.error, st.error_type, st.traceback = rec.error, rec.error_type, rec.traceback
+            st.failures += 1
+            st.outputs = list(rec.outputs or [])
+        elif rec.event == UnitEvent.INTERRUPTED:
+            st.status, st.finished = UnitStatus.INTERRUPTED, rec.time
+            st.error = rec.error
+    return states
+
+
+_UNIT_EVENTS = frozenset(e.value for e in UnitEvent)
+
+
+def _as_json(record: Any) -> dict:
+    return record.to_json() if hasattr(record, "to_json") else record
+
+
+class Manifest:
+    """Append-only event log of one run (one product directory)."""
+
+    def __init__(self, product_dir: str | os.PathLike) -> None:
+        self.layout = RunLayout(product_dir)
+        self.product_dir = self.layout.product_dir
+        self.dir = self.layout.state_dir
+        self.path = self.layout.manifest_path
+        self._lock = RobustLock(self.layout.manifest_lock_path)
+
+    def ensure_dir(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def lock(self) -> RobustLock:
+        return self._lock
+
+    def append(self, *records: Any) -> None:
+        """Append records (typed records or their JSON dicts) atomically with
+        respect to other writers, durable on return."""
+        if not records:
+            return
+        payload = "".join(json.dumps(_as_json(r), separators=(",", ":"), default=str) + "\n" for r in records)
+        self.ensure_dir()
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                if size:
+                    # A crash mid-append leaves a torn line without newline: start on a fresh line.
+                    with open(self.path, "rb") as fh:
+                        fh.seek(size - 1)
+                        if fh.read(1) != b"\n":
+                            payload = "\n" + payload
+                data = payload.encode("utf-8")
+                while data:
+                    written = os.write(fd, data)
+                    data = data[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def records(self) -> list[dict]:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        return _parse_lines(data, self.path)
+
+    def states(self, records: list[dict] | None = None) -> dict[str, UnitState]:
+        return derive_states(self.records() if records is None else records)
+
+    # ---- run-level records
+    def run_records(self, records: list[dict] | None = None) -> list[RunRecord]:
+        recs = self.records() if records is None else records
+        return [RunRecord.from_json(r) for r in recs if r.get("event") == RunEvent.RUN]
+
+    def frozen_nchunks(self, records: list[dict] | None = None) -> dict[str, int]:
+        """Chunk counts per image key path, as frozen by the first run
+        (later freeze records only add keys the first did not know)."""
+        recs = self.records() if records is None else records
+        frozen: dict[str, int] = {}
+        for rec in recs:
+            if rec.get("event") == RunEvent.FREEZE:
+                for key, n in FreezeRecord.from_json(rec).nchunks.items():
+                    frozen.setdefault(key, int(n))
+        return frozen
+
+    def first_spec_hash(self, records: list[dict] | None = None) -> str | None:
+        for rec in self.run_records(records):
+            if rec.spec_hash:
+                return rec.spec_hash
+        return None
+
+    def last_finish(self, records: list[dict] | None = None) -> dict | None:
+        """The latest ``finish`` record (as stored), if any."""
+        recs = self.records() if records is None else records
+        return next((r for r in reversed(recs) if r.get("event") == RunEvent.FINISH), None)
+
+
+__all__ = ["Manifest", "UnitState", "derive_states"]

@@ -1,0 +1,225 @@
+"""The run's records: one schema for every line of the manifest and the owner record.
+
+Why typed records: the launcher writes them, and ``status``, ``rerun``,
+``report``, resume and the batch scripts read them back; when each spelled the
+keys itself they drifted. Every record is a dataclass here with
+``to_json()`` (the on-disk dict, unchanged from earlier manifests: ``unit``,
+``event``, ``attempt``, ``outputs``, ``error``, ``info`` ...) and
+``from_json()`` (tolerant: keys it does not know are kept in ``extra`` and
+written back).
+
+Record kinds (``event``):
+
+- unit events (:class:`UnitEvent`): ``started`` / ``done`` / ``failed`` /
+  ``interrupted`` / ``invalidated`` (:class:`UnitRecord`);
+- ``run`` (:class:`RunRecord`): one per launcher start (spec hash, ranks, host);
+- ``freeze`` (:class:`FreezeRecord`): the first run's chunk counts per image,
+  so that resumes and runs with other rank counts cut the same chunks;
+- ``finish`` (:class:`FinishRecord`): how a launcher ended.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import time
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any, ClassVar, Iterable
+
+
+class UnitStatus(StrEnum):
+    """What the records say about a unit (derived, never written)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class UnitEvent(StrEnum):
+    STARTED = "started"
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    INVALIDATED = "invalidated"
+
+
+class RunEvent(StrEnum):
+    RUN = "run"
+    FREEZE = "freeze"
+    FINISH = "finish"
+
+
+UNIT_EVENTS = tuple(e.value for e in UnitEvent)
+RUN_EVENTS = tuple(e.value for e in RunEvent)
+END_EVENTS = (UnitEvent.DONE.value, UnitEvent.FAILED.value, UnitEvent.INTERRUPTED.value)
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def now() -> float:
+    return round(time.time(), 6)
+
+
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls))
+
+
+class _Record:
+    """to_json / from_json for the record dataclasses: ``None`` optionals are
+    left out, unknown keys travel in ``extra``."""
+
+    ALWAYS: ClassVar[tuple[str, ...]] = ()   # keys written even when None/empty
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            if f.name in self.ALWAYS or (value is not None and value != {}):
+                out[f.name] = value
+        out.update(getattr(self, "extra", {}))
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> Any:
+        try:  # the usual record has only known keys: one call, no copies (100k records per scan)
+            return cls(**data)
+        except TypeError:
+            pass
+        known = _field_names(cls)
+        kw = {k: v for k, v in data.items() if k in known and k != "extra"}
+        extra = {k: v for k, v in data.items() if k not in known}
+        return cls(**kw, extra=extra)  # type: ignore[call-arg]
+
+
+@dataclass
+class UnitRecord(_Record):
+    """One unit event. A failed one says why: ``error`` ("Type: message"),
+    ``error_type``, the path of the child's ``traceback`` file, and
+    ``retry=False`` when retrying cannot help (bad input)."""
+
+    ALWAYS: ClassVar[tuple[str, ...]] = ("unit", "event", "attempt", "rank", "host", "pid", "time", "outputs",
+                                         "error")
+
+    unit: str
+    event: str
+    attempt: int = 0
+    rank: int = 0
+    host: str = ""
+    pid: int = 0
+    time: float = 0.0
+    outputs: list[str] = field(default_factory=list)
+    error: str | None = None
+    info: dict = field(default_factory=dict)
+    log: str | None = None
+    threads: int | None = None
+    elapsed: float | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    retry: bool | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.event not in UNIT_EVENTS:
+            raise ValueError(f"unknown unit event {self.event!r}; expected one of {UNIT_EVENTS}")
+
+
+def unit_record(unit: str, event: str, *, attempt: int, rank: int = 0, host: str | None = None,
+                pid: int | None = None, outputs: Iterable[str] = (), error: str | None = None,
+                info: dict | None = None, **extra: Any) -> dict:
+    """One unit event as the manifest stores it (fields of :class:`UnitRecord`
+    by name; anything else is kept as an extra key)."""
+    known = _field_names(UnitRecord)
+    kw: dict[str, Any] = {"attempt": int(attempt), "rank": int(rank), "host": host or hostname(),
+                          "pid": int(pid if pid is not None else os.getpid()), "time": now(),
+                          "outputs": [str(p) for p in outputs], "error": error, "info": dict(info or {})}
+    kw.update((k, v) for k, v in extra.items() if k in known)
+    rec = UnitRecord(unit, str(event), **kw, extra={k: v for k, v in extra.items() if k not in known})
+    return rec.to_json()
+
+
+@dataclass
+class RunRecord(_Record):
+    """A launcher (``faust-hpc run``, or a serial ``image`` / ``moments`` / ``qa``) started."""
+
+    event: str = RunEvent.RUN.value
+    time: float = field(default_factory=now)
+    host: str = field(default_factory=hostname)
+    pid: int = field(default_factory=os.getpid)
+    spec_hash: str | None = None
+    runfile: str | None = None
+    workers: int = 1
+    ranks: int = 1
+    command: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class FreezeRecord(_Record):
+    """Chunk counts per image key path, frozen by the run that planned them first."""
+
+    event: str = RunEvent.FREEZE.value
+    time: float = field(default_factory=now)
+    nchunks: dict[str, int] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class FinishRecord(_Record):
+    """How a launcher ended (the batch scripts trust this over an exit status)."""
+
+    ALWAYS: ClassVar[tuple[str, ...]] = ("failed",)
+
+    event: str = RunEvent.FINISH.value
+    time: float = field(default_factory=now)
+    host: str = field(default_factory=hostname)
+    pid: int = field(default_factory=os.getpid)
+    done: int = 0
+    total: int = 0
+    failed: list[str] = field(default_factory=list)
+    drained: bool = False
+    exit_status: int | None = None
+    loop_wall_s: float | None = None
+    loop_cpu_s: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class OwnerRecord(_Record):
+    """``owner.json``: the launcher that claims the run (host, pid, process start)."""
+
+    host: str | None = None
+    pid: int = -1
+    start_ticks: int | None = None
+    time: float | None = None
+    command: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.time)) if self.time else "?"
+        return f"host {self.host} pid {self.pid} (started {when})"
+
+
+_BY_EVENT = {RunEvent.RUN.value: RunRecord, RunEvent.FREEZE.value: FreezeRecord,
+             RunEvent.FINISH.value: FinishRecord}
+
+
+def parse_record(data: dict) -> UnitRecord | RunRecord | FreezeRecord | FinishRecord | None:
+    """The typed record of one manifest line, or None for a line of no known kind."""
+    event = data.get("event")
+    if event in UNIT_EVENTS and data.get("unit") is not None:
+        return UnitRecord.from_json(data)
+    kind = _BY_EVENT.get(event)  # type: ignore[arg-type]
+    return kind.from_json(data) if kind is not None else None
+
+
+__all__ = ["UnitStatus", "UnitEvent", "RunEvent", "UnitRecord", "RunRecord", "FreezeRecord", "FinishRecord",
+           "OwnerRecord", "unit_record", "parse_record", "hostname", "now", "UNIT_EVENTS", "RUN_EVENTS",
+           "END_EVENTS"]
