@@ -29,6 +29,7 @@ from faust_hpc import spectral
 from faust_hpc.catalog import imaging_defaults, parse_frequency_hz
 from faust_hpc.errors import PrerequisiteError
 from faust_hpc.imaging.image_tools import ImageManager, log_post, publish, temp_name
+from faust_hpc.layout import FINAL_PRODUCT_EXTS
 from faust_hpc.spectral import split_channels  # the one chunk-split rule (the cost model uses it too)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -307,8 +308,7 @@ class ChunkedConfigSet:
             names.append(imagename)
         return common_beam_across_images(names)
 
-    DEFAULT_CONCAT_EXTS = ("image", "image.common", "image.pbcor", "image.pbcor.common", "mask",
-                           "model", "pb", "psf", "residual")
+    DEFAULT_CONCAT_EXTS = FINAL_PRODUCT_EXTS   # the original's name for layout's one tuple
 
     def concat_cubes(self, ext: str = "clean", im_exts: Iterable[str] | None = None) -> list[str]:
         """Concatenate the chunks' images (default: image, image.common,

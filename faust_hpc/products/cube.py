@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from faust_hpc import casa_env
+from faust_hpc import casa_env, spectral
 from faust_hpc.fits_headers import set_archive_keywords
 from faust_hpc.catalog import imaging_defaults
 from faust_hpc.errors import PrerequisiteError, UserInputError
@@ -201,7 +201,7 @@ class PlaneReader:
         """Radio-convention velocity of every channel about the image's rest frequency."""
         if not self.restfreq_hz:
             raise UserInputError(f"{self.path}: image has no rest frequency; cannot derive velocities")
-        return 299_792.458 * (1.0 - self.frequencies_hz() / self.restfreq_hz)
+        return spectral.freq_to_velocity_kms(self.frequencies_hz(), self.restfreq_hz)
 
     @property
     def cell_arcsec(self) -> float:
