@@ -80,10 +80,14 @@ class RunStart:
     command: str
 
 
-def _open_run(spec: Any, break_lock: bool, allow_changed_spec: bool, command: str) -> RunStart:
-    """Claim the run and read what the manifest froze; refuse a changed spec."""
+def _open_run(spec: Any, break_lock: bool, allow_changed_spec: bool, command: str,
+              check_data: bool = True) -> RunStart:
+    """Claim the run and read what the manifest froze; refuse a changed spec.
+    ``check_data``: the units to run read the measurement sets (moments and QA
+    of finished cubes do not, and run where the data are gone)."""
     check_executor(spec.scheduler.executor)
-    check_inputs(spec)  # bad measurement sets: one line, exit 2, before the claim writes anything
+    if check_data:
+        check_inputs(spec)  # bad measurement sets: one line, exit 2, before the claim writes anything
     manifest = Manifest(spec.product_dir)
     claim = RunClaim(spec.product_dir).acquire(break_lock=break_lock, command=command)
     try:
@@ -200,7 +204,7 @@ def run_serial(spec: Any, selection: Selection, *, command: str, break_lock: boo
     _check_ready(spec, selection)
     signals = DrainSignals().__enter__()
     try:
-        start = _open_run(spec, break_lock, allow_changed_spec, command)
+        start = _open_run(spec, break_lock, allow_changed_spec, command, check_data=selection.reads_data)
         try:
             transport = tr.LocalTransport(_make_context_factory(spec), 1)
             summary, restricted = _drive(start, transport, 1, signals, 60.0, 10.0, progress_interval_s, selection)

@@ -18,6 +18,7 @@ from faust_hpc.run.images import run_images
 from faust_hpc.units import Unit
 
 PRODUCT_KINDS = frozenset({"moments", "qa"})
+DATA_KINDS = frozenset({"prepare", "chunk"})   # the units that read the measurement sets
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,11 @@ class Selection:
     only: str | None = None
     params: tuple[tuple[str, object], ...] = ()
     redo: bool = False
+
+    @property
+    def reads_data(self) -> bool:
+        """Do the selected units read the measurement sets (so they must be checked first)?"""
+        return self.kinds is None or bool(self.kinds & DATA_KINDS)
 
     def wants(self, unit: Unit) -> bool:
         if self.kinds is not None and unit.kind not in self.kinds:
