@@ -192,6 +192,19 @@ class RunSpec:
     targets: tuple[catalog.Target, ...] = field(default=(), hash=False)
     windows: tuple[catalog.Spw, ...] = field(default=(), hash=False)
 
+    def __post_init__(self) -> None:
+        self.register()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A spec unpickled in another process (a unit's child) brings its names along."""
+        self.__dict__.update(state)
+        self.register()
+
+    def register(self) -> None:
+        """Make this run file's targets and windows known to this process's catalog."""
+        if self.targets or self.windows:
+            catalog.register_run_entries(self.targets, self.windows)
+
     def spw_overrides(self, label: str) -> SpwOverrides:
         """The overrides of one SPW (all None when the run file has none)."""
         for name, overrides in self.spw_settings:
