@@ -8,6 +8,13 @@ work starts, because a typo found after six hours of tclean is six hours lost:
 - unknown tables/keys (with a did-you-mean and the allowed keys),
 - wrong types (``setup = "1"``),
 - unknown field names and SPW labels (did-you-mean via :func:`catalog.suggest`),
+- a run file's own ``[target."NAME"]`` (MS field name, ``data``, ``vsys_kms``,
+  optional ``ra``/``dec``) and ``[window."LABEL"]`` (``restfreq``, ``spw`` id
+  or name, ``kind``, ``line_vwin``) tables: required keys, values, names that
+  file names can carry, no redefinition of a FAUST name. They join the
+  catalog of the loading process (:func:`catalog.register_run_entries`; an
+  unpickled :class:`RunSpec` registers them too), so a run of them needs no
+  ``setup`` and uses array kind ``all``,
 - SPW labels of another Setup, 7m/joint requested for Setup 3, a
   ``[spw."LABEL"]`` table for an SPW the run does not select,
 - absurd numbers: every number must be finite and within what makes sense
@@ -37,7 +44,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from faust_hpc import catalog, costmodel
-from faust_hpc.errors import CatalogError, RunFileError, UserInputError
+from faust_hpc.errors import RunFileError, UserInputError
 from faust_hpc.geometry import ARRAY_KINDS, check_array_kind, geometry_for, imsize_for
 from faust_hpc.spectral import C_KMS
 from faust_hpc.units import ImageKey, format_weighting

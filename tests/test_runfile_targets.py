@@ -246,3 +246,29 @@ def test_bad_new_keys_refused_on_the_command_line(tmp_path, text, needle):
     assert lines[0].startswith("faust-hpc: error: run.toml: ") and needle in lines[0], lines[0]
     assert proc.stdout == ""
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_stage_items_of_run_file_targets(tmp_path):
+    from faust_hpc.batch import stage_items
+
+    _fake_ms(tmp_path / "data" / "obs" / "a.ms")
+    outside = _fake_ms(tmp_path / "elsewhere" / "c.ms")
+    text = RUN.replace('data = "N5921_2_hi_contsub.ms"', f'data = ["N5921_2_hi_contsub.ms", "obs/a.ms", "{outside}"]')
+    spec = load_runfile(write(tmp_path, text))
+    assert stage_items(spec) == ["N5921_2_hi_contsub.ms", "obs"]
+
+
+def test_qa_ticks_and_mask_scales_of_run_file_targets(tmp_path):
+    from faust_hpc.imaging import ImageConfig
+    from faust_hpc.products.qa import nice_spacing
+
+    assert [nice_spacing(x) for x in (0.3, 1.0, 1.5, 4.0, 60.0, 68.0, 101.0)] == [0.5, 1.0, 2.0, 5.0, 100.0, 100.0,
+                                                                                 200.0]
+    spec = load_runfile(write(tmp_path))
+    # no CASA, no data read: a configuration of a run-file target is names until a stage runs
+    hi = ImageConfig.from_name("N5921_2", "HI", data_dir=spec.data_dir, prod_dir=tmp_path / "p", setup=spec.setup)
+    assert hi.dset.kind == "all" and hi.line_vwin == "200km/s"
+    assert hi.dset.sky_freq_hz == pytest.approx(1420.405752e6 * (1 - 1480.0 / 299792.458))
+    assert hi.mask_scales_arcsec(53.0) == [0.0, 159.0, 424.0]        # in beams of the masked image
+    cb68 = ImageConfig.from_name("CB68", "244.936GHz_CS", prod_dir=tmp_path / "p")
+    assert cb68.mask_scales_arcsec(53.0) == [0.0, 1.0, 3.0]           # FAUST: the documented arcsec
