@@ -519,13 +519,7 @@ def _parse_imaging(ck: _Checker, raw: dict[str, Any], windows: tuple[catalog.Spw
         default_arrays = ["joint"] if "7m" in catalog.get_setup(setup).arrays else ["12m"]
     arrays = _parse_arrays(ck, where, img.get("arrays", default_arrays), setup)
     fullcube = ck.boolean(where, "fullcube", img.get("fullcube", True))
-    line_vwin = ck.string(where, "line_vwin", img.get("line_vwin", defaults["line_vwin"]))
-    try:
-        vwin = catalog.parse_velocity_kms(line_vwin)
-        if not 0 < vwin < C_KMS:
-            raise ValueError(f"must be above 0 and below the speed of light ({C_KMS:g} km/s)")
-    except (ValueError, OverflowError) as exc:
-        raise ck.fail(where, f'line_vwin: {exc}; expected a velocity width such as "20km/s"') from None
+    line_vwin = _parse_velocity(ck, where, "line_vwin", img.get("line_vwin", defaults["line_vwin"]), "20km/s")
     ext = ck.string(where, "ext", img.get("ext", "clean"))
     if not _EXT_RE.match(ext):
         raise ck.fail(where, f'ext: {_show(ext)} is not a file-name-safe word (letters, digits, _ . -)')
@@ -666,9 +660,8 @@ def _check_entry_name(ck: _Checker, where: str, name: str, what: str) -> None:
 
 
 def _parse_velocity(ck: _Checker, where: str, key: str, value: Any, example: str) -> str:
-    """A velocity width (a quantity string, or a number of km/s) above 0 and below c."""
-    text = f"{value}km/s" if isinstance(value, (int, float)) and not isinstance(value, bool) else \
-        ck.string(where, key, value)
+    """A velocity width (a quantity string) above 0 and below c."""
+    text = ck.string(where, key, value)
     try:
         vwin = catalog.parse_velocity_kms(text)
         if not 0 < vwin < C_KMS:

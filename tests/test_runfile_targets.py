@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from faust_hpc import catalog, geometry, layout
-from faust_hpc.errors import RunFileError
 from faust_hpc.runfile import load_runfile, target_ms_paths
+from test_runfile import error_of   # one line naming the key, starting with the file's name
 
 RUN = """
 [run]
@@ -58,14 +58,6 @@ def write(tmp_path: Path, text: str = RUN, name: str = "run.toml", ms: bool = Tr
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-def error_of(path: Path, check_paths: bool = True) -> str:
-    with pytest.raises(RunFileError) as err:
-        load_runfile(path, check_paths=check_paths)
-    message = str(err.value)
-    assert "\n" not in message and message.startswith(path.name + ":"), message
-    return message
 
 
 # --------------------------------------------------------------------------- valid files

@@ -18,11 +18,12 @@ file when something is missing.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from glob import glob
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from functools import lru_cache
 
@@ -53,6 +54,22 @@ def ms_contains_diameter(ms_filen: str, diameter: float | None = None, epsilon: 
     return len(ant_ids) > 0
 
 
+@contextlib.contextmanager
+def _metadata(filen: str) -> Iterator[Any]:
+    """An open msmetadata tool on ``filen``; a missing or unreadable MS is bad input."""
+    if not os.path.isdir(filen):
+        raise UserInputError(f"measurement set not found: {filen}")
+    msmd = tools().msmetadata()
+    try:
+        msmd.open(filen)
+        yield msmd
+    except RuntimeError as exc:
+        raise UserInputError(f"cannot read measurement set {filen}: {exc}") from exc
+    finally:
+        msmd.close()
+        msmd.done()
+
+
 def spw_ids_for_ot_name(vis: list[str], ot_name: str, label: str = "",
                         intent: str | None = None) -> list[str]:
     """SPW id of the window whose name ends in ``ot_name``, one per MS (12m and
@@ -60,11 +77,7 @@ def spw_ids_for_ot_name(vis: list[str], ot_name: str, label: str = "",
     intent = intent or catalog.load_catalog().data_layout["science_intent"]
     ids: list[str] = []
     for filen in vis:
-        if not os.path.isdir(filen):
-            raise UserInputError(f"measurement set not found: {filen}")
-        msmd = tools().msmetadata()
-        try:
-            msmd.open(filen)
+        with _metadata(filen) as msmd:
             try:
                 sci = list(msmd.spwsforintent(intent))
             except RuntimeError:
@@ -72,11 +85,6 @@ def spw_ids_for_ot_name(vis: list[str], ot_name: str, label: str = "",
             if not sci:
                 sci = list(range(msmd.nspw()))
             names = list(msmd.namesforspws(sci))
-        except RuntimeError as exc:
-            raise UserInputError(f"cannot read measurement set {filen}: {exc}") from exc
-        finally:
-            msmd.close()
-            msmd.done()
         matches = [int(dd) for dd, name in zip(sci, names) if name.endswith(ot_name)]
         if not matches:
             what = f'SPW "{label}" (name ending "{ot_name}")' if label else f'SPW ending "{ot_name}"'
@@ -119,11 +127,7 @@ def spw_ids_for_window(vis: list[str], spw: catalog.Spw, field: str, vsys_kms: f
     target_hz = float(spectral.velocity_to_freq_hz(vsys_kms, spw.restfreq_hz))
     ids: list[str] = []
     for filen in vis:
-        if not os.path.isdir(filen):
-            raise UserInputError(f"measurement set not found: {filen}")
-        msmd = tools().msmetadata()
-        try:
-            msmd.open(filen)
+        with _metadata(filen) as msmd:
             nspw = int(msmd.nspw())
             names = list(msmd.namesforspws(list(range(nspw))))
             try:
@@ -135,11 +139,6 @@ def spw_ids_for_window(vis: list[str], spw: catalog.Spw, field: str, vsys_kms: f
                 freqs = np.asarray(msmd.chanfreqs(i), dtype=float)
                 half = float(np.abs(np.asarray(msmd.chanwidths(i), dtype=float)).max()) / 2.0
                 ranges[i] = (float(freqs.min()) - half, float(freqs.max()) + half)
-        except RuntimeError as exc:
-            raise UserInputError(f"cannot read measurement set {filen}: {exc}") from exc
-        finally:
-            msmd.close()
-            msmd.done()
         where = f'window "{spw.label}"'
         if isinstance(spw.select, int):
             if spw.select not in ranges:
