@@ -286,6 +286,11 @@ class DataSet:
         return geometry.data_geometry(self._sky_freq(), longest, dishes, **overrides)
 
     @property
+    def phasecenter(self) -> str:
+        """tclean's phase centre: a run file's ``ra``/``dec`` (J2000), else "" (the MS's)."""
+        return f"J2000 {self.target.ra} {self.target.dec}" if self.target.ra is not None else ""
+
+    @property
     def res_arcsec(self) -> float:
         """The target resolution: FAUST's catalog value; for a run file's target
         lambda / longest baseline at the window's sky frequency (from the data)."""

@@ -57,8 +57,9 @@ def _tclean_kwargs(config: "ImageConfig", imagename: str, sel: SpectralSelection
     )
     if config.robust is not None:
         kwargs["robust"] = config.robust
-    if dset.target.ra is not None:   # a run file's target with a position (else: the MS phase centre)
-        kwargs["phasecenter"] = f"J2000 {dset.target.ra} {dset.target.dec}"
+    phasecenter = getattr(dset, "phasecenter", "")   # a run file's target with a position
+    if phasecenter:
+        kwargs["phasecenter"] = phasecenter
     if sel is None:
         kwargs.update(nchan=-1, start="", width="")
     else:
