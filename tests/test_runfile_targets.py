@@ -264,3 +264,12 @@ def test_qa_ticks_and_mask_scales_of_run_file_targets(tmp_path):
     assert hi.mask_scales_arcsec(53.0) == [0.0, 159.0, 424.0]        # in beams of the masked image
     cb68 = ImageConfig.from_name("CB68", "244.936GHz_CS", prod_dir=tmp_path / "p")
     assert cb68.mask_scales_arcsec(53.0) == [0.0, 1.0, 3.0]           # FAUST: the documented arcsec
+
+
+def test_a_position_becomes_the_phase_centre(tmp_path):
+    from faust_hpc.imaging.dataset import DataSet
+
+    text = RUN.replace("vsys_kms = 1480.0", 'vsys_kms = 1480.0\nra = "15h22m00.0s"\ndec = "+05d04m00s"')
+    spec = load_runfile(write(tmp_path, text))
+    assert DataSet("N5921_2", spec.setup, "all", data_dir=spec.data_dir).phasecenter == "J2000 15h22m00.0s +05d04m00s"
+    assert DataSet("CB68", 2, "joint", data_dir=spec.data_dir).phasecenter == ""
