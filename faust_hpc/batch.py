@@ -33,6 +33,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from faust_hpc.errors import UserInputError
 from faust_hpc.layout import RunLayout
@@ -192,11 +193,30 @@ class RunTarget:
         return RunLayout(self.product_dir).job_logs_dir
 
 
+def stage_items(spec: Any) -> list[str]:
+    """The entries of ``data_dir`` a run reads: ``<FIELD>-Setup<N>`` of FAUST fields,
+    and the top-level entry holding each MS of a run file's target (an MS outside
+    ``data_dir`` is read where it is)."""
+    from faust_hpc import catalog
+    from faust_hpc.runfile import target_ms_paths
+
+    items: list[str] = []
+    for f in spec.fields:
+        target = catalog.get_target(f)
+        if target.faust:
+            names = [f"{f}-Setup{spec.setup}"]
+        else:
+            rels = (os.path.relpath(ms, spec.data_dir) for ms in target_ms_paths(target, Path(spec.data_dir)))
+            names = [Path(rel).parts[0] for rel in rels if not rel.startswith(os.pardir)]
+        items.extend(n for n in names if n not in items)
+    return items
+
+
 def run_target(runfile: str | os.PathLike) -> RunTarget:
     """Validate the run file now (on the login node) so a typo fails before submission."""
     from faust_hpc.runfile import load_runfile
     spec = load_runfile(runfile, check_paths=True)
-    items = tuple(f"{f}-Setup{spec.setup}" for f in spec.fields)
+    items = tuple(stage_items(spec))
     return RunTarget(runfile=Path(spec.path), name=spec.name, product_dir=Path(spec.product_dir),
                      data_dir=Path(spec.data_dir), stage_items=items)
 

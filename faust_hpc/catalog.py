@@ -59,11 +59,21 @@ def parse_velocity_kms(text: str | float) -> float:
 
 @dataclass
 class Target:
-    """A FAUST target: field name, target beam HPBW (arcsec), vsys (km/s, LSRK)."""
+    """A target: field name, target beam HPBW (arcsec), vsys (km/s, LSRK).
+
+    FAUST targets come from the facts file. A run file's ``[target."NAME"]``
+    (:func:`register_run_entries`) has no catalog resolution (``res`` is 0:
+    the geometry is read from its data), says where its measurement sets are
+    (``data``: directories, globs or MS paths; relative to the run's
+    ``data_dir``) and may give a phase centre (``ra``/``dec``, CASA strings)."""
 
     name: str
     res: float
     vsys: float
+    data: tuple[str, ...] = ()
+    ra: str | None = None
+    dec: str | None = None
+    faust: bool = True
 
     def vlsr_from_window(self, velo_width: str) -> str:
         """Start velocity (CASA quantity) of a window of full width ``velo_width``
@@ -105,6 +115,13 @@ class Spw:
     chan_width: float
     tot_bw: float
     chunk: Any = field(default=None, compare=False)
+    # A run file's [window."LABEL"] (see window_spw): its own label, which SPW of each
+    # MS (an id, a name, or None = the one covering restfreq at vsys), line or continuum,
+    # and an optional velocity window. None for FAUST windows.
+    window_label: str | None = None
+    select: int | str | None = None
+    window_kind: str = "line"
+    line_vwin: str | None = None
 
     @property
     def restfreq_hz(self) -> float:
@@ -116,7 +133,14 @@ class Spw:
 
     @property
     def label(self) -> str:
+        if self.window_label is not None:
+            return self.window_label
         return f"{self.short_restfreq}_{self.mol_name}"
+
+    @property
+    def is_window(self) -> bool:
+        """A run file's window (not a FAUST SPW): its channels are read from the data."""
+        return self.window_label is not None
 
     @property
     def chan_width_hz(self) -> float:
@@ -128,7 +152,9 @@ class Spw:
 
     @property
     def is_continuum(self) -> bool:
-        """The wide (TDM-like, 1.875 GHz) continuum windows."""
+        """The wide (TDM-like, 1.875 GHz) continuum windows; a run file's ``kind = "continuum"``."""
+        if self.is_window:
+            return self.window_kind == "continuum"
         return self.mol_name == "cont"
 
     @property
@@ -198,20 +224,95 @@ def _unknown(kind: str, name: str, choices: Iterable[str]) -> CatalogError:
     return CatalogError(f'unknown {kind} "{name}"; valid values: {", ".join(sorted(choices))}')
 
 
+# ----------------------------------------------------------------------------
+# Run-scoped entries: a run file's [target."NAME"] and [window."LABEL"] tables
+# ----------------------------------------------------------------------------
+WINDOW_SETUP = 0
+"""The ``setup`` of a run file's window: no FAUST Setup (its frequencies come from the data)."""
+WINDOW_NOMINAL_NCHAN = 256
+WINDOW_NOMINAL_CHAN_KMS = 5.0
+"""A window's channel count and width are read from the data by its prepare unit;
+until then (``faust-hpc plan`` without CASA) the plan sizes it with these."""
+WINDOW_KINDS = ("line", "continuum")
+
+_RUN_TARGETS: dict[str, Target] = {}
+_RUN_WINDOWS: dict[str, Spw] = {}
+
+
+def run_target(name: str, vsys: float, data: Iterable[str], ra: str | None = None,
+               dec: str | None = None) -> Target:
+    """A run file's target (not FAUST's: its geometry comes from its data)."""
+    return Target(name=name, res=0.0, vsys=float(vsys), data=tuple(data), ra=ra, dec=dec, faust=False)
+
+
+def window_spw(label: str, restfreq: str, select: int | str | None = None, kind: str = "line",
+               line_vwin: str | None = None) -> Spw:
+    """A run file's window as an :class:`Spw` of Setup :data:`WINDOW_SETUP`, with nominal
+    channels (:data:`WINDOW_NOMINAL_NCHAN` of :data:`WINDOW_NOMINAL_CHAN_KMS`)."""
+    rest_hz = parse_frequency_hz(restfreq)
+    width_khz = spectral.velocity_width_hz(WINDOW_NOMINAL_CHAN_KMS, rest_hz) / 1e3
+    return Spw(setup=WINDOW_SETUP, restfreq=restfreq, mol_name=label, name=label, ms_restfreq=restfreq,
+               spw_id=-1 if not isinstance(select, int) else select, ot_name="", nchan=WINDOW_NOMINAL_NCHAN,
+               chan_width=width_khz, tot_bw=width_khz * WINDOW_NOMINAL_NCHAN / 1e3, window_label=label,
+               select=select, window_kind=kind, line_vwin=line_vwin)
+
+
+def register_run_entries(targets: Iterable[Target] = (), windows: Iterable[Spw] = ()) -> None:
+    """Make a run file's targets and windows known to every lookup of this process
+    (``get_target``, ``get_spw``, product-name parsing). Called by
+    :func:`faust_hpc.runfile.load_runfile`, so every process that loads the run file
+    (rank 0, workers, unit children) knows the same names. A later run file that
+    defines a name again replaces it (the run file validator refuses names of
+    FAUST's)."""
+    faust = load_catalog()
+    for t in targets:
+        if t.name in faust.targets:
+            raise CatalogError(f'target "{t.name}" is a FAUST target; its values come from the catalog')
+        _RUN_TARGETS[t.name] = _copy.copy(t)
+    for w in windows:
+        if w.label in faust.spws:
+            raise CatalogError(f'window "{w.label}" is a FAUST SPW label; its values come from the catalog')
+        _RUN_WINDOWS[w.label] = w.copy()
+
+
+def clear_run_entries() -> None:
+    """Forget every run-file target and window of this process."""
+    _RUN_TARGETS.clear()
+    _RUN_WINDOWS.clear()
+
+
+def is_faust_field(name: str) -> bool:
+    return name in load_catalog().targets
+
+
+def all_field_names() -> tuple[str, ...]:
+    """FAUST field names, then the run-file targets known to this process."""
+    return (*load_catalog().targets, *(n for n in _RUN_TARGETS if n not in load_catalog().targets))
+
+
+def all_spw_labels() -> tuple[str, ...]:
+    """FAUST SPW labels, then the run-file windows known to this process."""
+    return (*load_catalog().spws, *(n for n in _RUN_WINDOWS if n not in load_catalog().spws))
+
+
 def get_target(name: str) -> Target:
-    """The :class:`Target` for a field name (a copy: callers may modify it)."""
+    """The :class:`Target` for a field name, FAUST's or a run file's (a copy: callers may modify it)."""
     targets = load_catalog().targets
-    if name not in targets:
-        raise _unknown("field", name, targets)
-    return _copy.copy(targets[name])
+    if name in targets:
+        return _copy.copy(targets[name])
+    if name in _RUN_TARGETS:
+        return _copy.copy(_RUN_TARGETS[name])
+    raise _unknown("field", name, all_field_names())
 
 
 def get_spw(label: str) -> Spw:
-    """The :class:`Spw` for a label such as ``244.936GHz_CS`` (a copy)."""
+    """The :class:`Spw` for a label such as ``244.936GHz_CS``, or a run file's window (a copy)."""
     spws = load_catalog().spws
-    if label not in spws:
-        raise _unknown("SPW label", label, spws)
-    return spws[label].copy()
+    if label in spws:
+        return spws[label].copy()
+    if label in _RUN_WINDOWS:
+        return _RUN_WINDOWS[label].copy()
+    raise _unknown("SPW label", label, all_spw_labels())
 
 
 def get_setup(index: int) -> Setup:
@@ -228,7 +329,8 @@ def spws_for_setup(setup: int) -> list[Spw]:
 
 
 def default_nchunks(spw: Spw) -> int:
-    """The documented default chunk count: 4/40 (Setups 1-2), 20/80 (Setup 3)."""
+    """The documented default chunk count: 4/40 (Setups 1-2), 20/80 (Setup 3);
+    a run file's window takes the Setup 1-2 counts (4 line, 40 continuum)."""
     table = load_catalog().imaging["nchunks"]
     prefix = "s3" if spw.setup == 3 else "s12"
     kind = "tdm" if spw.is_continuum else "fdm"

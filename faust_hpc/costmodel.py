@@ -137,9 +137,18 @@ NOMINAL_EBS = {
 real counts differ per field; the MSs, when present, can replace them)."""
 
 
+NOMINAL_OTHER_EBS = (1, 27, 3600.0, 10.0)
+"""A run file's own data before they are read (one hour of a 27-antenna array, 10 s
+integrations): only ratios of costs matter to the scheduler."""
+
+
 def nominal_rows_per_channel(setup: int, array: str) -> float:
-    """Visibility rows per channel of all EBs of an array kind (joint = 12m + 7m)."""
-    kinds = ("12m", "7m") if array == "joint" else (array,)
+    """Visibility rows per channel of all EBs of an array kind (joint/all = 12m + 7m);
+    a run file's window (no FAUST Setup) gets :data:`NOMINAL_OTHER_EBS`."""
+    if setup not in NOMINAL_EBS:
+        nebs, nant, seconds, tint = NOMINAL_OTHER_EBS
+        return nebs * nant * (nant - 1) / 2 * seconds / tint
+    kinds = ("12m", "7m") if array in ("joint", "all") else (array,)
     rows = 0.0
     for kind in kinds:
         if kind in NOMINAL_EBS[setup]:

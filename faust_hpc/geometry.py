@@ -15,16 +15,28 @@ Rules (``faust_facts.toml`` [imaging]):
   are those of the products in the ALMA archive;
 - gridder mosaic for joint Setups 1-2, standard otherwise;
 - pblimit 0.2 joint, -0.01 single array.
+
+A run file's own target (not FAUST's, :func:`data_geometry`) gets the same
+rules from its data: cell = (lambda / longest baseline) / oversample, and
+imsize = 2 x 1.13 lambda / D / cell with D the smallest dish diameter in its
+measurement sets (lambda at the window's sky frequency at vsys); gridder
+mosaic and the joint pblimit when the dishes differ, else standard and the
+single-array pblimit. Until the data are read (``faust-hpc plan`` without
+CASA) the plan sizes such images with :data:`NOMINAL_DATA_IMSIZE`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from faust_hpc.catalog import C_M_S, get_setup, get_target, imaging_defaults
+from faust_hpc.catalog import C_M_S, WINDOW_SETUP, get_setup, get_target, imaging_defaults
 from faust_hpc.errors import UserInputError
 
-ARRAY_KINDS = ("joint", "12m", "7m")
+ARRAY_KINDS = ("joint", "12m", "7m", "all")
+"""The ALMA kinds (joint = 12m + 7m) and ``all``: every measurement set, whatever its dishes."""
+ALMA_ARRAY_KINDS = ARRAY_KINDS[:3]
+NOMINAL_DATA_IMSIZE = 512
+"""Image size the plan assumes for a run-file target before its data are read."""
 RAD_TO_ARCSEC = 180.0 / math.pi * 3600.0
 ACA_MAX_BASELINE_M = 50.0
 DISH_DIAMETER_M = {"joint": 12.0, "12m": 12.0, "7m": 7.0}
@@ -48,9 +60,12 @@ def optimum_size(n: int) -> int:
 
 
 def check_array_kind(setup: int, kind: str) -> None:
-    """Setup 3 has 12m data only; anything else is one of joint/12m/7m."""
+    """Setup 3 has 12m data only; anything else is one of joint/12m/7m/all (a run
+    file's window, Setup :data:`~faust_hpc.catalog.WINDOW_SETUP`, takes any kind)."""
     if kind not in ARRAY_KINDS:
         raise UserInputError(f'unknown array kind "{kind}"; valid values: {", ".join(ARRAY_KINDS)}')
+    if setup == WINDOW_SETUP or kind == "all":
+        return
     arrays = get_setup(setup).arrays
     if kind in ("joint", "7m") and "7m" not in arrays:
         raise UserInputError(f'array kind "{kind}" is not available for Setup {setup} '
@@ -71,6 +86,11 @@ class Geometry:
         return self.imsize * self.imsize
 
 
+def _faust_kind(kind: str) -> str:
+    """A FAUST field imaged with ``all`` takes the joint rules (every MS of the Setup)."""
+    return "joint" if kind == "all" else kind
+
+
 def cell_12m(field: str, oversample: float | None = None) -> float:
     oversample = oversample or float(imaging_defaults()["oversample"])
     return get_target(field).res / oversample
@@ -86,20 +106,24 @@ def cell_for(field: str, setup: int, kind: str, oversample: float | None = None)
     return cell_7m(setup, oversample) if kind == "7m" else cell_12m(field, oversample)
 
 
-def imsize_for(setup: int, kind: str, cell_arcsec: float) -> int:
-    wavelength = C_M_S / (get_setup(setup).low_ghz * 1e9)
-    pb_width = 1.13 * wavelength / DISH_DIAMETER_M[kind] * RAD_TO_ARCSEC
+def _imsize(freq_hz: float, dish_m: float, cell_arcsec: float) -> int:
+    """The original's rule: 2 x the primary beam's 1.13 lambda / D, in cells."""
+    pb_width = 1.13 * C_M_S / freq_hz / dish_m * RAD_TO_ARCSEC
     # int(), not ceil(): the original truncates the width before rounding it up
     return optimum_size(int(2.0 * pb_width / cell_arcsec))
 
 
+def imsize_for(setup: int, kind: str, cell_arcsec: float) -> int:
+    return _imsize(get_setup(setup).low_ghz * 1e9, DISH_DIAMETER_M[_faust_kind(kind)], cell_arcsec)
+
+
 def gridder_for(setup: int, kind: str) -> str:
-    return "mosaic" if (kind == "joint" and setup in (1, 2)) else "standard"
+    return "mosaic" if (_faust_kind(kind) == "joint" and setup in (1, 2)) else "standard"
 
 
 def pblimit_for(kind: str) -> float:
     defaults = imaging_defaults()
-    return float(defaults["pblimit_joint"] if kind == "joint" else defaults["pblimit_single_array"])
+    return float(defaults["pblimit_joint"] if _faust_kind(kind) == "joint" else defaults["pblimit_single_array"])
 
 
 def geometry_for(field: str, setup: int, kind: str, *, oversample: float | None = None,
@@ -107,7 +131,32 @@ def geometry_for(field: str, setup: int, kind: str, *, oversample: float | None 
     """The documented geometry, with the run file's optional overrides
     (an explicit cell wins over an oversampling factor)."""
     check_array_kind(setup, kind)
-    cell = cell_arcsec if cell_arcsec is not None else cell_for(field, setup, kind, oversample)
+    cell = cell_arcsec if cell_arcsec is not None else cell_for(field, setup, _faust_kind(kind), oversample)
     size = imsize if imsize is not None else imsize_for(setup, kind, cell)
     return Geometry(cell_arcsec=cell, imsize=int(size), gridder=gridder_for(setup, kind),
                     pblimit=pblimit_for(kind))
+
+
+def data_geometry(freq_hz: float, max_baseline_m: float, dish_diameters_m: tuple[float, ...], *,
+                  oversample: float | None = None, cell_arcsec: float | None = None,
+                  imsize: int | None = None) -> Geometry:
+    """The geometry of a run file's target from its data (see the module doc):
+    ``freq_hz`` the window's sky frequency, the longest baseline and the dish
+    diameters of the selected measurement sets."""
+    if max_baseline_m <= 0 or not dish_diameters_m or min(dish_diameters_m) <= 0:
+        raise UserInputError(f"cannot size the image: longest baseline {max_baseline_m:g} m, dish diameters "
+                             f"{', '.join(f'{d:g}' for d in dish_diameters_m) or 'none'} m")
+    oversample = oversample or float(imaging_defaults()["oversample"])
+    res_arcsec = C_M_S / freq_hz / max_baseline_m * RAD_TO_ARCSEC
+    cell = cell_arcsec if cell_arcsec is not None else res_arcsec / oversample
+    size = imsize if imsize is not None else _imsize(freq_hz, min(dish_diameters_m), cell)
+    mixed = max(dish_diameters_m) - min(dish_diameters_m) > 0.5
+    return Geometry(cell_arcsec=cell, imsize=int(size), gridder="mosaic" if mixed else "standard",
+                    pblimit=pblimit_for("joint" if mixed else "12m"))
+
+
+def nominal_data_geometry(imsize: int | None = None) -> Geometry:
+    """What the plan assumes for a run file's target before its data are read
+    (only ``npix`` and ``gridder`` enter the cost model)."""
+    return Geometry(cell_arcsec=float("nan"), imsize=int(imsize or NOMINAL_DATA_IMSIZE), gridder="standard",
+                    pblimit=pblimit_for("12m"))

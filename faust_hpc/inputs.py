@@ -3,7 +3,7 @@
 A bad MS found by a unit costs retries, log files and a manifest; found here
 it costs one line and exit status 2. For every field of the run file, every
 ``*.ms`` that the data layout's glob finds under ``<data_dir>/<FIELD>-Setup<N>/``
-must
+(a run file's target: every MS its ``data`` names) must
 
 - be a directory holding a CASA table (not a plain file, not empty),
 - open as a measurement set (msmetadata) and hold the field,
@@ -11,9 +11,11 @@ must
   columns are read, so a truncated storage-manager file shows here),
 
 and every array kind of the run must find its execution blocks and, in each,
-an SPW for every selected label: the imaging layer's own
-:meth:`DataSet.vis <faust_hpc.imaging.dataset.DataSet.vis>` and
-:func:`~faust_hpc.imaging.dataset.spw_ids_for_ot_name` answer that, so the
+an SPW for every selected label (a run file's window: the SPW its ``spw``
+names, or one covering its rest frequency at vsys): the imaging layer's own
+:meth:`DataSet.vis <faust_hpc.imaging.dataset.DataSet.vis>`,
+:func:`~faust_hpc.imaging.dataset.spw_ids_for_ot_name` and
+:func:`~faust_hpc.imaging.dataset.spw_ids_for_window` answer that, so the
 check and the units can never disagree.
 
 CASA runs in a child process (``python -m faust_hpc.inputs JOB``) in a
@@ -56,12 +58,14 @@ class MsJob:
     arrays: tuple[str, ...]
     labels: tuple[str, ...]
     casa_data_dir: str | None
+    runfile: str = ""   # loaded again by the child: the run file's targets and windows join its catalog
 
     @classmethod
     def of(cls, spec: Any) -> "MsJob":
         return cls(runfile_name=Path(spec.path).name, data_dir=str(spec.data_dir), fields=tuple(spec.fields),
                    setup=int(spec.setup), arrays=tuple(spec.arrays), labels=tuple(spec.spw_labels),
-                   casa_data_dir=None if spec.casa_data_dir is None else str(spec.casa_data_dir))
+                   casa_data_dir=None if spec.casa_data_dir is None else str(spec.casa_data_dir),
+                   runfile=str(spec.path))
 
 
 def check_inputs(spec: Any) -> None:
@@ -156,13 +160,20 @@ def run_checks(job: MsJob, report: Any) -> None:
     The imaging layer is imported here, in the child only: the launcher's rank 0 never loads it."""
     from faust_hpc import casa_env, catalog
     from faust_hpc.errors import UserInputError
-    from faust_hpc.imaging.dataset import DataSet, spw_ids_for_ot_name
+    from faust_hpc.imaging.dataset import DataSet, spw_ids_for_ot_name, spw_ids_for_window
 
-    where = f"{job.runfile_name}: [run] data_dir:"
+    if job.runfile:
+        from faust_hpc.runfile import load_runfile
+
+        load_runfile(job.runfile, check_paths=False)   # its [target] and [window] names
     casa_env.configure(job.casa_data_dir)
     tools = casa_env.casatools()
+    where = f"{job.runfile_name}: [run] data_dir:"
     try:
         for field in job.fields:
+            target = catalog.get_target(field)
+            where = f"{job.runfile_name}: [run] data_dir:" if target.faust else \
+                f'{job.runfile_name}: [target."{field}"] data:'
             found = DataSet(field, job.setup, "joint", data_dir=job.data_dir).find_all_ms()
             for ms in map(Path, found):
                 print(f"checking {ms}", file=report, flush=True)
@@ -173,7 +184,14 @@ def run_checks(job: MsJob, report: Any) -> None:
                 print(f"checking the {kind} execution blocks of {field} for their SPWs", file=report, flush=True)
                 vis = DataSet(field, job.setup, kind, data_dir=job.data_dir).vis
                 for label in job.labels:
-                    spw_ids_for_ot_name(vis, catalog.get_spw(label).ot_name, label=label)
+                    spw = catalog.get_spw(label)
+                    if spw.is_window:
+                        try:
+                            spw_ids_for_window(vis, spw, field, target.vsys)
+                        except UserInputError as exc:
+                            raise DataError(f'{job.runfile_name}: [window."{label}"] {exc}') from None
+                    else:
+                        spw_ids_for_ot_name(vis, spw.ot_name, label=label)
     except UserInputError as exc:
         message = str(exc)
         line = message if message.startswith(job.runfile_name) else f"{where} {message}"

@@ -20,8 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from faust_hpc.catalog import ALL_FIELD_NAMES, ALL_SPW_LABELS
+from faust_hpc.catalog import all_field_names, all_spw_labels
 from faust_hpc.errors import UserInputError
+from faust_hpc.geometry import ARRAY_KINDS
 
 # --------------------------------------------------------------------------- fixed names
 IMAGES_DIRNAME = "images"
@@ -42,7 +43,6 @@ TINYIMG_EXT = "tinyimg"             # the sum-of-weights stamp of a full SPW
 DIRTY_EXT = "dirty"
 NOMASK_EXT = "nomask"
 CHUNK_LIST_SUFFIX = ".chunks.json"
-ARRAY_KINDS = ("joint", "12m", "7m")
 QA_PLOT_TAG = "qa_plot"            # "<base>_qa_plot_<kind>.<png|pdf>"
 FITS_SUFFIX = ".fits"
 
@@ -66,6 +66,9 @@ _CHUNK_TOKEN_RE = re.compile(rf"^{CHUNK_TAG}(\d+)$")
 # A cookbook-style re-targeted SPW label (``216.582GHz_CH3CHO``) that is not in the
 # catalog is recognised by its shape: "<freq>GHz_<molecule>" followed by an array kind.
 _LABEL_RE = re.compile(rf"^(\d+\.\d+GHz_[^_]+(?:_[^_]+)*?)(?:_{CHUNK_TAG}\d+)?_({'|'.join(ARRAY_KINDS)})(?=_|$)")
+# Any other label (a run file's window, e.g. ``HI``, not known to this process): the
+# shortest text before an array kind.
+_ANY_LABEL_RE = re.compile(rf"^(.+?)(?:_{CHUNK_TAG}\d+)?_({'|'.join(ARRAY_KINDS)})(?=_|$)")
 
 
 def unit_slug(unit_id: str) -> str:
@@ -308,8 +311,10 @@ def _longest_prefix(text: str, names: Iterable[str]) -> str | None:
 def parse(path: str | os.PathLike, require_image_ext: bool = False) -> ProductName:
     """The single inverse of the names above: what a product path names.
 
-    Field and label are recognised by catalog names first (longest match), a
-    re-targeted label (``216.582GHz_CH3CHO``) by its shape. With
+    Field and label are recognised by catalog names first (longest match; the
+    run file's targets and windows are catalog names in every process that
+    loaded it), a re-targeted label (``216.582GHz_CH3CHO``) by its shape, any
+    other label as the text before the array kind. With
     ``require_image_ext`` a path without a CASA image extension is bad input."""
     stem, image_ext = split_image_ext(path)
     if image_ext is None and require_image_ext:
@@ -317,13 +322,13 @@ def parse(path: str | os.PathLike, require_image_ext: bool = False) -> ProductNa
                              f".image, .image.common, .mask, .residual or .pb)")
     base = os.path.basename(stem)
     unknown = ProductName(None, None, None, None, chunk_index_of(stem), None, image_ext, stem)
-    field = _longest_prefix(base, ALL_FIELD_NAMES)
+    field = _longest_prefix(base, all_field_names())
     if field is None:
         return unknown
     rest = base[len(field) + 1:]
-    label = _longest_prefix(rest, ALL_SPW_LABELS)
+    label = _longest_prefix(rest, all_spw_labels())
     if label is None:
-        match = _LABEL_RE.match(rest)
+        match = _LABEL_RE.match(rest) or _ANY_LABEL_RE.match(rest)
         label = match.group(1) if match else None
     if label is None:
         return ProductName(field, None, None, None, unknown.chunk, None, image_ext, stem)

@@ -40,7 +40,7 @@ from typing import Iterable, Mapping
 
 from faust_hpc import catalog, costmodel
 from faust_hpc.costmodel import ImageModel
-from faust_hpc.geometry import geometry_for
+from faust_hpc.geometry import geometry_for, nominal_data_geometry
 from faust_hpc.runfile import RunSpec
 from faust_hpc.scheduler import simulate_schedule  # "auto" chunking runs the policy; scheduler never imports plan
 from faust_hpc.units import ImageKey, Unit, chunk_part
@@ -184,12 +184,15 @@ class Plan:
 
 def _image_model(spec: RunSpec, key: ImageKey, rows: float | None = None) -> ImageModel:
     spw = catalog.get_spw(key.label)
-    geo = geometry_for(key.field, spec.setup, key.array, oversample=spec.geometry.oversample,
-                       cell_arcsec=spec.geometry.cell_arcsec, imsize=spec.geometry.imsize)
+    if catalog.is_faust_field(key.field):
+        geo = geometry_for(key.field, spec.setup, key.array, oversample=spec.geometry.oversample,
+                           cell_arcsec=spec.geometry.cell_arcsec, imsize=spec.geometry.imsize)
+    else:  # a run file's target: its geometry is read from its data by the units
+        geo = nominal_data_geometry(spec.geometry.imsize)
     if spec.fullcube:
         nchan = spw.nchan
     else:
-        nchan = max(1, min(spw.nchan, spw.nchan_from_window(spec.line_vwin)))
+        nchan = max(1, min(spw.nchan, spw.nchan_from_window(spw.line_vwin or spec.line_vwin)))
     scales = spec.spw_overrides(key.label).scales
     return costmodel.image_model(spec.setup, spw, geo, key.array, nchan=nchan, rows=rows,
                                  nscales=None if scales is None else max(1, len(scales)),

@@ -8,6 +8,13 @@ work starts, because a typo found after six hours of tclean is six hours lost:
 - unknown tables/keys (with a did-you-mean and the allowed keys),
 - wrong types (``setup = "1"``),
 - unknown field names and SPW labels (did-you-mean via :func:`catalog.suggest`),
+- a run file's own ``[target."NAME"]`` (MS field name, ``data``, ``vsys_kms``,
+  optional ``ra``/``dec``) and ``[window."LABEL"]`` (``restfreq``, ``spw`` id
+  or name, ``kind``, ``line_vwin``) tables: required keys, values, names that
+  file names can carry, no redefinition of a FAUST name. They join the
+  catalog of the loading process (:func:`catalog.register_run_entries`; an
+  unpickled :class:`RunSpec` registers them too), so a run of them needs no
+  ``setup`` and uses array kind ``all``,
 - SPW labels of another Setup, 7m/joint requested for Setup 3, a
   ``[spw."LABEL"]`` table for an SPW the run does not select,
 - absurd numbers: every number must be finite and within what makes sense
@@ -37,7 +44,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from faust_hpc import catalog, costmodel
-from faust_hpc.errors import CatalogError, RunFileError, UserInputError
+from faust_hpc.errors import RunFileError, UserInputError
 from faust_hpc.geometry import ARRAY_KINDS, check_array_kind, geometry_for, imsize_for
 from faust_hpc.spectral import C_KMS
 from faust_hpc.units import ImageKey, format_weighting
@@ -48,7 +55,9 @@ NCHUNKS_WORDS = ("default", "auto")
 WEIGHTING_WORDS = ("natural", "uniform")
 SPW_SELECTION_WORDS = ("all", "lines")
 
-_TOP_TABLES = ("run", "imaging", "spw", "scheduler")
+_TOP_TABLES = ("run", "imaging", "spw", "scheduler", "target", "window")
+_TARGET_KEYS = ("data", "vsys_kms", "ra", "dec")
+_WINDOW_KEYS = ("restfreq", "spw", "kind", "line_vwin")
 _RUN_KEYS = ("name", "data_dir", "product_dir", "casa_data_dir")
 _IMAGING_KEYS = ("fields", "setup", "spws", "weightings", "arrays", "fullcube", "line_vwin", "ext",
                  "nchunks", "oversample", "cell_arcsec", "imsize", "nomask_sigma",
@@ -79,6 +88,10 @@ _IMSIZE_WHY = (f" (one tclean channel of {MAX_IMSIZE} px needs "
 _EXT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _EXECUTOR_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _NAME_RE = re.compile(r"^[^/\x00]+$")
+# A run file's target or window name becomes part of file names and unit ids: no "/",
+# no white space, and no "_" token that reads as an array kind or a chunk tag.
+_ENTRY_NAME_RE = re.compile(r"^[A-Za-z0-9+.-][A-Za-z0-9_+.-]*$")
+_RESERVED_TOKEN_RE = re.compile(rf"^(?:{'|'.join(ARRAY_KINDS)}|chunk\d+)$")
 
 
 # ----------------------------------------------------------------------------
@@ -181,6 +194,23 @@ class RunSpec:
     spw_settings: tuple[tuple[str, SpwOverrides], ...] = ()
     # opt-in: image the last fully covered channel too (the original leaves it out)
     image_last_covered_channel: bool = False
+    # the run file's own [target."NAME"] and [window."LABEL"] tables (registered in the
+    # catalog by load_runfile, so every lookup of this process knows them)
+    targets: tuple[catalog.Target, ...] = field(default=(), hash=False)
+    windows: tuple[catalog.Spw, ...] = field(default=(), hash=False)
+
+    def __post_init__(self) -> None:
+        self.register()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A spec unpickled in another process (a unit's child) brings its names along."""
+        self.__dict__.update(state)
+        self.register()
+
+    def register(self) -> None:
+        """Make this run file's targets and windows known to this process's catalog."""
+        if self.targets or self.windows:
+            catalog.register_run_entries(self.targets, self.windows)
 
     def spw_overrides(self, label: str) -> SpwOverrides:
         """The overrides of one SPW (all None when the run file has none)."""
@@ -356,28 +386,38 @@ def _parse_run(ck: _Checker, raw: dict[str, Any], path: Path) -> dict[str, Any]:
     }
 
 
-def _parse_fields(ck: _Checker, where: str, value: Any) -> tuple[str, ...]:
+def _parse_fields(ck: _Checker, where: str, value: Any, own: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """FAUST field names and this run file's own targets (``own``)."""
     items = [value] if isinstance(value, str) else ck.array(where, "fields", value)
     fields: list[str] = []
     for item in items:
         ck.string(where, "fields", item)
-        try:
-            catalog.get_target(item)
-        except CatalogError as exc:
-            raise ck.fail(where, f"fields: {exc}") from None
+        if item not in own and not catalog.is_faust_field(item):
+            hint = catalog.suggest(item, [*catalog.ALL_FIELD_NAMES, *own])
+            did = f' did you mean "{hint}"?' if hint else \
+                f" valid values: a FAUST field ({', '.join(catalog.ALL_FIELD_NAMES)}) or a [target.\"NAME\"] table"
+            raise ck.fail(where, f'fields: unknown field "{item}";{did}')
         if item not in fields:
             fields.append(item)
     return tuple(fields)
 
 
-def _parse_spws(ck: _Checker, where: str, value: Any, setup: int) -> tuple[str, ...]:
-    in_setup = [s.label for s in catalog.spws_for_setup(setup)]
+def _setup_spws(setup: int, windows: tuple[catalog.Spw, ...]) -> list[catalog.Spw]:
+    """The SPWs a run may image: its Setup's (none without a Setup), then its own windows."""
+    faust = catalog.spws_for_setup(setup) if setup != catalog.WINDOW_SETUP else []
+    return [*faust, *windows]
+
+
+def _parse_spws(ck: _Checker, where: str, value: Any, setup: int,
+                windows: tuple[catalog.Spw, ...] = ()) -> tuple[str, ...]:
+    usable = _setup_spws(setup, windows)
+    in_setup = [s.label for s in usable]
     if isinstance(value, str):
         if value == "all":
             return tuple(in_setup)
         if value == "lines":
-            return tuple(s.label for s in catalog.spws_for_setup(setup) if not s.is_continuum)
-        if value in catalog.ALL_SPW_LABELS:  # a single label is accepted as a 1-list
+            return tuple(s.label for s in usable if not s.is_continuum)
+        if value in catalog.all_spw_labels():  # a single label is accepted as a 1-list
             value = [value]
         else:
             hint = catalog.suggest(value, list(SPW_SELECTION_WORDS) + in_setup)
@@ -395,11 +435,17 @@ def _parse_spws(ck: _Checker, where: str, value: Any, setup: int) -> tuple[str, 
 
 def _check_label_in_setup(ck: _Checker, where: str, lead: str, label: str, setup: int,
                           in_setup: list[str]) -> None:
-    if label not in catalog.ALL_SPW_LABELS:
-        hint = catalog.suggest(label, catalog.ALL_SPW_LABELS)
-        did = f' did you mean "{hint}"?' if hint else f' valid labels of Setup {setup}: {", ".join(in_setup)}'
+    if label not in in_setup and label not in catalog.ALL_SPW_LABELS:
+        hint = catalog.suggest(label, [*catalog.ALL_SPW_LABELS, *in_setup])
+        valid = f' valid labels of Setup {setup}: {", ".join(in_setup)}' if setup != catalog.WINDOW_SETUP \
+            else f' this run file\'s windows: {", ".join(in_setup) or "none"} (define one with [window."LABEL"])'
+        did = f' did you mean "{hint}"?' if hint else valid
         raise ck.fail(where, f'{lead}unknown SPW label "{label}";{did}' if lead
                       else f"unknown SPW label;{did}")
+    if label in in_setup:
+        return
+    if setup == catalog.WINDOW_SETUP:
+        raise ck.fail("[imaging]", f'setup: missing (the FAUST SPW "{label}" needs the integer 1, 2 or 3)')
     other = catalog.get_spw(label).setup
     if other != setup:
         raise ck.fail(where, f'{lead}SPW "{label}" belongs to Setup {other}, but this run images '
@@ -442,34 +488,38 @@ def _parse_arrays(ck: _Checker, where: str, value: Any, setup: int) -> tuple[str
     return tuple(out)
 
 
-def _parse_imaging(ck: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
+def _parse_imaging(ck: _Checker, raw: dict[str, Any], windows: tuple[catalog.Spw, ...] = (),
+                   targets: tuple[catalog.Target, ...] = ()) -> dict[str, Any]:
     where = "[imaging]"
     if "imaging" not in raw:
         raise ck.fail("", "missing table [imaging] (needs at least fields and setup)")
     img = ck.table(where, raw["imaging"])
     ck.unknown_keys(where, img, _IMAGING_KEYS)
     defaults = catalog.imaging_defaults()
-    for key in ("fields", "setup"):
-        if key not in img:
-            raise ck.fail(where, f"{key}: missing")
-    setup = img["setup"]
-    if isinstance(setup, bool) or not isinstance(setup, int) or setup not in catalog.load_catalog().setups:
-        raise ck.fail(where, f"setup: expected the integer 1, 2 or 3, got {_type_name(setup)} {_show(setup)}")
-    fields = _parse_fields(ck, where, img["fields"])
-    spws = _parse_spws(ck, where, img.get("spws", "all"), setup)
+    if "fields" not in img:
+        raise ck.fail(where, "fields: missing")
+    fields = _parse_fields(ck, where, img["fields"], tuple(t.name for t in targets))
+    faust_fields = [f for f in fields if catalog.is_faust_field(f)]
+    if "setup" not in img and not faust_fields:
+        setup = catalog.WINDOW_SETUP   # only the run file's own targets: no FAUST Setup
+    elif "setup" not in img:
+        raise ck.fail(where, "setup: missing" + (f" (FAUST field {faust_fields[0]} needs the integer 1, 2 or 3)"
+                                                 if faust_fields else ""))
+    else:
+        setup = img["setup"]
+        if isinstance(setup, bool) or not isinstance(setup, int) or setup not in catalog.load_catalog().setups:
+            raise ck.fail(where, f"setup: expected the integer 1, 2 or 3, got {_type_name(setup)} {_show(setup)}")
+    spws = _parse_spws(ck, where, img.get("spws", "all"), setup, windows)
     if not spws:
         raise ck.fail(where, "spws: selects no SPW")
     weightings = _parse_weightings(ck, where, img.get("weightings", list(defaults["weightings"])))
-    default_arrays = ["joint"] if "7m" in catalog.get_setup(setup).arrays else ["12m"]
+    if setup == catalog.WINDOW_SETUP:
+        default_arrays = ["all"]
+    else:
+        default_arrays = ["joint"] if "7m" in catalog.get_setup(setup).arrays else ["12m"]
     arrays = _parse_arrays(ck, where, img.get("arrays", default_arrays), setup)
     fullcube = ck.boolean(where, "fullcube", img.get("fullcube", True))
-    line_vwin = ck.string(where, "line_vwin", img.get("line_vwin", defaults["line_vwin"]))
-    try:
-        vwin = catalog.parse_velocity_kms(line_vwin)
-        if not 0 < vwin < C_KMS:
-            raise ValueError(f"must be above 0 and below the speed of light ({C_KMS:g} km/s)")
-    except (ValueError, OverflowError) as exc:
-        raise ck.fail(where, f'line_vwin: {exc}; expected a velocity width such as "20km/s"') from None
+    line_vwin = _parse_velocity(ck, where, "line_vwin", img.get("line_vwin", defaults["line_vwin"]), "20km/s")
     ext = ck.string(where, "ext", img.get("ext", "clean"))
     if not _EXT_RE.match(ext):
         raise ck.fail(where, f'ext: {_show(ext)} is not a file-name-safe word (letters, digits, _ . -)')
@@ -501,6 +551,8 @@ def _check_geometry(ck: _Checker, img: Mapping[str, Any], node_memory_gb: float)
     where, geo, setup = "[imaging]", img["geometry"], img["setup"]
     smallest = MAX_IMSIZE
     for field in img["fields"]:
+        if not catalog.is_faust_field(field):
+            continue   # geometry from the data (read by the units); the imsize bound is checked above
         for kind in img["arrays"]:
             g = geometry_for(field, setup, kind, oversample=geo.oversample, cell_arcsec=geo.cell_arcsec,
                              imsize=geo.imsize)
@@ -543,9 +595,10 @@ def _automask_keys() -> dict[str, Any]:
     return keys
 
 
-def _parse_one_spw(ck: _Checker, label: str, raw: Any, setup: int, max_scale_px: int = MAX_IMSIZE) -> SpwOverrides:
+def _parse_one_spw(ck: _Checker, label: str, raw: Any, setup: int, max_scale_px: int = MAX_IMSIZE,
+                   windows: tuple[catalog.Spw, ...] = ()) -> SpwOverrides:
     where = f'[spw."{label}"]'
-    in_setup = [s.label for s in catalog.spws_for_setup(setup)]
+    in_setup = [s.label for s in _setup_spws(setup, windows)]
     _check_label_in_setup(ck, where, "", label, setup, in_setup)
     table = ck.table(where, raw)
     ck.unknown_keys(where, table, _SPW_KEYS)
@@ -592,10 +645,141 @@ def _parse_one_spw(ck: _Checker, label: str, raw: Any, setup: int, max_scale_px:
     return SpwOverrides(**kw)
 
 
-def _parse_spw_tables(ck: _Checker, raw: dict[str, Any], setup: int,
-                      max_scale_px: int = MAX_IMSIZE) -> tuple[tuple[str, SpwOverrides], ...]:
+def _parse_spw_tables(ck: _Checker, raw: dict[str, Any], setup: int, max_scale_px: int = MAX_IMSIZE,
+                      windows: tuple[catalog.Spw, ...] = ()) -> tuple[tuple[str, SpwOverrides], ...]:
     spw = ck.table("[spw]", raw.get("spw", {}))
-    return tuple((label, _parse_one_spw(ck, label, value, setup, max_scale_px)) for label, value in spw.items())
+    return tuple((label, _parse_one_spw(ck, label, value, setup, max_scale_px, windows))
+                 for label, value in spw.items())
+
+
+def _check_entry_name(ck: _Checker, where: str, name: str, what: str) -> None:
+    """A target or window name that file names, unit ids and ``layout.parse`` can carry."""
+    if not _ENTRY_NAME_RE.match(name) or any(_RESERVED_TOKEN_RE.match(t) for t in name.split("_")):
+        raise ck.fail(where, f"{what} name {_show(name)}: use letters, digits and _ + . - (no \"/\", no white "
+                             f"space, no _-separated part {'/'.join(ARRAY_KINDS)} or chunk<N>)")
+
+
+def _parse_velocity(ck: _Checker, where: str, key: str, value: Any, example: str) -> str:
+    """A velocity width (a quantity string) above 0 and below c."""
+    text = ck.string(where, key, value)
+    try:
+        vwin = catalog.parse_velocity_kms(text)
+        if not 0 < vwin < C_KMS:
+            raise ValueError(f"must be above 0 and below the speed of light ({C_KMS:g} km/s)")
+    except (ValueError, OverflowError) as exc:
+        raise ck.fail(where, f'{key}: {exc}; expected a velocity width such as "{example}"') from None
+    return text
+
+
+def _parse_targets(ck: _Checker, raw: dict[str, Any]) -> tuple[catalog.Target, ...]:
+    """``[target."NAME"]``: a field of the run file's own measurement sets (not FAUST's)."""
+    table = ck.table("[target]", raw.get("target", {}))
+    out: list[catalog.Target] = []
+    for name, value in table.items():
+        where = f'[target."{name}"]'
+        if catalog.is_faust_field(name):
+            raise ck.fail(where, "is a FAUST target: its values come from the catalog; use another name "
+                                 "(the MS field name) or list it in [imaging] fields without a [target] table")
+        _check_entry_name(ck, where, name, "target")
+        t = ck.table(where, value)
+        ck.unknown_keys(where, t, _TARGET_KEYS)
+        if "data" not in t:
+            raise ck.fail(where, 'data: missing (a directory of measurement sets, a glob, or a list of MS paths; '
+                                 'relative to [run] data_dir)')
+        data = t["data"]
+        items = [data] if isinstance(data, str) else ck.array(where, "data", data)
+        paths = tuple(ck.string(where, "data", item) for item in items)
+        if "vsys_kms" not in t:
+            raise ck.fail(where, "vsys_kms: missing (the systemic velocity in km/s, radio, LSRK)")
+        vsys = ck.number(where, "vsys_kms", t["vsys_kms"], minimum=-C_KMS + 1.0, maximum=C_KMS - 1.0)
+        position = {}
+        for key, unit in (("ra", "hourangle"), ("dec", "deg")):
+            if key in t:
+                position[key] = ck.string(where, key, t[key])
+                try:
+                    from astropy.coordinates import Angle
+                    Angle(position[key], unit=unit)
+                except (ValueError, TypeError) as exc:
+                    raise ck.fail(where, f'{key}: {_show(position[key])} is not an angle ({exc}); e.g. '
+                                         f'ra = "15h22m00.0s", dec = "+05d04m00s"') from None
+        if len(position) == 1:
+            raise ck.fail(where, f"{'dec' if 'ra' in position else 'ra'}: missing (give both ra and dec, or "
+                                 f"neither for the MS phase centre)")
+        out.append(catalog.run_target(name, vsys, paths, **position))
+    return tuple(out)
+
+
+def _parse_windows(ck: _Checker, raw: dict[str, Any]) -> tuple[catalog.Spw, ...]:
+    """``[window."LABEL"]``: a spectral window of the run file's own (rest frequency, which SPW)."""
+    table = ck.table("[window]", raw.get("window", {}))
+    out: list[catalog.Spw] = []
+    for label, value in table.items():
+        where = f'[window."{label}"]'
+        if label in catalog.ALL_SPW_LABELS:
+            raise ck.fail(where, "is a FAUST SPW label: its values come from the catalog; use another label")
+        _check_entry_name(ck, where, label, "window")
+        w = ck.table(where, value)
+        ck.unknown_keys(where, w, _WINDOW_KEYS)
+        if "restfreq" not in w:
+            raise ck.fail(where, 'restfreq: missing (the line\'s rest frequency, e.g. "1420.405752MHz")')
+        restfreq = w["restfreq"]
+        text = restfreq if isinstance(restfreq, str) else None
+        if text is None and not isinstance(restfreq, bool) and isinstance(restfreq, (int, float)):
+            text = f"{restfreq!r}Hz"
+        try:
+            if text is None:
+                raise ValueError(f"expected a frequency, got {_type_name(restfreq)} {_show(restfreq)}")
+            hz = catalog.parse_frequency_hz(text)
+            if not (_finite(hz) and hz > 0):
+                raise ValueError(f"must be a positive frequency, got {_show(restfreq)}")
+        except ValueError as exc:
+            raise ck.fail(where, f'restfreq: {exc}; expected e.g. "1420.405752MHz"') from None
+        select = w.get("spw")
+        if select is not None:
+            if isinstance(select, str):
+                ck.string(where, "spw", select)
+            else:
+                select = ck.integer(where, "spw", select, minimum=0)
+        kind = ck.string(where, "kind", w.get("kind", "line"))
+        if kind not in catalog.WINDOW_KINDS:
+            raise ck.fail(where, f'kind: unknown value {_show(kind)}; allowed: {", ".join(catalog.WINDOW_KINDS)}')
+        vwin = None if "line_vwin" not in w else _parse_velocity(ck, where, "line_vwin", w["line_vwin"], "200km/s")
+        out.append(catalog.window_spw(label, text, select=select, kind=kind, line_vwin=vwin))
+    return tuple(out)
+
+
+def _looks_like_ms(path: Path) -> bool:
+    return path.is_dir() and (path / "table.dat").is_file()
+
+
+def target_ms_paths(target: catalog.Target, data_dir: Path) -> list[str]:
+    """The measurement sets a run-file target's ``data`` names, in order: an MS path,
+    a directory (its ``*.ms``), or a glob (relative to ``data_dir``). Filesystem only."""
+    from glob import escape, glob, has_magic
+
+    found: list[str] = []
+    for item in target.data:
+        path = _resolve(data_dir, item)
+        if has_magic(item):
+            hits = [Path(p) for p in sorted(glob(str(path)))]
+            hits = [h for h in hits if h.is_dir()]
+        elif _looks_like_ms(path) or not path.is_dir():
+            hits = [path] if path.exists() else []
+        else:
+            hits = [Path(p) for p in sorted(glob(os.path.join(escape(str(path)), "*.ms")))]
+        for hit in hits:
+            if str(hit) not in found:
+                found.append(str(hit))
+    return found
+
+
+def _check_target_data(ck: _Checker, targets: tuple[catalog.Target, ...], fields: tuple[str, ...],
+                       data_dir: Path) -> None:
+    """Every imaged run-file target names at least one existing measurement set."""
+    for t in targets:
+        if t.name in fields and not target_ms_paths(t, data_dir):
+            raise ck.fail(f'[target."{t.name}"]', f"data: {', '.join(t.data)} (relative to {data_dir}) names no "
+                                                  f"measurement set; give an MS path, a directory of *.ms or a glob")
 
 
 def _parse_scheduler(ck: _Checker, raw: dict[str, Any]) -> SchedulerSettings:
@@ -687,15 +871,28 @@ def load_runfile(path: str | os.PathLike[str], check_paths: bool = True) -> RunS
     ck = _Checker(path)
     ck.unknown_keys("", raw, _TOP_TABLES, what="table")
     run = _parse_run(ck, raw, path)
-    img = _parse_imaging(ck, raw)
-    scheduler = _parse_scheduler(ck, raw)
-    smallest_imsize = _check_geometry(ck, img, scheduler.node_memory_gb)
-    spw_settings = _parse_spw_tables(ck, raw, img["setup"], smallest_imsize)
-    _check_spw_tables_selected(ck, spw_settings, img["spw_labels"])
-    if check_paths:
-        _check_readable_dir(ck, "data_dir", run["data_dir"])
-        _check_data_layout(ck, run["data_dir"], img["fields"], img["setup"])
-        if run["casa_data_dir"] is not None:
-            _check_readable_dir(ck, "casa_data_dir", run["casa_data_dir"])
-        _check_writable_dir(ck, "product_dir", run["product_dir"])
-    return RunSpec(path=path, scheduler=scheduler, spw_settings=spw_settings, **run, **img)
+    targets = _parse_targets(ck, raw)
+    windows = _parse_windows(ck, raw)
+    # the run file's names join the catalog for this process (restored if the file is refused)
+    saved = (dict(catalog._RUN_TARGETS), dict(catalog._RUN_WINDOWS))
+    catalog.register_run_entries(targets, windows)
+    try:
+        img = _parse_imaging(ck, raw, windows, targets)
+        scheduler = _parse_scheduler(ck, raw)
+        smallest_imsize = _check_geometry(ck, img, scheduler.node_memory_gb)
+        spw_settings = _parse_spw_tables(ck, raw, img["setup"], smallest_imsize, windows)
+        _check_spw_tables_selected(ck, spw_settings, img["spw_labels"])
+        if check_paths:
+            _check_readable_dir(ck, "data_dir", run["data_dir"])
+            faust_fields = tuple(f for f in img["fields"] if catalog.is_faust_field(f))
+            _check_data_layout(ck, run["data_dir"], faust_fields, img["setup"])
+            _check_target_data(ck, targets, img["fields"], run["data_dir"])
+            if run["casa_data_dir"] is not None:
+                _check_readable_dir(ck, "casa_data_dir", run["casa_data_dir"])
+            _check_writable_dir(ck, "product_dir", run["product_dir"])
+    except BaseException:
+        catalog.clear_run_entries()
+        catalog.register_run_entries(saved[0].values(), saved[1].values())
+        raise
+    return RunSpec(path=path, scheduler=scheduler, spw_settings=spw_settings, targets=targets, windows=windows,
+                   **run, **img)

@@ -80,7 +80,7 @@ def summarize(spec, ranks: list[int]) -> dict:
 
 def render_text(s: dict, spec) -> str:
     kinds = s["units_by_kind"]
-    lines = [f"{spec.path.name}: run {s['name']!r}: {len(s['fields'])} field(s), Setup {s['setup']}, "
+    lines = [f"{spec.path.name}: run {s['name']!r}: {len(s['fields'])} field(s), {'Setup ' + str(s['setup']) if s['setup'] else 'no FAUST Setup'}, "
              f"{len(spec.spw_labels)} SPW(s), arrays {'/'.join(spec.arrays)}, "
              f"weightings {', '.join(str(w) for w in spec.weightings)}"]
     auto = [label for label in spec.spw_labels if spec.nchunks_for(label) == "auto"]

@@ -23,7 +23,7 @@ from glob import glob
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from faust_hpc import catalog, user_paths
+from faust_hpc import catalog, spectral, user_paths
 from faust_hpc.catalog import Spw, imaging_defaults
 from faust_hpc.errors import PrerequisiteError, UserInputError
 from faust_hpc.layout import RunLayout, chunk_stem_glob
@@ -31,7 +31,7 @@ from faust_hpc.layout import parse as parse_product
 from faust_hpc.imaging import paths, stages
 from faust_hpc.imaging.chunking import (ChunkConfig, ChunkedConfigSet, SpectralSelection, common_coverage,
                                         make_chunks, read_chunk_list, window_selection, write_chunk_list)
-from faust_hpc.imaging.dataset import DataSet, spw_ids_for_ot_name
+from faust_hpc.imaging.dataset import DataSet, spw_ids_for_ot_name, spw_ids_for_window
 from faust_hpc.imaging.image_tools import delete_workdir, glob_escape, in_workdir, log_post, safely_remove_file
 from faust_hpc.imaging.postprocess import calc_rms_from_image
 from faust_hpc.units import format_weighting
@@ -39,6 +39,9 @@ from faust_hpc.units import format_weighting
 log = logging.getLogger(__name__)
 
 _DEFAULT = object()  # sentinel: "the documented default"
+MASK_SCALES_BEAMS = (0.0, 3.0, 8.0)
+"""Seed-mask smoothing scales of a run file's target, in beams of the masked image
+(FAUST's 0/1/3 arcsec over its typical 0.36-arcsec target beam, rounded)."""
 
 
 def format_cube_robust(weighting: float | int | str) -> tuple[float | None, str]:
@@ -77,7 +80,10 @@ class ImageConfig:
     scales : multiscale scales in pixels (documented [0, 15, 45, 135] at the
         documented cell of res/10; scaled with the cell when the run file
         overrides it, so the angular scales stay the same).
-    mask_ang_scales : seed-mask smoothing FWHMs in arcsec ([0, 1, 3]).
+    mask_ang_scales : seed-mask smoothing FWHMs in arcsec ([0, 1, 3]); for a
+        run file's target None: :data:`MASK_SCALES_BEAMS` times the beam of
+        the image being masked (FAUST's 1 and 3 arcsec are ~3 and ~8 of its
+        0.36-arcsec beams; a 53-arcsec VLA beam cannot be smoothed to 1 arcsec).
     autom_kwargs : auto-multithresh parameters (the 7m set for ``kind='7m'``).
     smallscalebias, gain, cyclefactor, uvtaper, line_vwin, parallel,
     preserve_all_intermediate_products : as documented.
@@ -98,7 +104,7 @@ class ImageConfig:
 
     def __init__(self, dset: DataSet, spw: Spw, fullcube: bool = True, weighting: float | str = 0.5,
                  chunk: ChunkConfig | None = None, prod_dir: str | os.PathLike | None = None):
-        if dset.setup != spw.setup:
+        if not spw.is_window and dset.setup != spw.setup:
             raise UserInputError(f"SPW {spw.label} belongs to Setup {spw.setup}, but the DataSet is "
                                  f"for Setup {dset.setup}")
         self.dset = dset
@@ -109,10 +115,19 @@ class ImageConfig:
         self.weighting = weighting
         self.prod_dir = Path(prod_dir).expanduser().resolve() if prod_dir is not None else paths.get_prod_dir()
         defaults = imaging_defaults()
-        self.cell_scale_factor = dset.default_geometry.cell_arcsec / dset.cell_arcsec
-        self.scales = self._scaled_pixels(defaults["scales_pix"])
-        self.nomask_scale_upper_limit = float(defaults["nomask_scale_upper_limit_pix"]) * self.cell_scale_factor
-        self.mask_ang_scales = [float(s) for s in defaults["mask_ang_scales_arcsec"]]
+        if spw.line_vwin is not None:
+            self.line_vwin = spw.line_vwin
+        if not dset.is_faust:
+            # geometry from the data, read when a stage first needs it (never at construction:
+            # the launcher builds configurations for names alone, without CASA)
+            dset.sky_freq_hz = float(spectral.velocity_to_freq_hz(dset.target.vsys, spw.restfreq_hz))
+        self._cell_scale_factor: float | None = None if dset.cell_arcsec_override is not None else 1.0
+        if dset.is_faust:
+            self._cell_scale_factor = dset.default_geometry.cell_arcsec / dset.cell_arcsec
+        self._scales: list[int] | None = None
+        self._nomask_scale_upper_limit: float | None = None
+        self.mask_ang_scales: list[float] | None = (
+            [float(s) for s in defaults["mask_ang_scales_arcsec"]] if dset.is_faust else None)
         table = defaults["automask_7m"] if dset.kind == "7m" else defaults["automask_12m"]
         self.autom_kwargs = {"usemask": "auto-multithresh", **copy.deepcopy(dict(table)), "verbose": True}
         self._rms: float | None = None
@@ -120,6 +135,41 @@ class ImageConfig:
         self._spw_ids: list[str] | None = None
         self.workdir: Path | None = None
         self.frozen_chunks_ext = "clean"
+
+    @property
+    def cell_scale_factor(self) -> float:
+        """Documented cell / actual cell: pixel scales keep their angular size."""
+        if self._cell_scale_factor is None:
+            self._cell_scale_factor = self.dset.default_geometry.cell_arcsec / self.dset.cell_arcsec
+        return self._cell_scale_factor
+
+    @property
+    def scales(self) -> list[int]:
+        if self._scales is None:
+            self._scales = self._scaled_pixels(imaging_defaults()["scales_pix"])
+        return self._scales
+
+    @scales.setter
+    def scales(self, value: Iterable[int]) -> None:
+        self._scales = [int(s) for s in value]
+
+    @property
+    def nomask_scale_upper_limit(self) -> float:
+        if self._nomask_scale_upper_limit is None:
+            limit = float(imaging_defaults()["nomask_scale_upper_limit_pix"])
+            self._nomask_scale_upper_limit = limit * self.cell_scale_factor
+        return self._nomask_scale_upper_limit
+
+    @nomask_scale_upper_limit.setter
+    def nomask_scale_upper_limit(self, value: float) -> None:
+        self._nomask_scale_upper_limit = float(value)
+
+    def mask_scales_arcsec(self, beam_arcsec: float) -> list[float]:
+        """The seed mask's smoothing scales: ``mask_ang_scales`` when set (FAUST's
+        0/1/3 arcsec, or the run file's), else :data:`MASK_SCALES_BEAMS` x the beam."""
+        if self.mask_ang_scales is not None:
+            return [float(s) for s in self.mask_ang_scales]
+        return [round(b * float(beam_arcsec), 3) for b in MASK_SCALES_BEAMS]
 
     def _scaled_pixels(self, pixels: Iterable[float]) -> list[int]:
         out: list[int] = []
@@ -135,15 +185,22 @@ class ImageConfig:
         ``weighting``, ``chunk``, ``prod_dir`` and the DataSet options
         ``data_dir``, ``oversample``, ``cell_arcsec``, ``imsize`` may be given).
         ``kind`` defaults to ``'joint'``; for a Setup 3 label (12m data only)
-        the default switches to ``'12m'`` with a warning, as the original."""
+        the default switches to ``'12m'`` with a warning, as the original; for
+        a run file's window it is ``'all'``. ``setup`` (a FAUST field imaged in
+        a run file's window) defaults to the SPW's."""
         spw = catalog.get_spw(label)
         if kind is _DEFAULT:
             kind = "joint"
-            if "7m" not in catalog.get_setup(spw.setup).arrays:
+            if spw.is_window:
+                kind = "all"
+            elif "7m" not in catalog.get_setup(spw.setup).arrays:
                 kind = "12m"
                 log_post(f"-- Setup {spw.setup} has no 7m data: imaging {label} with kind='12m'", "WARN")
         dset_kwargs = {k: kwargs.pop(k) for k in ("data_dir", "oversample", "cell_arcsec", "imsize") if k in kwargs}
-        dset = DataSet(field, setup=spw.setup, kind=kind, **dset_kwargs)
+        setup = kwargs.pop("setup", None)
+        if setup is None or not spw.is_window:
+            setup = spw.setup
+        dset = DataSet(field, setup=setup, kind=kind, **dset_kwargs)
         return cls(dset, spw, **kwargs)
 
     def __repr__(self) -> str:
@@ -217,9 +274,13 @@ class ImageConfig:
     # -- data selection ------------------------------------------------------
     @property
     def spw_ids(self) -> list[str]:
-        """SPW id per MS, by the window name's ``ot_name`` ending."""
+        """SPW id per MS, by the window name's ``ot_name`` ending (a run file's
+        window: by id, name or frequency coverage, :func:`spw_ids_for_window`)."""
         if self._spw_ids is None:
-            self._spw_ids = spw_ids_for_ot_name(self.dset.vis, self.spw.ot_name, label=self.spw.label)
+            if self.spw.is_window:
+                self._spw_ids = spw_ids_for_window(self.dset.vis, self.spw, self.dset.field, self.dset.target.vsys)
+            else:
+                self._spw_ids = spw_ids_for_ot_name(self.dset.vis, self.spw.ot_name, label=self.spw.label)
         return list(self._spw_ids)
 
     def validate_inputs(self) -> None:

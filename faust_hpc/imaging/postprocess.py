@@ -403,6 +403,11 @@ def concat_images(infiles: list[str], outfile: str) -> str:
         _require(f)
     tmp = temp_name(outfile)
     if_exists_remove(tmp)
+    if len(infiles) == 1:   # one chunk: imageconcat refuses a single input; the copy is the cube
+        from faust_hpc.imaging.image_tools import copy_image
+
+        copy_image(infiles[0], tmp)
+        return publish(tmp, outfile)
     log_post(f':: Concatenating file "{outfile}"')
     ia = tools().image()
     try:

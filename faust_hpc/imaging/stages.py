@@ -57,6 +57,9 @@ def _tclean_kwargs(config: "ImageConfig", imagename: str, sel: SpectralSelection
     )
     if config.robust is not None:
         kwargs["robust"] = config.robust
+    phasecenter = getattr(dset, "phasecenter", "")   # a run file's target with a position
+    if phasecenter:
+        kwargs["phasecenter"] = phasecenter
     if sel is None:
         kwargs.update(nchan=-1, start="", width="")
     else:
@@ -116,7 +119,7 @@ def make_tiny_image_stamp(config: "ImageConfig") -> list[str]:
     config.validate_inputs()
     tiny = imaging_defaults()["tinyimg"]
     oversample = float(tiny["oversample"])
-    cell = f"{config.dset.target.res / oversample:.6g}arcsec"
+    cell = f"{config.dset.res_arcsec / oversample:.6g}arcsec"
     width = optimum_size(int(float(tiny["width_in_res"]) * oversample))
     kwargs = _tclean_kwargs(config, config.tinyimg_imagebase, None, imsize=[width, width], cell=cell, niter=0)
     out = _run_tclean(config, config.tinyimg_imagebase, "tinyimg", kwargs, keep=_keep(config, [".sumwt", ".image"]))
@@ -168,9 +171,12 @@ def make_seed_mask(config: "ImageConfig", sigma: float | Iterable[float] = 5.0) 
         raise PrerequisiteError(f"{imagename}.image not found: run clean_line_nomask first")
     rms = config.rms
     with config.stage_workdir("seedmask"):
-        out = pp.make_multiscale_joint_mask(imagename, rms, sigma=sigma, mask_ang_scales=config.mask_ang_scales)
+        # FAUST's arcsec scales, or (a run file's target) scales in beams of this image
+        scales = config.mask_scales_arcsec(pp.effective_beamwidth_from_image(imagename + ".image")
+                                           if config.mask_ang_scales is None else 0.0)
+        out = pp.make_multiscale_joint_mask(imagename, rms, sigma=sigma, mask_ang_scales=scales)
         if not config.preserve_all_intermediate_products:
-            pp.remove_multiscale_intermediates(imagename, config.mask_ang_scales)
+            pp.remove_multiscale_intermediates(imagename, scales)
     return out
 
 

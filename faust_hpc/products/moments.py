@@ -37,7 +37,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from faust_hpc.catalog import get_target, imaging_defaults
+from faust_hpc.catalog import all_spw_labels, get_spw, get_target, imaging_defaults, parse_velocity_kms
 from faust_hpc.errors import CatalogError, UserInputError
 from faust_hpc.layout import COMMON_EXT, IMAGE_EXT, moment_map_name
 from faust_hpc.layout import parse as parse_product
@@ -72,7 +72,12 @@ def _pb_strip(pb: PlaneReader, chan: int, y0: int, y1: int) -> np.ndarray:
 
 
 def default_vwin(label: str | None) -> float:
-    """Documented default half-window: 1.25 km/s for CCH, else 5 km/s."""
+    """Documented default half-window: 1.25 km/s for CCH, else 5 km/s; a run file's
+    window with a ``line_vwin`` (full width): half of it."""
+    if label is not None and label in all_spw_labels():
+        spw = get_spw(label)
+        if spw.is_window and spw.line_vwin is not None:
+            return parse_velocity_kms(spw.line_vwin) / 2.0
     mol = label.split("_", 1)[1] if label and "_" in label else None
     return CCH_VWIN_KMS if mol == "CCH" else DEFAULT_VWIN_KMS
 
@@ -128,14 +133,15 @@ class MomentMapper:
         one threshold suits the whole field). ``<stem>.mask`` and ``<stem>.pb``
         must exist beside it.
     vwin : velocity half-window in km/s about vsys (documented default 5; None:
-        the per-line default, 1.25 km/s for CCH, as ``make_moments_from_image``).
+        the per-line default, 1.25 km/s for CCH, half a run-file window's
+        ``line_vwin``, as ``make_moments_from_image``).
     m1_sigma, m2_sigma : thresholds (multiples of the Hanning-cube noise) for
         the pixels used by moment 1 and moment 2.
     overwrite : remake existing FITS files (False: skip when all exist).
     rms : noise of the unsmoothed cube in image units (None: estimated from
         the cube, median over planes of the MAD noise within the PB limit).
     vsys : systemic velocity in km/s (None: the catalog value of the field
-        named by the file).
+        named by the file, or the run file's ``vsys_kms`` of its target).
     moma_dir : output root (``<moma_dir>/<FIELD>/``); None: the ``moments/``
         directory of the product directory the image lives in.
     """
@@ -167,8 +173,9 @@ class MomentMapper:
         if vsys is not None:
             return float(vsys)
         if self.field is None:
-            raise UserInputError(f"{self.imagename}: cannot tell the FAUST field from the file name "
-                                 f"(expected <FIELD>_<LABEL>_<ARRAY>_<WEIGHTING>_<EXT>); pass vsys=")
+            raise UserInputError(f"{self.imagename}: cannot tell the field from the file name (expected "
+                                 f"<FIELD>_<LABEL>_<ARRAY>_<WEIGHTING>_<EXT> with a FAUST field or a run "
+                                 f"file's target); pass vsys=")
         try:
             return get_target(self.field).vsys
         except CatalogError as exc:  # pragma: no cover - parse only returns catalog fields

@@ -11,7 +11,9 @@ peak (inside the primary-beam limit) exceeds ``sigma`` x the full-cube noise
   the residual;
 - the clean mask as a solid contour (cyan on the image, black on the residual),
   the PB half-power level as a dashed grey contour;
-- ticks every 5 arcsec from the image centre, and the channel index.
+- ticks every 5 arcsec from the image centre (FAUST fields; any other field:
+  a 1-2-5 spacing giving about :data:`TICKS_ACROSS` ticks across the image),
+  and the channel index.
 
 Files: ``<PLOT_DIR>/<base>_qa_plot_image.{png,pdf}`` and
 ``..._qa_plot_residual.{png,pdf}``. The original read the four cubes whole
@@ -36,7 +38,7 @@ from typing import Iterator
 
 import numpy as np
 
-from faust_hpc.catalog import imaging_defaults
+from faust_hpc.catalog import imaging_defaults, is_faust_field
 from faust_hpc.errors import UserInputError
 from faust_hpc.layout import parse as parse_product
 from faust_hpc.layout import qa_plot_name, qa_plot_prefix, qa_plot_stem
@@ -78,6 +80,19 @@ class ChannelStats:
     rms: float
 
 
+FAUST_TICK_ARCSEC = 5.0
+TICKS_ACROSS = 8
+
+
+def nice_spacing(approx: float) -> float:
+    """The smallest 1, 2 or 5 x 10^n at or above ``approx`` (> 0)."""
+    exp = np.floor(np.log10(approx))
+    for mult in (1.0, 2.0, 5.0, 10.0):
+        if mult * 10 ** exp >= approx * (1 - 1e-9):
+            return float(mult * 10 ** exp)
+    return float(10 ** (exp + 1))  # pragma: no cover
+
+
 class CubeSet:
     """The four cubes of one image (``.image``, ``.residual``, ``.mask``,
     ``.pb``) and the channels worth plotting.
@@ -97,6 +112,7 @@ class CubeSet:
         self.sigma = float(sigma)
         self.pb_limit = pb_limit
         name = parse_product(self.path, require_image_ext=True)
+        self.field = name.field
         self.stem = name.stem
         self.basename = name.base
         self.image_path = self.path
@@ -200,6 +216,14 @@ class CubeSet:
         finally:
             for reader in readers:
                 reader.close()
+
+    @property
+    def tick_arcsec(self) -> float:
+        """FAUST's 5 arcsec; for any other field a 1-2-5 x 10^n spacing that puts about
+        :data:`TICKS_ACROSS` ticks across the image (5 arcsec on 6-arcsec pixels is a comb)."""
+        if self.field is None or is_faust_field(self.field):
+            return FAUST_TICK_ARCSEC
+        return nice_spacing(self.pix_scale * self.pix_width / TICKS_ACROSS)
 
     def calc_tick_loc(self, ang_tick: float = 5) -> np.ndarray:
         """Pixel positions of ticks every ``ang_tick`` arcsec about the centre."""
@@ -408,7 +432,7 @@ def make_qa_plot(cset: CubeSet, kind: str = "image", outfilen: str = "qa_plot",
     pdf_tmp = temp_sibling(pdf_final)
     factor, (lo_x, hi_x, lo_y, hi_y), (xc, yc) = _panel_grid(cset)
     limits = (lo_x - 0.5, hi_x - 0.5, lo_y - 0.5, hi_y - 0.5)
-    tick_pos = cset.calc_tick_loc(ang_tick=5)
+    tick_pos = cset.calc_tick_loc(ang_tick=cset.tick_arcsec)
     per_page = NCOLS * MAX_ROWS_PER_PAGE
     written: list[Path] = []
     renames: list[tuple[Path, Path]] = []
