@@ -178,12 +178,17 @@ def test_packaged_templates_match_the_repository_templates() -> None:
         assert batch.template_path(kind) == source
 
 
-def test_cli_dry_run_prints_script_and_creates_log_dir(runfile: Path, capsys) -> None:
+def test_cli_dry_run_prints_script_and_writes_nothing(runfile: Path, capsys) -> None:
+    """Printing the script (no --submit) creates nothing; it says which
+    directory sbatch needs (issue 13: it used to create logs/jobs)."""
     rc = cli_main(["slurm", str(runfile), "--nodes", "1", "--ntasks-per-node", "3",
                    "--time", "00:20:00", "--extra", "#SBATCH --exclusive"])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert rc == 0 and out.startswith("#!/bin/bash\n") and "#SBATCH --exclusive" in out
-    assert (runfile.parent / "products" / "logs" / "jobs").is_dir()
+    jobs = runfile.parent / "products" / "logs" / "jobs"
+    assert not jobs.exists() and not (runfile.parent / "products").exists()
+    assert f"mkdir -p {jobs}" in captured.err
     rc = cli_main(["torque", str(runfile), "--nodes", "1", "--ppn", "3", "--walltime", "00:20:00"])
     assert rc == 0 and "#PBS -l nodes=1:ppn=3" in capsys.readouterr().out
 
