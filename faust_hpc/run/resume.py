@@ -24,6 +24,7 @@ The rule (one for every unit, final or not):
   any outputs the executor can name for it are deleted before it runs again.
 - A prepare unit already done grows the graph to its recorded chunk list, so
   the chunk units keep their ids and their records stay valid.
+"""
 from __future__ import annotations
 
 import importlib
