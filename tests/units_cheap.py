@@ -12,6 +12,7 @@ environment variable ``FAUST_CHEAP_CONTROL`` (inherited by the unit children):
      "gate":    {"<glob>": "/path"},                          # wait until that file exists (<= 120 s)
      "nchunks": {"<glob on prepare id>": n},                  # the real chunk count a prepare reports
      "pad":     {"<glob>": bytes},                            # append this many bytes to the output (fill a disk)
+     "estimate": {"<glob>": bytes},                           # what output_estimate says (default: the pad)
      "nchan": 120}                                            # channels per SPW for chunk lists
 
 Outputs live in ``<product_dir>/cheap/<unit id with / → __>.txt`` and their
@@ -119,6 +120,13 @@ def run_unit(spec: Any, unit: Any, workdir: Path) -> dict:
         raise
     os.replace(tmp, out)
     return {"outputs": [str(out)], "info": info}
+
+
+def output_estimate(spec: Any, unit: Any) -> int:
+    """Bytes the unit will write, for the launcher's free-space check."""
+    ctl = control()
+    said = _match(ctl.get("estimate", {}), unit.id)
+    return int(said if said is not None else (_match(ctl.get("pad", {}), unit.id) or 0))
 
 
 def partial_outputs(spec: Any, unit: Any) -> list[str]:

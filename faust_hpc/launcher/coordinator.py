@@ -169,7 +169,7 @@ class Coordinator:
                         attempt = self._next_attempt(unit.id)
                         log.debug("rank %d <- %s (attempt %d)", rank, unit.id, attempt)
                         self.transport.submit(rank, unit, attempt)
-                elif not self.summary.drained:
+                elif sig.received is not None and not self.summary.drained:
                     self.summary.drained = True
                     name = signal.Signals(sig.received).name
                     log.warning("%s received: no new units; %d running unit(s) may finish", name, len(g.running))

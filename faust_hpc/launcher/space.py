@@ -16,7 +16,6 @@ import os
 import shutil
 from typing import Any, Iterable
 
-from faust_hpc import costmodel
 
 NO_SPACE_TEXT = ("No space left on device", "Disk quota exceeded")
 _TAIL_BYTES = 256 * 1024
@@ -35,16 +34,18 @@ def no_space_message(path: str | os.PathLike) -> str:
     return f"no space left on {path}"
 
 
-def output_estimate_bytes(unit: Any) -> int:
-    """What the cost model expects a unit to write: the image data of its
-    memory estimate (its peak memory beyond the CASA process itself), a lower
-    bound of the cubes a chunk or finalize leaves."""
-    return int(max(0.0, float(getattr(unit, "mem_gb", 0.0)) - costmodel.BASE_MEM_GB) * 1e9)
+def output_estimate_bytes(executor_module: Any, spec: Any, unit: Any) -> int:
+    """What a unit will write: the executor module's own
+    ``output_estimate(spec, unit)`` (bytes) if it has one, else the cost
+    model's estimate for the imaging units (``Unit.out_gb``)."""
+    own = getattr(executor_module, "output_estimate", None)
+    if own is not None:
+        return int(own(spec, unit))
+    return int(max(0.0, float(getattr(unit, "out_gb", 0.0) or 0.0)) * 1e9)
 
 
-def check_free(product_dir: str | os.PathLike, unit: Any) -> None:
-    """Raise :class:`NoSpaceError` if ``unit``'s output estimate does not fit."""
-    need = output_estimate_bytes(unit)
+def check_free(product_dir: str | os.PathLike, unit: Any, need: int) -> None:
+    """Raise :class:`NoSpaceError` if ``need`` bytes (``unit``'s output estimate) do not fit."""
     if need <= 0:
         return
     free = shutil.disk_usage(product_dir).free

@@ -115,7 +115,8 @@ def main(argv: list[str]) -> int:
 
         casa_env.configure(getattr(spec, "casa_data_dir", None), log_path=task["log_path"])
         executor = load_executor(task["executor"])
-        space.check_free(spec.product_dir, task["unit"])
+        module = importlib.import_module(task["executor"].partition(":")[0])  # imported by load_executor
+        space.check_free(spec.product_dir, task["unit"], space.output_estimate_bytes(module, spec, task["unit"]))
         outputs, info = result_fields(executor(spec, task["unit"], workdir))
         missing = [p for p in outputs if not os.path.exists(p)]
         if missing:

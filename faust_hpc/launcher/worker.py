@@ -266,13 +266,22 @@ class RunningUnit:
                 outcome.error = f"{space.no_space_message(outcome.no_space)}: {outcome.error}"
                 shutil.rmtree(self.workdir, ignore_errors=True)  # its scratch: room for the records
         failed = outcome.status == UnitStatus.FAILED
-        self.ctx.manifest.append(unit_record(
+        record = unit_record(
             self.unit.id, UnitEvent(str(outcome.status)), attempt=self.attempt, rank=self.ctx.rank,
             host=self.ctx.host, pid=self.proc.pid, outputs=outcome.outputs, error=outcome.error,
             info=outcome.info, log=outcome.log, elapsed=round(elapsed, 3),
             error_type=outcome.error_type, traceback=outcome.traceback,
             retry=None if not failed or outcome.retry else False, checks=outcome.checks or None,
-            no_space=outcome.no_space))
+            no_space=outcome.no_space)
+        try:
+            self.ctx.manifest.append(record)
+        except OSError as exc:
+            if not space.exception_is_enospc(exc):
+                raise
+            # Unrecorded, the unit reads as started-not-finished: the next run cleans and redoes it.
+            log.error("%s: cannot record %s of %s", space.no_space_message(self.ctx.manifest.path), outcome.status,
+                      self.unit.id)
+            outcome.status, outcome.no_space = UnitStatus.FAILED, str(self.ctx.product_dir)
         for scratch in (self.task_path, self.result_path):
             scratch.unlink(missing_ok=True)
         self.outcome = outcome
