@@ -315,3 +315,38 @@ def test_run_complete_only_when_the_manifest_says_so(tmp_path: Path) -> None:
     manifest.append({"event": "finish", "time": t0 + 1, "done": 8, "total": 8, "exit_status": 0})
     assert batch.finished_since(product_dir, t0 - 10)["done"] == 8
     assert batch.finished_since(product_dir, t0 + 5) is None  # an older run's record
+
+
+@pytest.mark.mpi
+def test_local_launcher_exit_status_follows_the_manifest_after_sigterm_to_mpirun(tmp_path: Path) -> None:
+    """SIGTERM sent to mpirun itself: mpirun exits 1, but rank 0 drained and
+    recorded exit 3 in the manifest; run_local.sh reports 3 ("re-run to finish")."""
+    import json
+    import signal
+    import time
+
+    from tests.launcher_helpers import descendants
+
+    (tmp_path / "data" / "CB68-Setup2").mkdir(parents=True)
+    runfile = tmp_path / "run.toml"
+    runfile.write_text('[run]\nname = "term"\ndata_dir = "data"\nproduct_dir = "products"\n'
+                       '[imaging]\nfields = ["CB68"]\nsetup = 2\nspws = ["244.936GHz_CS"]\nnchunks = 4\n'
+                       '[scheduler]\nexecutor = "tests.units_cheap:run_unit"\n')
+    control = tmp_path / "control.json"
+    control.write_text(json.dumps({"sleep": {"*chunk*": 2.0}}))
+    env = dict(os.environ, PYTHONPATH=str(REPO), FAUST_CHEAP_CONTROL=str(control))
+    manifest = tmp_path / "products" / ".faust-hpc" / "manifest.jsonl"
+    proc = subprocess.Popen([str(REPO / "launch" / "run_local.sh"), str(runfile), "3"], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (manifest.exists() and "chunk" in manifest.read_text()):
+        time.sleep(0.2)
+    mpirun = [p for p in descendants(proc.pid) if Path(f"/proc/{p}/comm").read_text().strip() in
+              ("mpirun", "prterun", "orterun")]
+    assert mpirun, "no mpirun under run_local.sh"
+    os.kill(mpirun[0], signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    finish = [json.loads(line) for line in manifest.read_text().splitlines() if '"finish"' in line][-1]
+    assert finish["drained"] is True and finish["exit_status"] == 3
+    assert proc.returncode == 3, out
+    assert "rank 0 recorded 3 in the manifest" in out

@@ -336,3 +336,46 @@ def test_moments_command_runs_the_moments_units_through_the_run(tmp_path):
     kept = subprocess.run(cli + ["--no-overwrite"], cwd=REPO, capture_output=True, text=True, env=env)
     assert kept.returncode == 0, kept.stderr
     assert not _events(records(runfile)[n:], "started")
+
+
+# ---------------------------------------------------------------------------- issue 13, item 8
+def test_rerun_on_a_run_that_never_started_writes_nothing(tmp_path):
+    runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,))
+    res = subprocess.run([str(VENV_BIN / "faust-hpc"), "rerun", str(runfile), "--spw", CS, "--chunk", "1"],
+                         cwd=REPO, capture_output=True, text=True, env=env)
+    assert res.returncode == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and "this run has not started" in res.stderr
+    assert not (runfile.parent / "products").exists()
+
+
+def test_first_eta_comes_from_the_cost_model_until_units_finish(tmp_path):
+    """Before any unit has finished, the progress line and ``faust-hpc status``
+    give the cost model's ETA (the plan's cost over the workers), not "?"."""
+    from faust_hpc.run.frozen import build_run_plan
+    from faust_hpc.run.manifest import Manifest
+    from faust_hpc.run.view import fmt_duration
+    from faust_hpc.runfile import load_runfile
+
+    gate = tmp_path / "open-the-gate"
+    runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,), control={"gate": {"*prepare": str(gate)}})
+    spec = load_runfile(runfile, check_paths=False)
+    plan, _ = build_run_plan(spec, Manifest(spec.product_dir), [])
+    expected = fmt_duration(sum(u.cost for u in plan.units.values()))
+    proc = start(runfile, env)
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "progress: 0/6 units done, 1 running" in line:
+                break
+        status = subprocess.run([str(VENV_BIN / "faust-hpc"), "status", str(runfile), "--json"], cwd=REPO,
+                                capture_output=True, text=True, env=env)
+        (row,) = json.loads(status.stdout)["spws"]
+        gate.touch()
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+    assert proc.returncode == 0, out
+    assert lines[-1].rstrip().endswith(f"ETA {expected}"), lines[-1]
+    assert fmt_duration(row["eta_s"]) == expected
