@@ -31,6 +31,7 @@ import importlib
 import logging
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -43,6 +44,7 @@ from faust_hpc.run.records import UnitEvent, UnitStatus, unit_record
 log = logging.getLogger(__name__)
 
 _UNFINISHED = (UnitStatus.RUNNING, UnitStatus.FAILED, UnitStatus.INTERRUPTED)
+CHECK_THREADS = 8             # outputs checked concurrently on resume
 CONSUMED_KINDS = ("chunk",)   # outputs a dependent may remove once it is done (see the rule above)
 
 
@@ -119,8 +121,12 @@ def resume(plan: Any, manifest: Manifest, records: list[dict], spec: Any, produc
                 state.why[u] = why if u == uid else f"depends on {uid}, which is redone"
             todo.extend(succ.get(u, ()))
 
-    for uid in sorted(recorded_done):
-        if units[uid].kind not in CONSUMED_KINDS and uid in done and (why := damage(uid)) is not None:
+    products = sorted(uid for uid in recorded_done if units[uid].kind not in CONSUMED_KINDS)
+    with ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:  # stat/read latency overlaps (network filesystems)
+        for uid, why in zip(products, pool.map(damage, products)):
+            checked[uid] = why
+    for uid in products:
+        if uid in done and (why := damage(uid)) is not None:
             redo(uid, why)
     changed = True
     while changed:  # consumed outputs matter only while a dependent still has to run
