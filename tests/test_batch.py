@@ -235,6 +235,22 @@ def test_local_launcher_rejects_bad_arguments(runfile: Path, tmp_path: Path) -> 
     assert proc.returncode == 2 and "data_dir: missing" in proc.stderr
 
 
+def _cheap_local_run(tmp_path: Path, name: str, chunk_sleep_s: float) -> tuple[Path, dict, Path]:
+    """A run file of cheap units (tests/units_cheap.py) for launch/run_local.sh:
+    the run file, its environment, and where its manifest will be."""
+    import json
+
+    (tmp_path / "data" / "CB68-Setup2").mkdir(parents=True)
+    runfile = tmp_path / "run.toml"
+    runfile.write_text(f'[run]\nname = "{name}"\ndata_dir = "data"\nproduct_dir = "products"\n'
+                       '[imaging]\nfields = ["CB68"]\nsetup = 2\nspws = ["244.936GHz_CS"]\nnchunks = 4\n'
+                       '[scheduler]\nexecutor = "tests.units_cheap:run_unit"\n')
+    control = tmp_path / "control.json"
+    control.write_text(json.dumps({"sleep": {"*chunk*": chunk_sleep_s}}))
+    env = dict(os.environ, PYTHONPATH=str(REPO), FAUST_CHEAP_CONTROL=str(control))
+    return runfile, env, tmp_path / "products" / ".faust-hpc" / "manifest.jsonl"
+
+
 @pytest.mark.mpi
 def test_local_launcher_per_rank_logs_drain_and_resume(tmp_path: Path) -> None:
     """launch/run_local.sh with 3 real MPI ranks and the cheap executor (no CASA):
@@ -243,15 +259,7 @@ def test_local_launcher_per_rank_logs_drain_and_resume(tmp_path: Path) -> None:
     import signal
     import time
 
-    (tmp_path / "data" / "CB68-Setup2").mkdir(parents=True)
-    runfile = tmp_path / "run.toml"
-    runfile.write_text('[run]\nname = "local"\ndata_dir = "data"\nproduct_dir = "products"\n'
-                       '[imaging]\nfields = ["CB68"]\nsetup = 2\nspws = ["244.936GHz_CS"]\nnchunks = 4\n'
-                       '[scheduler]\nexecutor = "tests.units_cheap:run_unit"\n')
-    control = tmp_path / "control.json"
-    control.write_text(json.dumps({"sleep": {"*chunk*": 1.0}}))
-    env = dict(os.environ, PYTHONPATH=str(REPO), FAUST_CHEAP_CONTROL=str(control))
-    manifest = tmp_path / "products" / ".faust-hpc" / "manifest.jsonl"
+    runfile, env, manifest = _cheap_local_run(tmp_path, "local", chunk_sleep_s=1.0)
 
     def events(kind: str) -> list[str]:
         if not manifest.exists():
@@ -327,15 +335,7 @@ def test_local_launcher_exit_status_follows_the_manifest_after_sigterm_to_mpirun
 
     from tests.launcher_helpers import descendants
 
-    (tmp_path / "data" / "CB68-Setup2").mkdir(parents=True)
-    runfile = tmp_path / "run.toml"
-    runfile.write_text('[run]\nname = "term"\ndata_dir = "data"\nproduct_dir = "products"\n'
-                       '[imaging]\nfields = ["CB68"]\nsetup = 2\nspws = ["244.936GHz_CS"]\nnchunks = 4\n'
-                       '[scheduler]\nexecutor = "tests.units_cheap:run_unit"\n')
-    control = tmp_path / "control.json"
-    control.write_text(json.dumps({"sleep": {"*chunk*": 2.0}}))
-    env = dict(os.environ, PYTHONPATH=str(REPO), FAUST_CHEAP_CONTROL=str(control))
-    manifest = tmp_path / "products" / ".faust-hpc" / "manifest.jsonl"
+    runfile, env, manifest = _cheap_local_run(tmp_path, "term", chunk_sleep_s=2.0)
     proc = subprocess.Popen([str(REPO / "launch" / "run_local.sh"), str(runfile), "3"], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120

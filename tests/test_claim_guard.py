@@ -16,7 +16,8 @@ import pytest
 
 from faust_hpc.layout import RunLayout
 from faust_hpc.run.records import hostname
-from tests.launcher_helpers import CS, REPO, VENV_BIN, kill_tree, records, run, start, wait_for, write_run
+from tests.launcher_helpers import (CS, REPO, VENV_BIN, kill_tree, open_gate, reaped, records, run, start, wait_for,
+                                    write_run)
 
 
 def _chunk_started(runfile) -> bool:
@@ -37,8 +38,7 @@ def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
 @pytest.mark.mpi
 def test_break_lock_and_image_are_refused_beside_a_live_launcher(tmp_path):
     runfile, env, gate = _held_run(tmp_path)
-    first = start(runfile, env, 3)
-    try:
+    with reaped(start(runfile, env, 3)) as first:
         wait_for(lambda: _chunk_started(runfile), what="the first launcher to start a chunk")
         owner = json.loads(RunLayout(runfile.parent / "products").owner_path.read_text())
         n = len(records(runfile))
@@ -53,11 +53,7 @@ def test_break_lock_and_image_are_refused_beside_a_live_launcher(tmp_path):
         assert image_break.returncode == 2 and "--break-lock refused" in image_break.stderr
         assert len(records(runfile)) == n, "a refused launcher wrote to the manifest"
         assert json.loads(RunLayout(runfile.parent / "products").owner_path.read_text()) == owner
-        gate.touch()
-        out, _ = first.communicate(timeout=120)
-    finally:
-        if first.poll() is None:
-            kill_tree(first.pid)
+        out = open_gate(first, gate, timeout=120)
     assert first.returncode == 0, out
     started = [r["unit"] for r in records(runfile) if r.get("event") == "started"]
     assert len(started) == len(set(started)) == 6
