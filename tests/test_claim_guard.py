@@ -20,8 +20,8 @@ from tests.launcher_helpers import (CS, REPO, VENV_BIN, kill_tree, open_gate, re
                                     write_run)
 
 
-def _chunk_started(runfile) -> bool:
-    return any(r.get("event") == "started" and "chunk" in r["unit"] for r in records(runfile))
+def _chunks_started(runfile, n: int = 1) -> bool:
+    return len([r for r in records(runfile) if r.get("event") == "started" and "chunk" in r["unit"]]) >= n
 
 
 def _held_run(tmp_path):
@@ -39,7 +39,8 @@ def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
 def test_break_lock_and_image_are_refused_beside_a_live_launcher(tmp_path):
     runfile, env, gate = _held_run(tmp_path)
     with reaped(start(runfile, env, 3)) as first:
-        wait_for(lambda: _chunk_started(runfile), what="the first launcher to start a chunk")
+        # both chunks started (two workers) and held at the gate: the manifest is still until it opens
+        wait_for(lambda: _chunks_started(runfile, 2), what="the first launcher to start both chunks")
         owner = json.loads(RunLayout(runfile.parent / "products").owner_path.read_text())
         n = len(records(runfile))
         broke = run(runfile, env, None, "--break-lock")
@@ -64,7 +65,7 @@ def test_break_lock_takes_over_an_owner_that_is_gone(tmp_path):
     """What --break-lock is for: the owner's process is gone (here: killed)."""
     runfile, env, gate = _held_run(tmp_path)
     first = start(runfile, env)
-    wait_for(lambda: _chunk_started(runfile), what="a chunk to start")
+    wait_for(lambda: _chunks_started(runfile), what="a chunk to start")
     kill_tree(first.pid)
     first.wait()
     gate.touch()
