@@ -435,24 +435,50 @@ def finished_since(product_dir: str | os.PathLike, since: float) -> dict | None:
     return raw if rec.exit_status == 0 and float(rec.time or 0) >= since else None
 
 
+def finish_status_since(product_dir: str | os.PathLike, since: float) -> int | None:
+    """The exit status rank 0 recorded in its ``finish`` record after ``since``, if any.
+
+    Why: ``mpirun`` answers SIGTERM with status 1 whatever rank 0 did, even
+    when rank 0 drained cleanly (status 3, "re-run to finish"); a script that
+    started the launcher reports what the manifest says instead."""
+    from faust_hpc.run.manifest import Manifest
+    from faust_hpc.run.records import FinishRecord
+
+    raw = Manifest(product_dir).last_finish()
+    if raw is None:
+        return None
+    rec = FinishRecord.from_json(raw)
+    if rec.exit_status is None or float(rec.time or 0) < since:
+        return None
+    return int(rec.exit_status)
+
+
 _USAGE = ("usage: python -m faust_hpc.batch owner-left-by-earlier-run RUNFILE HOSTS_FILE\n"
-          "       python -m faust_hpc.batch finished-since RUNFILE EPOCH_SECONDS")
+          "       python -m faust_hpc.batch finished-since RUNFILE EPOCH_SECONDS\n"
+          "       python -m faust_hpc.batch finish-status RUNFILE EPOCH_SECONDS")
 
 
 def _main(argv: list[str]) -> int:
     """Helpers for the job templates; exit 0 = yes (and print why), 1 = no, 2 = usage.
 
     ``owner-left-by-earlier-run RUNFILE HOSTS_FILE``: ``--break-lock`` is safe;
-    ``finished-since RUNFILE EPOCH``: the manifest records a complete run after EPOCH.
+    ``finished-since RUNFILE EPOCH``: the manifest records a complete run after EPOCH;
+    ``finish-status RUNFILE EPOCH``: print the exit status rank 0 recorded after EPOCH.
     """
     import socket
 
-    if len(argv) != 3 or argv[0] not in ("owner-left-by-earlier-run", "finished-since"):
+    if len(argv) != 3 or argv[0] not in ("owner-left-by-earlier-run", "finished-since", "finish-status"):
         print(_USAGE, file=sys.stderr)
         return 2
     from faust_hpc.runfile import load_runfile
 
     spec = load_runfile(argv[1], check_paths=False)
+    if argv[0] == "finish-status":
+        status = finish_status_since(spec.product_dir, float(argv[2]))
+        if status is None:
+            return 1
+        print(status)
+        return 0
     if argv[0] == "finished-since":
         rec = finished_since(spec.product_dir, float(argv[2]))
         if rec is None:

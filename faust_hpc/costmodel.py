@@ -125,6 +125,8 @@ BASE_MEM_GB = 0.7       # CASA child process with casatools loaded
 PLANE_BYTES = 4         # float32
 WORK_PLANES = 10        # per channel in flight: residual, model, psf, pb, mask, weight, ... + FFT buffers
 CUBE_PLANES = 1.5       # cube planes tclean keeps cached over the chunk
+CHUNK_OUTPUT_CUBES = 8  # cubes a chunk leaves: dirty, nomask, image, residual, model, psf, pb, mask
+FINAL_OUTPUT_CUBES = 4  # concatenated image and pbcor cube, and their FITS
 
 # --- nominal visibilities (when the MSs are not available) --------------------
 NOMINAL_EBS = {
@@ -159,10 +161,12 @@ def nominal_rows_per_channel(setup: int, array: str) -> float:
 
 @dataclass(frozen=True)
 class Estimate:
-    """Cost (reference seconds, overhead included) and peak memory (GB) of a unit."""
+    """Cost (reference seconds, overhead included), peak memory (GB) and the
+    disk space its outputs take (GB; the launcher's free-space check)."""
 
     cost: float
     mem_gb: float
+    out_gb: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -253,7 +257,7 @@ def chunk_estimate(m: ImageModel, nchan: int) -> Estimate:
     cost = UNIT_OVERHEAD_S + nchan * (dirty + nomask + seed + clean)
     mem = BASE_MEM_GB + _plane_gb(m.npix) * (WORK_PLANES + 2 * m.nscales + CUBE_PLANES * nchan) \
         + m.rows * 12 * 2 / 1e9  # one channel of visibilities (data + weights, 2 pols) in flight
-    return Estimate(cost, mem)
+    return Estimate(cost, mem, _plane_gb(m.npix) * nchan * CHUNK_OUTPUT_CUBES)
 
 
 def prepare_estimate(m: ImageModel) -> Estimate:
@@ -264,7 +268,7 @@ def prepare_estimate(m: ImageModel) -> Estimate:
 
 def finalize_estimate(m: ImageModel) -> Estimate:
     cost = UNIT_OVERHEAD_S + m.nchan * (K_FINALIZE_CHAN + K_FINALIZE_PIX * m.npix)
-    return Estimate(cost, BASE_MEM_GB + _plane_gb(m.npix) * 8)
+    return Estimate(cost, BASE_MEM_GB + _plane_gb(m.npix) * 8, _plane_gb(m.npix) * m.nchan * FINAL_OUTPUT_CUBES)
 
 
 def products_estimate(m: ImageModel) -> Estimate:

@@ -206,7 +206,7 @@ def _chunk_units(key: ImageKey, model: ImageModel, nchunks: int, prepare_id: str
     for index, size in enumerate(sizes):
         est = costmodel.chunk_estimate(model, size)
         units.append(Unit(id=key.unit_id(chunk_part(index, len(sizes))), kind="chunk", key=key,
-                          deps=(prepare_id,), cost=est.cost, mem_gb=est.mem_gb, chunk_index=index,
+                          deps=(prepare_id,), cost=est.cost, mem_gb=est.mem_gb, out_gb=est.out_gb, chunk_index=index,
                           nchunks=len(sizes), params=(("chan_start", start), ("nchan", size))))
         start += size
     return units
@@ -219,7 +219,7 @@ def _key_units(key: ImageKey, model: ImageModel, nchunks: int) -> list[Unit]:
     chunks = _chunk_units(key, model, nchunks, prepare.id)
     fin = costmodel.finalize_estimate(model)
     finalize = Unit(id=key.unit_id("finalize"), kind="finalize", key=key, deps=tuple(c.id for c in chunks),
-                    cost=fin.cost, mem_gb=fin.mem_gb)
+                    cost=fin.cost, mem_gb=fin.mem_gb, out_gb=fin.out_gb)
     prod = costmodel.products_estimate(model)
     products = [Unit(id=key.unit_id(kind), kind=kind, key=key, deps=(finalize.id,), cost=prod.cost,
                      mem_gb=prod.mem_gb) for kind in ("moments", "qa")]

@@ -71,6 +71,7 @@ class Unit:
     deps: tuple[str, ...] = ()
     cost: float = 1.0
     mem_gb: float = 0.5
+    out_gb: float = 0.0           # disk its outputs take (the cost model's estimate)
     chunk_index: int | None = None
     nchunks: int | None = None
     params: tuple[tuple[str, object], ...] = field(default=(), compare=False)

@@ -10,6 +10,8 @@
 # resumes from the run's manifest (finished units are kept).
 # Ctrl-C or `kill -USR1 <pid of this script>` drains: no new units, the running
 # ones are recorded, and the exit status is 3 ("re-run to finish").
+# The exit status is the one rank 0 recorded in the manifest when it finished
+# (mpirun itself answers a SIGTERM sent to it with 1, even after a clean drain).
 #
 # Environment: FAUST_PYTHON = the Python with faust-hpc installed (default: the
 # repository's .venv, else python3 on PATH); MPIRUN = the mpirun to use
@@ -64,6 +66,7 @@ else
 fi'
 
 echo "faust-hpc: $NRANKS rank(s) on $(hostname), logs in $LOG_DIR" >&2
+STARTED=$(date +%s)
 "$MPIRUN" -n "$NRANKS" --oversubscribe \
     bash -c "$RANK_CMD" rank "$FAUST_PYTHON" "$RUNFILE" "$LOG_DIR" &
 LAUNCH_PID=$!
@@ -78,5 +81,10 @@ while :; do
     set +e; wait "$LAUNCH_PID"; status=$?; set -e
     [ "$GOT_SIGNAL" = 1 ] || break
 done
+if recorded=$("$FAUST_PYTHON" -m faust_hpc.batch finish-status "$RUNFILE" "$STARTED" 2>/dev/null) \
+        && [ "$recorded" != "$status" ]; then
+    echo "faust-hpc: mpirun exited with $status; rank 0 recorded $recorded in the manifest: using that" >&2
+    status=$recorded
+fi
 echo "faust-hpc: exit status $status (0 = done, 3 = drained: re-run to finish); logs in $LOG_DIR" >&2
 exit "$status"

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +133,20 @@ def products(runfile: Path) -> dict[str, bytes]:
 
 def finish_record(runfile: Path) -> dict:
     return [r for r in records(runfile) if r.get("event") == "finish"][-1]
+
+
+@contextmanager
+def reaped(proc: subprocess.Popen) -> Any:
+    """The process, killed with its whole tree if it is still running at the end."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+
+
+def open_gate(proc: subprocess.Popen, gate: Path, timeout: float = 60) -> str:
+    """Let a launcher held at a gate file go on, and return its output once it ends."""
+    gate.touch()
+    out, _ = proc.communicate(timeout=timeout)
+    return out

@@ -178,12 +178,17 @@ def test_packaged_templates_match_the_repository_templates() -> None:
         assert batch.template_path(kind) == source
 
 
-def test_cli_dry_run_prints_script_and_creates_log_dir(runfile: Path, capsys) -> None:
+def test_cli_dry_run_prints_script_and_writes_nothing(runfile: Path, capsys) -> None:
+    """Printing the script (no --submit) creates nothing; it says which
+    directory sbatch needs (issue 13: it used to create logs/jobs)."""
     rc = cli_main(["slurm", str(runfile), "--nodes", "1", "--ntasks-per-node", "3",
                    "--time", "00:20:00", "--extra", "#SBATCH --exclusive"])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert rc == 0 and out.startswith("#!/bin/bash\n") and "#SBATCH --exclusive" in out
-    assert (runfile.parent / "products" / "logs" / "jobs").is_dir()
+    jobs = runfile.parent / "products" / "logs" / "jobs"
+    assert not jobs.exists() and not (runfile.parent / "products").exists()
+    assert f"mkdir -p {jobs}" in captured.err
     rc = cli_main(["torque", str(runfile), "--nodes", "1", "--ppn", "3", "--walltime", "00:20:00"])
     assert rc == 0 and "#PBS -l nodes=1:ppn=3" in capsys.readouterr().out
 
@@ -230,6 +235,22 @@ def test_local_launcher_rejects_bad_arguments(runfile: Path, tmp_path: Path) -> 
     assert proc.returncode == 2 and "data_dir: missing" in proc.stderr
 
 
+def _cheap_local_run(tmp_path: Path, name: str, chunk_sleep_s: float) -> tuple[Path, dict, Path]:
+    """A run file of cheap units (tests/units_cheap.py) for launch/run_local.sh:
+    the run file, its environment, and where its manifest will be."""
+    import json
+
+    (tmp_path / "data" / "CB68-Setup2").mkdir(parents=True)
+    runfile = tmp_path / "run.toml"
+    runfile.write_text(f'[run]\nname = "{name}"\ndata_dir = "data"\nproduct_dir = "products"\n'
+                       '[imaging]\nfields = ["CB68"]\nsetup = 2\nspws = ["244.936GHz_CS"]\nnchunks = 4\n'
+                       '[scheduler]\nexecutor = "tests.units_cheap:run_unit"\n')
+    control = tmp_path / "control.json"
+    control.write_text(json.dumps({"sleep": {"*chunk*": chunk_sleep_s}}))
+    env = dict(os.environ, PYTHONPATH=str(REPO), FAUST_CHEAP_CONTROL=str(control))
+    return runfile, env, tmp_path / "products" / ".faust-hpc" / "manifest.jsonl"
+
+
 @pytest.mark.mpi
 def test_local_launcher_per_rank_logs_drain_and_resume(tmp_path: Path) -> None:
     """launch/run_local.sh with 3 real MPI ranks and the cheap executor (no CASA):
@@ -238,15 +259,7 @@ def test_local_launcher_per_rank_logs_drain_and_resume(tmp_path: Path) -> None:
     import signal
     import time
 
-    (tmp_path / "data" / "CB68-Setup2").mkdir(parents=True)
-    runfile = tmp_path / "run.toml"
-    runfile.write_text('[run]\nname = "local"\ndata_dir = "data"\nproduct_dir = "products"\n'
-                       '[imaging]\nfields = ["CB68"]\nsetup = 2\nspws = ["244.936GHz_CS"]\nnchunks = 4\n'
-                       '[scheduler]\nexecutor = "tests.units_cheap:run_unit"\n')
-    control = tmp_path / "control.json"
-    control.write_text(json.dumps({"sleep": {"*chunk*": 1.0}}))
-    env = dict(os.environ, PYTHONPATH=str(REPO), FAUST_CHEAP_CONTROL=str(control))
-    manifest = tmp_path / "products" / ".faust-hpc" / "manifest.jsonl"
+    runfile, env, manifest = _cheap_local_run(tmp_path, "local", chunk_sleep_s=1.0)
 
     def events(kind: str) -> list[str]:
         if not manifest.exists():
@@ -310,3 +323,30 @@ def test_run_complete_only_when_the_manifest_says_so(tmp_path: Path) -> None:
     manifest.append({"event": "finish", "time": t0 + 1, "done": 8, "total": 8, "exit_status": 0})
     assert batch.finished_since(product_dir, t0 - 10)["done"] == 8
     assert batch.finished_since(product_dir, t0 + 5) is None  # an older run's record
+
+
+@pytest.mark.mpi
+def test_local_launcher_exit_status_follows_the_manifest_after_sigterm_to_mpirun(tmp_path: Path) -> None:
+    """SIGTERM sent to mpirun itself: mpirun exits 1, but rank 0 drained and
+    recorded exit 3 in the manifest; run_local.sh reports 3 ("re-run to finish")."""
+    import json
+    import signal
+    import time
+
+    from tests.launcher_helpers import descendants
+
+    runfile, env, manifest = _cheap_local_run(tmp_path, "term", chunk_sleep_s=2.0)
+    proc = subprocess.Popen([str(REPO / "launch" / "run_local.sh"), str(runfile), "3"], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (manifest.exists() and "chunk" in manifest.read_text()):
+        time.sleep(0.2)
+    mpirun = [p for p in descendants(proc.pid) if Path(f"/proc/{p}/comm").read_text().strip() in
+              ("mpirun", "prterun", "orterun")]
+    assert mpirun, "no mpirun under run_local.sh"
+    os.kill(mpirun[0], signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    finish = [json.loads(line) for line in manifest.read_text().splitlines() if '"finish"' in line][-1]
+    assert finish["drained"] is True and finish["exit_status"] == 3
+    assert proc.returncode == 3, out
+    assert "rank 0 recorded 3 in the manifest" in out

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from tests.launcher_helpers import (CONT, CS, KEY_CONT, KEY_CS, REPO, VENV_BIN, finish_record, kill_tree,
-                                    products, records, run, start, wait_for, write_run)
+                                    open_gate, products, reaped, records, run, start, wait_for, write_run)
 
 
 def _events(recs: list[dict], event: str) -> list[dict]:
@@ -188,8 +188,7 @@ def test_serial_and_four_rank_runs_give_identical_products(tmp_path):
 def test_second_launcher_refused_and_status_shows_the_live_run(tmp_path):
     gate = tmp_path / "open-the-gate"
     runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,), control={"gate": {"*chunk*": str(gate)}})
-    proc = start(runfile, env)
-    try:
+    with reaped(start(runfile, env)) as proc:
         wait_for(lambda: [r for r in records(runfile) if r.get("event") == "started" and "chunk" in r["unit"]],
                  what="the first launcher to start a chunk")
         status = subprocess.run([str(VENV_BIN / "faust-hpc"), "status", str(runfile), "--json"], cwd=REPO,
@@ -201,11 +200,7 @@ def test_second_launcher_refused_and_status_shows_the_live_run(tmp_path):
         assert second.returncode == 2
         assert "another launcher is running this run now (host" in second.stderr
         assert f"pid {proc.pid}" in second.stderr
-        gate.touch()
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            kill_tree(proc.pid)
+        out = open_gate(proc, gate)
     assert proc.returncode == 0, out
     assert "progress: 6/6 units done" in out and "ETA" in out
 
@@ -336,3 +331,41 @@ def test_moments_command_runs_the_moments_units_through_the_run(tmp_path):
     kept = subprocess.run(cli + ["--no-overwrite"], cwd=REPO, capture_output=True, text=True, env=env)
     assert kept.returncode == 0, kept.stderr
     assert not _events(records(runfile)[n:], "started")
+
+
+# ---------------------------------------------------------------------------- issue 13, item 8
+def test_rerun_on_a_run_that_never_started_writes_nothing(tmp_path):
+    runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,))
+    res = subprocess.run([str(VENV_BIN / "faust-hpc"), "rerun", str(runfile), "--spw", CS, "--chunk", "1"],
+                         cwd=REPO, capture_output=True, text=True, env=env)
+    assert res.returncode == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and "this run has not started" in res.stderr
+    assert not (runfile.parent / "products").exists()
+
+
+def test_first_eta_comes_from_the_cost_model_until_units_finish(tmp_path):
+    """Before any unit has finished, the progress line and ``faust-hpc status``
+    give the cost model's ETA (the plan's cost over the workers), not "?"."""
+    from faust_hpc.run.frozen import build_run_plan
+    from faust_hpc.run.manifest import Manifest
+    from faust_hpc.run.view import fmt_duration
+    from faust_hpc.runfile import load_runfile
+
+    gate = tmp_path / "open-the-gate"
+    runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,), control={"gate": {"*prepare": str(gate)}})
+    spec = load_runfile(runfile, check_paths=False)
+    plan, _ = build_run_plan(spec, Manifest(spec.product_dir), [])
+    expected = fmt_duration(sum(u.cost for u in plan.units.values()))
+    lines: list[str] = []
+    with reaped(start(runfile, env)) as proc:
+        for line in proc.stdout:
+            lines.append(line)
+            if "progress: 0/6 units done, 1 running" in line:
+                break
+        status = subprocess.run([str(VENV_BIN / "faust-hpc"), "status", str(runfile), "--json"], cwd=REPO,
+                                capture_output=True, text=True, env=env)
+        (row,) = json.loads(status.stdout)["spws"]
+        out = open_gate(proc, gate)
+    assert proc.returncode == 0, out
+    assert lines[-1].rstrip().endswith(f"ETA {expected}"), lines[-1]
+    assert fmt_duration(row["eta_s"]) == expected

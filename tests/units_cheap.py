@@ -11,6 +11,8 @@ environment variable ``FAUST_CHEAP_CONTROL`` (inherited by the unit children):
                             "attempts": [1, 2]}},             # attempts to fail (default: all)
      "gate":    {"<glob>": "/path"},                          # wait until that file exists (<= 120 s)
      "nchunks": {"<glob on prepare id>": n},                  # the real chunk count a prepare reports
+     "pad":     {"<glob>": bytes},                            # append this many bytes to the output (fill a disk)
+     "estimate": {"<glob>": bytes},                           # what output_estimate says (default: the pad)
      "nchan": 120}                                            # channels per SPW for chunk lists
 
 Outputs live in ``<product_dir>/cheap/<unit id with / → __>.txt`` and their
@@ -107,9 +109,24 @@ def run_unit(spec: Any, unit: Any, workdir: Path) -> dict:
     out = output_path(spec, unit.id)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(body, sort_keys=True) + "\n")
+    pad = int(_match(ctl.get("pad", {}), unit.id) or 0)
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(body, sort_keys=True) + "\n")
+            for _ in range(0, pad, 1 << 20):
+                fh.write("#" * min(1 << 20, pad))
+    except OSError:
+        tmp.unlink(missing_ok=True)  # as a careful executor does: no partial product left behind
+        raise
     os.replace(tmp, out)
     return {"outputs": [str(out)], "info": info}
+
+
+def output_estimate(spec: Any, unit: Any) -> int:
+    """Bytes the unit will write, for the launcher's free-space check."""
+    ctl = control()
+    said = _match(ctl.get("estimate", {}), unit.id)
+    return int(said if said is not None else (_match(ctl.get("pad", {}), unit.id) or 0))
 
 
 def partial_outputs(spec: Any, unit: Any) -> list[str]:

@@ -23,10 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from faust_hpc.errors import UserInputError
     from faust_hpc.run.invalidate import invalidate, select_units
     from faust_hpc.run.view import load_view
 
     view = load_view(args.runfile)
+    if not view.states:  # nothing ran: there is nothing to redo, and no manifest to start here
+        raise UserInputError(f"{args.runfile}: this run has not started (no unit recorded in "
+                             f"{view.manifest.path}); `faust-hpc run {args.runfile}` runs every unit")
     chosen = select_units(view, args.spw, field=args.field, array=args.array, weighting=args.weighting,
                           chunk=args.chunk, channel=args.channel)
     if args.dry_run:

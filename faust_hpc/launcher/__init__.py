@@ -176,8 +176,9 @@ def _drive(start: RunStart, transport: Any, ranks: int, signals: DrainSignals, d
     finally:
         transport.shutdown()
     manifest.append(FinishRecord(done=summary.done, total=summary.total, failed=sorted(summary.failed),
-                                 drained=summary.drained, exit_status=summary.exit_status,
-                                 loop_wall_s=round(summary.elapsed, 3), loop_cpu_s=round(summary.loop_cpu_s, 3)))
+                                 drained=summary.drained or bool(summary.no_space), exit_status=summary.exit_status,
+                                 loop_wall_s=round(summary.elapsed, 3), loop_cpu_s=round(summary.loop_cpu_s, 3),
+                                 extra={"no_space": summary.no_space} if summary.no_space else {}))
     for line in summary.lines():
         (log.error if line.startswith("FAILED") else log.info)(line)
     return summary, restricted

@@ -22,12 +22,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from faust_hpc.launcher import space
 from faust_hpc.launcher.transport import Transport, WorkerInfo
 from faust_hpc.launcher.worker import Outcome
 from faust_hpc.layout import RunLayout
 from faust_hpc.run.manifest import Manifest
 from faust_hpc.run.records import UnitStatus
-from faust_hpc.run.view import fmt_duration
+from faust_hpc.run.view import eta_seconds, fmt_duration
 from faust_hpc.scheduler import Scheduler
 
 log = logging.getLogger("faust_hpc.launcher")
@@ -55,6 +56,7 @@ class RunSummary:
     failed: dict[str, dict] = field(default_factory=dict)   # unit -> {"error", "log", "out", "traceback", "attempts"}
     blocked: list[str] = field(default_factory=list)
     drained: bool = False
+    no_space: str | None = None   # a unit failed on a full filesystem here: stopped like a drain
     elapsed: float = 0.0
     loop_cpu_s: float = 0.0   # CPU time rank 0 spent in its loop (it should mostly sleep)
 
@@ -62,13 +64,16 @@ class RunSummary:
     def exit_status(self) -> int:
         if self.failed or self.blocked:
             return EXIT_FAILED
-        if self.drained or self.done < self.total:
+        if self.drained or self.no_space or self.done < self.total:
             return EXIT_DRAINED
         return EXIT_OK
 
     def lines(self) -> list[str]:
         out = [f"{self.done}/{self.total} units done ({self.done_this_run} this run) in {fmt_duration(self.elapsed)}"]
-        if self.drained:
+        if self.no_space:
+            out.append(f"stopped: {space.no_space_message(self.no_space)}; free space there and run the same "
+                       f"command again to finish")
+        elif self.drained:
             out.append("stopped early by a signal: run the same command again to finish")
         for uid, f in sorted(self.failed.items()):
             tb = f"  traceback: {f['traceback']}" if f.get("traceback") else ""
@@ -123,6 +128,7 @@ class Coordinator:
         self.progress_interval_s = progress_interval_s
         self.summary = RunSummary()
         self._cost_done = 0.0
+        self._cost_at_start: float | None = None
         self._last_progress = 0.0
         self._interrupt_sent: set[int] = set()
 
@@ -144,26 +150,26 @@ class Coordinator:
         total = len(g.plan.units)
         done = len(g.done & set(g.plan.units))
         elapsed = now - t0
-        eta = None
-        if self._cost_done > 0:
-            eta = elapsed * g.remaining_cost() / self._cost_done
+        eta = eta_seconds(g.remaining_cost(), self._cost_done, elapsed, self._cost_at_start or 0.0,
+                          len(self.transport.workers))
         log.info("progress: %d/%d units done, %d running, %d failed; elapsed %s, ETA %s",
                  done, total, len(g.running), len(self.summary.failed), fmt_duration(elapsed),
-                 fmt_duration(eta) if eta is not None else "?")
+                 fmt_duration(eta))
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> RunSummary:
         t0 = time.time()
         cpu0 = time.process_time()
         g = self.sched
+        self._cost_at_start = g.remaining_cost()
         with (self.signals or DrainSignals()) as sig:
             while True:
-                if sig.received is None:
+                if sig.received is None and self.summary.no_space is None:
                     for rank, unit in g.assign(self._free_ranks()):
                         attempt = self._next_attempt(unit.id)
                         log.debug("rank %d <- %s (attempt %d)", rank, unit.id, attempt)
                         self.transport.submit(rank, unit, attempt)
-                elif not self.summary.drained:
+                elif sig.received is not None and not self.summary.drained:
                     self.summary.drained = True
                     name = signal.Signals(sig.received).name
                     log.warning("%s received: no new units; %d running unit(s) may finish", name, len(g.running))
@@ -202,6 +208,13 @@ class Coordinator:
         if outcome.status == UnitStatus.INTERRUPTED:
             g.fail(uid, retry=True)  # back to ready; a drained coordinator hands nothing out any more
             log.warning("interrupted %s (attempt %d): %s", uid, outcome.attempt, outcome.error)
+            return
+        if outcome.no_space:
+            g.fail(uid, retry=True)  # not the unit's fault: no retry spent, nothing more handed out
+            if self.summary.no_space is None:
+                log.error("%s (unit %s failed on it): no new units; free space and run again",
+                          space.no_space_message(outcome.no_space), uid)
+            self.summary.no_space = outcome.no_space
             return
         n = self.failures[uid] = self.failures.get(uid, 0) + 1
         final = n > self.retries or not outcome.retry

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from faust_hpc.errors import UserInputError
+from faust_hpc.launcher import space
+from faust_hpc.run.fingerprint import fingerprints
 
 log = logging.getLogger("faust_hpc.launcher.unit_child")
 
@@ -106,26 +108,32 @@ def main(argv: list[str]) -> int:
     os.environ["FAUST_HPC_ATTEMPT"] = str(task.get("attempt", 1))
     os.environ["FAUST_HPC_UNIT_LOG"] = str(task["log_path"])
     t0 = time.time()
+    spec: Any = None
     try:
         spec = _load_spec(task)
         from faust_hpc import casa_env
 
         casa_env.configure(getattr(spec, "casa_data_dir", None), log_path=task["log_path"])
         executor = load_executor(task["executor"])
+        module = importlib.import_module(task["executor"].partition(":")[0])  # imported by load_executor
+        space.check_free(spec.product_dir, task["unit"], space.output_estimate_bytes(module, spec, task["unit"]))
         outputs, info = result_fields(executor(spec, task["unit"], workdir))
         missing = [p for p in outputs if not os.path.exists(p)]
         if missing:
             raise RuntimeError(f"executor reported outputs that do not exist: {missing[:3]}")
         _write_result(result_path, {"status": "done", "outputs": outputs, "info": info,
-                                    "elapsed": time.time() - t0})
+                                    "checks": fingerprints(outputs), "elapsed": time.time() - t0})
         return 0
     except BaseException as exc:  # noqa: BLE001 - everything is a unit failure here
         tb = traceback.format_exc()
         sys.stderr.write(tb)
         _write_traceback(task.get("traceback_path"), tb)
+        full = space.exception_is_enospc(exc) or space.logs_say_no_space([task["log_path"]])
+        spec_dir = getattr(spec, "product_dir", None)
         _write_result(result_path, {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
                                     "error_type": type(exc).__name__,
                                     "retry": not isinstance(exc, UserInputError),
+                                    "no_space": str(spec_dir) if full and spec_dir else None,
                                     "elapsed": time.time() - t0})
         return 1
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from faust_hpc.launcher import space
 from faust_hpc.layout import RunLayout
 from faust_hpc.run.manifest import Manifest
 from faust_hpc.run.records import UnitEvent, UnitStatus, hostname, unit_record
@@ -100,6 +102,8 @@ class Outcome:
     error_type: str | None = None
     traceback: str | None = None  # path of the child's traceback file
     retry: bool = True          # False: bad input, another attempt cannot help
+    no_space: str | None = None  # the product directory, when the unit failed on a full filesystem
+    checks: dict = field(default_factory=dict)  # output -> fingerprint (done units)
     log: str | None = None
     out: str | None = None      # the child's stdout/stderr
     elapsed: float = 0.0
@@ -212,6 +216,19 @@ class RunningUnit:
         except subprocess.TimeoutExpired:
             self.proc.kill()
 
+    def _disk_full(self) -> str | None:
+        """A child that died without saying why (CASA's SIGABRT, a result file
+        it could not write) failed on a full disk if its logs say so or the
+        product directory has (almost) no space left."""
+        pd = self.ctx.product_dir
+        try:
+            nearly_full = shutil.disk_usage(pd).free < space.NEARLY_FULL_BYTES
+        except OSError:
+            nearly_full = False
+        if nearly_full or space.logs_say_no_space([self.log_path, self.out_path]):
+            return str(pd)
+        return None
+
     def _finish(self) -> Outcome:
         if self.outcome is not None:
             return self.outcome
@@ -234,6 +251,7 @@ class RunningUnit:
             outcome.status = UnitStatus.DONE
             outcome.outputs = list(result.get("outputs") or [])
             outcome.info = dict(result.get("info") or {})
+            outcome.checks = dict(result.get("checks") or {})
         elif rc == -signal.SIGTERM:
             # Slurm/mpirun tearing the job down signals every process; not the unit's fault.
             outcome.status, outcome.error = UnitStatus.INTERRUPTED, describe_exit(rc)
@@ -243,13 +261,27 @@ class RunningUnit:
             outcome.retry = bool(result.get("retry", True))
             if self.traceback_path.exists():
                 outcome.traceback = str(self.traceback_path)
+            outcome.no_space = result.get("no_space") or self._disk_full()
+            if outcome.no_space:
+                outcome.error = f"{space.no_space_message(outcome.no_space)}: {outcome.error}"
+                shutil.rmtree(self.workdir, ignore_errors=True)  # its scratch: room for the records
         failed = outcome.status == UnitStatus.FAILED
-        self.ctx.manifest.append(unit_record(
+        record = unit_record(
             self.unit.id, UnitEvent(str(outcome.status)), attempt=self.attempt, rank=self.ctx.rank,
             host=self.ctx.host, pid=self.proc.pid, outputs=outcome.outputs, error=outcome.error,
             info=outcome.info, log=outcome.log, elapsed=round(elapsed, 3),
             error_type=outcome.error_type, traceback=outcome.traceback,
-            retry=None if not failed or outcome.retry else False))
+            retry=None if not failed or outcome.retry else False, checks=outcome.checks or None,
+            no_space=outcome.no_space)
+        try:
+            self.ctx.manifest.append(record)
+        except OSError as exc:
+            if not space.exception_is_enospc(exc):
+                raise
+            # Unrecorded, the unit reads as started-not-finished: the next run cleans and redoes it.
+            log.error("%s: cannot record %s of %s", space.no_space_message(self.ctx.manifest.path), outcome.status,
+                      self.unit.id)
+            outcome.status, outcome.no_space = UnitStatus.FAILED, str(self.ctx.product_dir)
         for scratch in (self.task_path, self.result_path):
             scratch.unlink(missing_ok=True)
         self.outcome = outcome

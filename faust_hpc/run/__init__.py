@@ -8,6 +8,7 @@ Modules, one job each:
 - :mod:`.claim`      one owner per run (``run.lock`` + ``owner.json``), live-owner checks;
 - :mod:`.frozen`     what the first launcher froze: spec digest, chunk counts, the plan they give;
 - :mod:`.resume`     what a new launcher may trust, and what it cleans;
+- :mod:`.fingerprint` what each output of a done unit looked like (size, cheap hash, table files);
 - :mod:`.select`     the units a serial command (``image`` / ``moments`` / ``qa``) runs;
 - :mod:`.view`       the read-only status view (``status``, ``rerun``, ``report``);
 - :mod:`.invalidate` what ``rerun`` marks to be redone;

@@ -7,6 +7,12 @@ dies; but not visible across nodes on every cluster filesystem) and an
 everywhere; but it survives a crash). A record left by a dead process on this
 host is taken over; one from another host cannot be checked from here and is
 refused with the way to break it.
+
+``--break-lock`` is for owners that are gone: it is refused while the owner
+record names a live process on this host whose start time matches (the
+launcher is running; stop it first). A record without a start time (written by
+something else, or by hand) cannot tell a live owner from a reused pid and is
+refused with a message that names ``--break-lock``.
 """
 from __future__ import annotations
 
@@ -70,8 +76,18 @@ def owner_alive(owner: dict | OwnerRecord) -> bool:
 
 
 def _busy(directory: Path, owner: OwnerRecord) -> RunBusyError:
+    if owner.host == hostname() and owner.start_ticks is None and owner.pid not in (None, -1):
+        return RunBusyError(f"{directory.parent}: the owner record names pid {owner.pid} on this host without "
+                            f"its start time, so a reused pid cannot be told from a live launcher "
+                            f"({owner.describe()}); if no launcher runs this run, re-run with --break-lock")
     return RunBusyError(f"{directory.parent}: another launcher is running this run now "
                         f"({owner.describe()}); wait for it, or stop it first")
+
+
+def _live_here(owner: OwnerRecord) -> bool:
+    """A launcher on this host that is verifiably running (pid and start time match)."""
+    return (owner.host == hostname() and owner.start_ticks is not None
+            and pid_alive(int(owner.pid), owner.start_ticks))
 
 
 class RunClaim:
@@ -95,6 +111,11 @@ class RunClaim:
         self.dir.mkdir(parents=True, exist_ok=True)
         lock_path = self.layout.run_lock_path
         if break_lock:
+            raw = self.read_owner()
+            if raw and _live_here(owner := OwnerRecord.from_json(raw)):
+                raise RunBusyError(f"{self.dir.parent}: --break-lock refused: the launcher that owns this run "
+                                   f"is alive on this host ({owner.describe()}); --break-lock is for owners "
+                                   f"that are gone: wait for it, or stop it first")
             for stale in (lock_path, self.owner_path):
                 stale.unlink(missing_ok=True)
         if not locks.is_soft(self.dir):

@@ -80,6 +80,7 @@ class UnitState:
     attempt: int = 0            # highest attempt number seen (log file names continue from it)
     failures: int = 0           # failed attempts since the last done/invalidated
     outputs: list[str] = field(default_factory=list)
+    checks: dict = field(default_factory=dict)   # output -> fingerprint, from the done record
     info: dict = field(default_factory=dict)
     error: str | None = None
     error_type: str | None = None
@@ -123,6 +124,7 @@ def derive_states(records: Iterable[dict]) -> dict[str, UnitState]:
         elif rec.event == UnitEvent.DONE:
             st.status, st.finished = UnitStatus.DONE, rec.time
             st.outputs = list(rec.outputs or [])
+            st.checks = dict(rec.checks or {})
             st.info = dict(rec.info or {})
             st.error = st.error_type = st.traceback = None
             st.failures = 0

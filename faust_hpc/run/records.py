@@ -103,7 +103,10 @@ class _Record:
 class UnitRecord(_Record):
     """One unit event. A failed one says why: ``error`` ("Type: message"),
     ``error_type``, the path of the child's ``traceback`` file, and
-    ``retry=False`` when retrying cannot help (bad input)."""
+    ``retry=False`` when retrying cannot help (bad input); ``no_space`` names
+    the path whose filesystem was full. A done one carries ``checks``: what
+    each output looked like (:mod:`faust_hpc.run.fingerprint`; absent in
+    records written before it existed)."""
 
     ALWAYS: ClassVar[tuple[str, ...]] = ("unit", "event", "attempt", "rank", "host", "pid", "time", "outputs",
                                          "error")
@@ -124,6 +127,8 @@ class UnitRecord(_Record):
     error_type: str | None = None
     traceback: str | None = None
     retry: bool | None = None
+    checks: dict | None = None
+    no_space: str | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -1,9 +1,24 @@
 """Starting a run again: what the manifest lets us trust, and what to clean.
 
-- A ``done`` unit is trusted when every output its record names still exists.
-  One whose outputs are gone is redone if it is a final product (nothing
-  depends on it) or a unit still to run needs it; a finalize that deleted its
-  chunk images does not make the chunks rerun.
+The rule (one for every unit, final or not):
+
+- A ``done`` unit counts as done only while its outputs are there *and* are
+  what its done record says they were: the size of each file and a cheap
+  content hash (whole small files; the first and last 64 KiB of big ones),
+  the file sizes of each CASA image's table files
+  (:mod:`faust_hpc.run.fingerprint`). Records written before these checks
+  carry none: their outputs are checked for existence only.
+- A done unit whose outputs fail the check is redone, and so is everything
+  that depends on it, transitively (their products were made from what is now
+  gone, and a remade input may differ).
+- The one exception is what a later unit legitimately consumes: a chunk's
+  images are removed by its finalize (unless
+  ``preserve_all_intermediate_products``). A chunk's outputs are therefore
+  checked only while one of its dependents still has to run: lost or damaged
+  then, the chunk is redone first; once every dependent is done, the chunk is
+  done whatever is left of its outputs. So a finished run never reruns
+  chunks for images its finalize removed, and a lost final cube (finalize)
+  is remade together with its moments and QA.
 - A unit that started and never finished (its launcher died), or failed, or
   was interrupted, may have left partial products: its working directory and
   any outputs the executor can name for it are deleted before it runs again.
@@ -14,19 +29,22 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from faust_hpc.layout import RunLayout
+from faust_hpc.run.fingerprint import mismatch
 from faust_hpc.run.manifest import Manifest, UnitState, derive_states
 from faust_hpc.run.records import UnitEvent, UnitStatus, unit_record
 
 log = logging.getLogger(__name__)
 
 _UNFINISHED = (UnitStatus.RUNNING, UnitStatus.FAILED, UnitStatus.INTERRUPTED)
+CHECK_THREADS = 8             # outputs checked concurrently on resume
+CONSUMED_KINDS = ("chunk",)   # outputs a dependent may remove once it is done (see the rule above)
 
 
 @dataclass
@@ -34,7 +52,8 @@ class ResumeState:
     done: set[str] = field(default_factory=set)
     attempts: dict[str, int] = field(default_factory=dict)  # highest attempt number per unit
     stale: list[str] = field(default_factory=list)          # started but never finished
-    redo: list[str] = field(default_factory=list)           # done, outputs gone, needed again
+    redo: list[str] = field(default_factory=list)           # done, outputs gone or changed: run again
+    why: dict[str, str] = field(default_factory=dict)       # unit -> what was wrong with its outputs
     cleaned: list[str] = field(default_factory=list)        # paths deleted
 
 
@@ -76,19 +95,45 @@ def resume(plan: Any, manifest: Manifest, records: list[dict], spec: Any, produc
     state = ResumeState(attempts={uid: st.attempt for uid, st in states.items()})
 
     recorded_done = {uid for uid, st in states.items() if st.status == UnitStatus.DONE and uid in units}
-    present = {uid for uid in recorded_done if all(os.path.exists(p) for p in states[uid].outputs)}
-    missing = recorded_done - present
-    done = present | missing
+    done = set(recorded_done)
     succ = plan.successors()
+    checked: dict[str, str | None] = {}
+
+    def damage(uid: str) -> str | None:
+        if uid not in checked:
+            st = states[uid]
+            checked[uid] = next((f"{p}: {why}" for p in st.outputs
+                                 if (why := mismatch(p, st.checks.get(p))) is not None), None)
+        return checked[uid]
+
+    def redo(uid: str, why: str) -> None:
+        """``uid`` and everything downstream of it are not done."""
+        todo, seen = [uid], set()
+        while todo:
+            u = todo.pop()
+            if u in seen:
+                continue
+            seen.add(u)
+            if u in done:
+                done.discard(u)
+                state.redo.append(u)
+                state.why[u] = why if u == uid else f"depends on {uid}, which is redone"
+            todo.extend(succ.get(u, ()))
+
+    products = sorted(uid for uid in recorded_done if units[uid].kind not in CONSUMED_KINDS)
+    with ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:  # stat/read latency overlaps (network filesystems)
+        for uid, why in zip(products, pool.map(damage, products)):
+            checked[uid] = why
+    for uid in products:
+        if uid in done and (why := damage(uid)) is not None:
+            redo(uid, why)
     changed = True
-    while changed:
+    while changed:  # consumed outputs matter only while a dependent still has to run
         changed = False
-        for uid in sorted(missing & done):
-            after = succ.get(uid, ())
-            # a lost final product (no dependents) is remade; a lost intermediate only when needed again
-            if not after or any(s not in done for s in after):
-                done.discard(uid)
-                state.redo.append(uid)
+        for uid in sorted(recorded_done & done):
+            if (units[uid].kind in CONSUMED_KINDS and any(s not in done for s in succ.get(uid, ()))
+                    and (why := damage(uid)) is not None):
+                redo(uid, why)
                 changed = True
     state.done = done
 
@@ -117,9 +162,11 @@ def resume(plan: Any, manifest: Manifest, records: list[dict], spec: Any, produc
         log.info("resume: %d unit(s) had started without finishing; their partial outputs were removed",
                  len(state.stale))
     if state.redo:
-        log.info("resume: %d done unit(s) lost their outputs and are needed again: %s",
-                 len(state.redo), ", ".join(sorted(state.redo)[:5]))
+        for uid in sorted(state.redo)[:10]:
+            log.warning("resume: redoing %s: %s", uid, state.why[uid])
+        log.info("resume: %d done unit(s) are redone because outputs are missing or changed",
+                 len(state.redo))
     return state
 
 
-__all__ = ["ResumeState", "resume", "apply_done_prepares", "partial_output_finder"]
+__all__ = ["CONSUMED_KINDS", "ResumeState", "resume", "apply_done_prepares", "partial_output_finder"]

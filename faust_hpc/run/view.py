@@ -31,6 +31,25 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+MEASURED_FROM = 0.1
+"""Share of the remaining cost that must be done before measured times replace
+the cost model in an ETA: one cheap unit that happened to finish first (a
+prepare, with the process start-up in it) says little about the rest."""
+
+
+def eta_seconds(remaining_cost: float, cost_done: float, seconds_done: float | None, cost_at_start: float,
+                workers: int) -> float:
+    """Seconds left: the cost model's estimate (``remaining_cost`` reference
+    seconds over ``workers``) until units worth :data:`MEASURED_FROM` of the
+    work have finished, then the measured rate (``seconds_done`` of wall time
+    for ``cost_done``)."""
+    if remaining_cost <= 0:
+        return 0.0
+    if seconds_done is not None and cost_done > 0 and cost_done >= MEASURED_FROM * cost_at_start:
+        return seconds_done * remaining_cost / cost_done
+    return remaining_cost / max(1, workers)
+
+
 @dataclass
 class RunView:
     spec: Any
@@ -89,7 +108,7 @@ def spw_rows(view: RunView) -> list[dict]:
     time_done = sum((st.finished or 0) - (st.started or 0) for _u, st in done_states if st.started and st.finished)
     runs = view.manifest.run_records(view.records)
     workers = max(1, int(runs[-1].workers or 1)) if runs else 1
-    sec_per_cost = time_done / cost_done if cost_done > 0 else None
+    total_cost = sum(float(u.cost) for u in units.values())
     now = time.time()
     rows = []
     by_key: dict[str, list[str]] = {}
@@ -112,10 +131,8 @@ def spw_rows(view: RunView) -> list[dict]:
                 ends.append(now if s == UnitStatus.RUNNING else (st.finished or st.started))
         elapsed = (max(ends) - min(starts)) if starts else None
         eta = None
-        if remaining == 0:
-            eta = 0.0
-        elif sec_per_cost is not None and (view.live or counts["done"]):
-            eta = remaining * sec_per_cost / workers
+        if remaining == 0 or view.live or counts["done"]:
+            eta = eta_seconds(remaining, cost_done, time_done / workers, total_cost, workers)
         rows.append({"image": key_path, "field": key.field, "spw": key.label, "array": key.array,
                      "weighting": key.weighting, "total": len(uids), **counts,
                      "elapsed_s": None if elapsed is None else round(elapsed, 1),
@@ -123,4 +140,4 @@ def spw_rows(view: RunView) -> list[dict]:
     return rows
 
 
-__all__ = ["RunView", "load_view", "spw_rows", "fmt_duration"]
+__all__ = ["RunView", "load_view", "spw_rows", "fmt_duration", "eta_seconds", "MEASURED_FROM"]
