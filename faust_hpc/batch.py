@@ -356,6 +356,16 @@ SUBMIT_COMMAND = {"slurm": ["sbatch", "--parsable"], "torque": ["qsub"]}
 SCRIPT_SUFFIX = {"slurm": ".sbatch", "torque": ".pbs"}
 
 
+def print_dry_run(kind: str, target: RunTarget, text: str) -> None:
+    """Print a rendered job script without writing anything. The scheduler does
+    not create its ``-o``/``--output`` directory itself, so say what to create
+    before submitting the printed script by hand (``--submit`` creates it)."""
+    print(text, end="")
+    if not target.log_dir.is_dir():
+        print(f"faust-hpc: note: {SUBMIT_COMMAND[kind][0]} needs {target.log_dir} to exist: "
+              f"`mkdir -p {target.log_dir}` before submitting this script (--submit does it)", file=sys.stderr)
+
+
 def write_script(kind: str, target: RunTarget, text: str) -> Path:
     """Keep the submitted script beside the job logs (one file per submission)."""
     target.log_dir.mkdir(parents=True, exist_ok=True)

@@ -190,7 +190,10 @@ def test_cli_dry_run_prints_script_and_writes_nothing(runfile: Path, capsys) -> 
     assert not jobs.exists() and not (runfile.parent / "products").exists()
     assert f"mkdir -p {jobs}" in captured.err
     rc = cli_main(["torque", str(runfile), "--nodes", "1", "--ppn", "3", "--walltime", "00:20:00"])
-    assert rc == 0 and "#PBS -l nodes=1:ppn=3" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert rc == 0 and "#PBS -l nodes=1:ppn=3" in captured.out
+    assert not (runfile.parent / "products").exists()               # qsub's -o directory: named, not made
+    assert f"qsub needs {jobs} to exist" in captured.err
 
 
 def test_cli_errors_are_one_line_exit_2_before_any_work(runfile: Path, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from faust_hpc import batch
 
@@ -43,11 +42,8 @@ def run(args: argparse.Namespace) -> int:
                               job_name=args.job_name)
     target = batch.run_target(args.runfile)
     text = batch.render_slurm(target, opts, template=args.template)
-    if not args.submit:  # printing writes nothing; sbatch does not create the --output directory
-        print(text, end="")
-        if not target.log_dir.is_dir():
-            print(f"faust-hpc: note: sbatch needs {target.log_dir} to exist: `mkdir -p {target.log_dir}` "
-                  f"before submitting this script (--submit does it)", file=sys.stderr)
+    if not args.submit:  # printing writes nothing
+        batch.print_dry_run("slurm", target, text)
         return 0
     script = batch.write_script("slurm", target, text)
     jobid = batch.submit("slurm", script)

@@ -34,9 +34,8 @@ def run(args: argparse.Namespace) -> int:
                                stage_to_shm=args.stage_to_shm, job_name=args.job_name)
     target = batch.run_target(args.runfile)
     text = batch.render_torque(target, opts, template=args.template)
-    target.log_dir.mkdir(parents=True, exist_ok=True)  # Torque's -o directory must exist
-    if not args.submit:
-        print(text, end="")
+    if not args.submit:  # printing writes nothing
+        batch.print_dry_run("torque", target, text)
         return 0
     script = batch.write_script("torque", target, text)
     jobid = batch.submit("torque", script)
