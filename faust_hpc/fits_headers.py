@@ -17,7 +17,9 @@ ARCHIVE_INSTRUMENT = "ALMA"
 
 def set_archive_keywords(fits_path: str | os.PathLike, object_name: str | None, datamin: float | None = None,
                          datamax: float | None = None) -> None:
-    """Set ``OBJECT`` (the field; kept as it is when None), ``INSTRUME = 'ALMA'``, ``DATAMIN`` and
+    """Set ``OBJECT`` (the field; kept as it is when None), ``INSTRUME`` (the
+    image's ``TELESCOP``, so ``'ALMA'`` on every FAUST product as the archive's
+    and the true instrument on data of other telescopes), ``DATAMIN`` and
     ``DATAMAX`` in the primary header, in place (call it on the temporary
     file, before the rename). The extremes are those of the finite pixels,
     computed from the file when not given."""
@@ -32,7 +34,7 @@ def set_archive_keywords(fits_path: str | os.PathLike, object_name: str | None, 
                 else (float("nan"), float("nan"))
         if object_name is not None:
             header["OBJECT"] = object_name
-        header["INSTRUME"] = ARCHIVE_INSTRUMENT
+        header["INSTRUME"] = str(header.get("TELESCOP") or ARCHIVE_INSTRUMENT).strip() or ARCHIVE_INSTRUMENT
         if np.isfinite(datamin) and np.isfinite(datamax):
             header["DATAMIN"] = float(datamin)
             header["DATAMAX"] = float(datamax)

@@ -81,6 +81,7 @@ def test_ngc5921_from_the_run_file(ngc5921, tmp_path):
         head, data = hdul[0].header, hdul[0].data
     assert head["CTYPE3"] == "FREQ" and head["SPECSYS"] == "LSRK"
     assert head["RESTFRQ"] == pytest.approx(HI_HZ)
+    assert head["TELESCOP"] == "VLA" and head["INSTRUME"] == "VLA"      # the true instrument, not ALMA
     assert head["OBJECT"] == "N5921_2" and head["NAXIS1"] == 128
     nchan = head["NAXIS3"]
     freqs = head["CRVAL3"] + (np.arange(nchan) + 1 - head["CRPIX3"]) * head["CDELT3"]
