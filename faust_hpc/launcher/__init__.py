@@ -175,7 +175,7 @@ def _drive(start: RunStart, transport: Any, ranks: int, signals: DrainSignals, d
                                  drained=summary.drained, exit_status=summary.exit_status,
                                  loop_wall_s=round(summary.elapsed, 3), loop_cpu_s=round(summary.loop_cpu_s, 3)))
     for line in summary.lines():
-        (log.error if line.startswith("FAILED") else log.info)(line)
+        (log.error if line.startswith(("FAILED", "DIVERGED")) else log.info)(line)
     return summary, restricted
 
 

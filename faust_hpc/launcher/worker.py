@@ -99,7 +99,8 @@ class Outcome:
     error: str | None = None    # "Type: message", or how the child ended
     error_type: str | None = None
     traceback: str | None = None  # path of the child's traceback file
-    retry: bool = True          # False: bad input, another attempt cannot help
+    retry: bool = True          # False: bad input or a diverged clean, another attempt cannot help
+    diverged: dict | None = None  # the guard stopped a runaway clean: stage, reason, cycles, channels
     log: str | None = None
     out: str | None = None      # the child's stdout/stderr
     elapsed: float = 0.0
@@ -241,6 +242,7 @@ class RunningUnit:
             outcome.error = result.get("error") or describe_exit(rc)
             outcome.error_type = result.get("error_type")
             outcome.retry = bool(result.get("retry", True))
+            outcome.diverged = result.get("diverged") or None
             if self.traceback_path.exists():
                 outcome.traceback = str(self.traceback_path)
         failed = outcome.status == UnitStatus.FAILED
@@ -249,7 +251,7 @@ class RunningUnit:
             host=self.ctx.host, pid=self.proc.pid, outputs=outcome.outputs, error=outcome.error,
             info=outcome.info, log=outcome.log, elapsed=round(elapsed, 3),
             error_type=outcome.error_type, traceback=outcome.traceback,
-            retry=None if not failed or outcome.retry else False))
+            retry=None if not failed or outcome.retry else False, diverged=outcome.diverged))
         for scratch in (self.task_path, self.result_path):
             scratch.unlink(missing_ok=True)
         self.outcome = outcome

@@ -103,7 +103,10 @@ class _Record:
 class UnitRecord(_Record):
     """One unit event. A failed one says why: ``error`` ("Type: message"),
     ``error_type``, the path of the child's ``traceback`` file, and
-    ``retry=False`` when retrying cannot help (bad input)."""
+    ``retry=False`` when retrying cannot help (bad input, a diverged clean).
+    A unit whose tclean ran away and was stopped by the guard
+    (:class:`~faust_hpc.errors.DivergenceError`) is *flagged*: ``diverged``
+    holds ``stage``, ``reason``, ``nmajordone``, ``cap`` and ``channels``."""
 
     ALWAYS: ClassVar[tuple[str, ...]] = ("unit", "event", "attempt", "rank", "host", "pid", "time", "outputs",
                                          "error")
@@ -124,6 +127,7 @@ class UnitRecord(_Record):
     error_type: str | None = None
     traceback: str | None = None
     retry: bool | None = None
+    diverged: dict | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
