@@ -8,10 +8,11 @@ images that pair through the launcher like any other run file.
 Which channels (``band``):
 
 - ``"line"`` (the default, what ``faust-hpc demo --real`` images): a
-  :data:`LINE_VWIN_KMS` window about vsys (``fullcube = false``): every
-  channel with HI emission (about 1340-1620 km/s; the calibration's
-  line-free channels are 4-6 and 50-59) plus line-free channels on both
-  sides to measure the noise, and none of the band edges. The edge
+  :data:`LINE_VWIN_KMS` window about vsys (``fullcube = false``, channels
+  3-56 of 0-62): every channel with HI emission (7-49, about 1380-1600
+  km/s LSRK radio; the calibration's line-free channels are 4-6 and 50-59)
+  plus line-free channels on both sides to measure the noise, and none of
+  the band edges. The edge
   channels are the bandpass roll-off: channel 0 has ~16x the median noise,
   and an unmasked clean over it diverges (the guard stops it and flags its
   chunk); a cube that includes them images worse and gains no emission.
@@ -35,10 +36,10 @@ from faust_hpc.realdata.ngc5921 import DATA_SUBDIR, MS_NAME, TARGET_FIELD, load_
 RUNFILE_NAME = "ngc5921.toml"
 WINDOW_LABEL = "HI"
 VSYS_KMS = 1480.0            # NGC 5921's systemic velocity (the HI line's centre in this data set)
-LINE_VWIN_KMS = 280.0        # ~54 channels of 5.15 km/s about vsys: the emission and some line-free channels
+LINE_VWIN_KMS = 280.0        # 54 channels of 5.15 km/s about vsys (3-56): the emission and line-free channels
 BANDS = ("line", "full")
 DEFAULT_NCHUNKS = 3          # 2 worker ranks under `mpirun -n 3`: a few chunks keep both busy
-MOMENTS_VWIN_KMS = 300.0     # moments over the whole rotation curve (~280 km/s of emission)
+MOMENTS_VWIN_KMS = 140.0     # moments' half-window about vsys: the whole rotation curve (-100..+120 km/s)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def render_ngc5921_runfile(record: dict[str, Any], options: RealRunOptions = Rea
     why = ("# The whole band, edges included: channel 0 (bandpass roll-off, ~16x the median noise)\n"
            "# makes the unmasked clean of its chunk diverge; the guard stops it and flags the chunk."
            if full else
-           f"# A {LINE_VWIN_KMS:g} km/s window about vsys: every channel with HI emission (~1340-1620 km/s)\n"
+           f"# A {LINE_VWIN_KMS:g} km/s window about vsys (channels 3-56): all HI emission (7-49, ~1380-1600 km/s)\n"
            "# plus line-free channels on both sides for the noise, and none of the band edges\n"
            "# (the bandpass roll-off: channel 0 has ~16x the median noise and diverges an unmasked clean).")
     lines = [
@@ -83,7 +84,7 @@ def render_ngc5921_runfile(record: dict[str, Any], options: RealRunOptions = Rea
         "",
         f'[target."{record.get("field", TARGET_FIELD)}"]   # the MS field name',
         f'data = "{record.get("ms", f"{DATA_SUBDIR}/{MS_NAME}")}"',
-        f"vsys_kms = {VSYS_KMS:g}",
+        f"vsys_kms = {VSYS_KMS:.1f}",
         "",
         f'[window."{WINDOW_LABEL}"]',
         f'restfreq = "{record["rest_frequency"]}"',
@@ -103,7 +104,7 @@ def render_ngc5921_runfile(record: dict[str, Any], options: RealRunOptions = Rea
         *geometry,
         "",
         f'[spw."{WINDOW_LABEL}"]',
-        f"moments_vwin_kms = {MOMENTS_VWIN_KMS:g}",
+        f"moments_vwin_kms = {MOMENTS_VWIN_KMS:.1f}",
         "",
         "[scheduler]",
         f"retries = {int(options.retries)}",
