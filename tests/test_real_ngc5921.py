@@ -81,6 +81,9 @@ def test_line_window_holds_all_the_emission_and_none_of_the_edges(ngc5921):
     chans = set(range(first, first + sel.nchan))
     assert (first, sel.nchan) == LINE_CHANNELS
     assert set(EMISSION_CHANNELS) <= chans and not chans & EDGE_CHANNELS
+    assert "scales" not in spec["spw"]["HI"]          # the documented ones, at the data's cell
+    small = tomllib.loads(render_ngc5921_runfile(ngc5921.record, RealRunOptions(imsize=IMSIZE)))
+    assert small["imaging"]["imsize"] == IMSIZE and small["spw"]["HI"]["scales"] == [0, 15]   # <= 1/6 of it
     full = tomllib.loads(render_ngc5921_runfile(ngc5921.record, RealRunOptions(band="full")))
     assert full["imaging"]["fullcube"] is True and "line_vwin" not in full["imaging"]
 

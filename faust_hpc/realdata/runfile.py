@@ -21,8 +21,11 @@ Which channels (``band``):
 
 Geometry: by default the run file sets no ``cell_arcsec`` / ``imsize``, so
 they come from the data (cell = resolution / 10, image size from the longest
-baseline and the VLA's 25 m dishes read from the MS); a caller may pin them
-(the tests use a small image at the data's natural cell).
+baseline and the VLA's 25 m dishes read from the MS: ~900 px); a caller may
+pin them (the tests use a small image at the data's natural cell). A pinned
+image size also gets the documented multiscale scales (pixels at resolution
+/ 10: 0, 15, 45, 135) that fit in it: in a 96 px image the 45 and 135 px
+scales make the masked clean of the emission channels diverge.
 """
 from __future__ import annotations
 
@@ -31,7 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from faust_hpc.catalog import imaging_defaults
 from faust_hpc.realdata.ngc5921 import DATA_SUBDIR, MS_NAME, TARGET_FIELD, load_ngc5921_record
+from faust_hpc.simulate.demo_runfile import scales_fitting
 
 RUNFILE_NAME = "ngc5921.toml"
 WINDOW_LABEL = "HI"
@@ -105,12 +110,21 @@ def render_ngc5921_runfile(record: dict[str, Any], options: RealRunOptions = Rea
         "",
         f'[spw."{WINDOW_LABEL}"]',
         f"moments_vwin_kms = {MOMENTS_VWIN_KMS:.1f}",
+        *_scales_line(options.imsize),
         "",
         "[scheduler]",
         f"retries = {int(options.retries)}",
         "",
     ]
     return "\n".join(lines)
+
+
+def _scales_line(imsize: int | None) -> list[str]:
+    """``scales`` for a pinned image size (the documented ones that fit in it); none otherwise."""
+    if imsize is None:
+        return []
+    scales = scales_fitting([int(s) for s in imaging_defaults()["scales_pix"]], imsize)
+    return [f"scales = [{', '.join(map(str, scales))}]   # the documented scales that fit in {imsize} px"]
 
 
 def write_ngc5921_runfile(outdir: str | os.PathLike, options: RealRunOptions = RealRunOptions(),
