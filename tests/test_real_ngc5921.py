@@ -34,6 +34,7 @@ LINE_CHANNELS = (3, 54)       # (first, count) of the 280 km/s window about vsys
 EMISSION_CHANNELS = range(7, 50)   # the tutorial's line channels (line-free: 4-6 and 50-59)
 EDGE_CHANNELS = {0, 1, 2, 60, 61, 62}
 NOISY_CHANNEL = 0
+FULL_BAND_IMSIZE = 128       # the guard's own test on this channel (tests/test_guard_realdata.py) uses 128 px
 RUN_TIMEOUT_S = 3600          # bounded: a runaway clean would hold its rank far longer
 
 
@@ -45,13 +46,12 @@ def _mpirun(runfile: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
 
 
-def _write(ngc5921, band: str, nchunks: int) -> Path:
+def _write(ngc5921, band: str, nchunks: int, imsize: int = IMSIZE, fit_scales: bool = True) -> Path:
     from faust_hpc.realdata.runfile import RealRunOptions, write_ngc5921_runfile
 
-    return write_ngc5921_runfile(ngc5921.outdir, RealRunOptions(band=band, nchunks=nchunks, imsize=IMSIZE,
-                                                                product_dir=f"products-{band}",
-                                                                name=f"ngc5921-{band}"),
-                                 filename=f"ngc5921-{band}.toml")
+    options = RealRunOptions(band=band, nchunks=nchunks, imsize=imsize, fit_scales=fit_scales,
+                             product_dir=f"products-{band}", name=f"ngc5921-{band}")
+    return write_ngc5921_runfile(ngc5921.outdir, options, filename=f"ngc5921-{band}.toml")
 
 
 def _channel_grid(record: dict) -> tuple[np.ndarray, float]:
@@ -133,10 +133,12 @@ def test_hi_cube_end_to_end_through_mpirun(ngc5921):
 
 def test_full_band_run_flags_the_diverging_chunk_and_ends(ngc5921):
     """The chunk holding channel 0 is stopped by the guard and flagged (not
-    retried); the other chunks are done; the image's finalize cannot run."""
+    retried); the other chunks are done; the image's finalize cannot run.
+    The documented multiscale scales, as in the issue's report (with only
+    the scales that fit a small image, channel 0's clean converges instead)."""
     from faust_hpc.run.manifest import Manifest
 
-    runfile = _write(ngc5921, "full", nchunks=3)
+    runfile = _write(ngc5921, "full", nchunks=3, imsize=FULL_BAND_IMSIZE, fit_scales=False)
     res = _mpirun(runfile)
     assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-6000:]
     records = Manifest(runfile.parent / "products-full").records()

@@ -58,6 +58,7 @@ class RealRunOptions:
     product_dir: str = "products"
     name: str = "ngc5921"
     retries: int = 1
+    fit_scales: bool = True            # False: the documented scales even in a small image (see _scales_line)
 
 
 def render_ngc5921_runfile(record: dict[str, Any], options: RealRunOptions = RealRunOptions()) -> str:
@@ -110,7 +111,7 @@ def render_ngc5921_runfile(record: dict[str, Any], options: RealRunOptions = Rea
         "",
         f'[spw."{WINDOW_LABEL}"]',
         f"moments_vwin_kms = {MOMENTS_VWIN_KMS:.1f}",
-        *_scales_line(options.imsize),
+        *_scales_line(options.imsize, options.fit_scales),
         "",
         "[scheduler]",
         f"retries = {int(options.retries)}",
@@ -119,9 +120,13 @@ def render_ngc5921_runfile(record: dict[str, Any], options: RealRunOptions = Rea
     return "\n".join(lines)
 
 
-def _scales_line(imsize: int | None) -> list[str]:
-    """``scales`` for a pinned image size (the documented ones that fit in it); none otherwise."""
-    if imsize is None:
+def _scales_line(imsize: int | None, fit: bool = True) -> list[str]:
+    """``scales`` for a pinned image size (the documented ones that fit in it);
+    none otherwise, or when ``fit`` is False: the documented scales are kept,
+    as in the issue's report of the runaway clean (the full-band test's
+    configuration: with only the scales that fit a small image, channel 0's
+    clean converges to a negative model instead of running away)."""
+    if imsize is None or not fit:
         return []
     scales = scales_fitting([int(s) for s in imaging_defaults()["scales_pix"]], imsize)
     return [f"scales = [{', '.join(map(str, scales))}]   # the documented scales that fit in {imsize} px"]
