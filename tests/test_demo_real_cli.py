@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("args, message", [
     (["--imsize", "64"], "--imsize applies to real data only: add --real"),
     (["--band", "full"], "--band applies to real data only: add --real"),
-    (["--real", "--imsize", "4"], "--imsize must be >= 16 pixels (got 4)"),
+    (["--real", "--imsize", "4"], "--imsize must be >= 16 pixels, or 0 for the data's own size (got 4)"),
     (["--real", "--nchunks", "0"], "--nchunks must be >= 1 (got 0)"),
     (["--real", "--cell-arcsec", "-1"], "--cell-arcsec must be > 0 (got -1.0)"),
 ])

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--band", choices=["line", "full"], default="line",
                         help="--real: the HI line window (default) or the full band, noisy edges included")
     parser.add_argument("--imsize", type=int, default=None,
-                        help="--real: image size in pixels (default: from the data)")
+                        help="--real: image size in pixels (default 256: the HI disc and sky around it; "
+                             "0: from the data, 2x the primary beam, ~960 px and over an hour on 2 cores)")
     parser.add_argument("--cell-arcsec", type=float, default=None,
                         help="--real: cell in arcsec (default: resolution / 10 from the data)")
     parser.add_argument("--nchunks", type=int, default=None, help="--real: chunks of the cube (default 3)")
@@ -105,9 +106,10 @@ def image_runfile(runfile: Path, ranks: int, products: Path) -> int:
 def run_real(args: argparse.Namespace) -> int:
     """``demo --real``: prepare NGC 5921 (reused when complete), write its run file, image it."""
     from faust_hpc.realdata.ngc5921 import load_ngc5921_record
-    from faust_hpc.realdata.runfile import DEFAULT_NCHUNKS, RealRunOptions, write_ngc5921_runfile
+    from faust_hpc.realdata.runfile import DEFAULT_NCHUNKS, DEMO_IMSIZE, RealRunOptions, write_ngc5921_runfile
 
-    options = RealRunOptions(band=args.band, imsize=args.imsize, cell_arcsec=args.cell_arcsec,
+    imsize = DEMO_IMSIZE if args.imsize is None else (args.imsize or None)   # 0: the data's own size
+    options = RealRunOptions(band=args.band, imsize=imsize, cell_arcsec=args.cell_arcsec,
                              nchunks=DEFAULT_NCHUNKS if args.nchunks is None else args.nchunks)
     directory = Path(args.directory or DEFAULT_REAL_DIR).resolve()
     if load_ngc5921_record(directory) is not None:
@@ -135,8 +137,8 @@ def _check_real_options(args: argparse.Namespace) -> None:
         if given or args.band != "line":
             raise UserInputError(f"{(given or ['--band'])[0]} applies to real data only: add --real")
         return
-    if args.imsize is not None and args.imsize < 16:
-        raise UserInputError(f"--imsize must be >= 16 pixels (got {args.imsize})")
+    if args.imsize is not None and args.imsize != 0 and args.imsize < 16:
+        raise UserInputError(f"--imsize must be >= 16 pixels, or 0 for the data's own size (got {args.imsize})")
     if args.cell_arcsec is not None and not args.cell_arcsec > 0:
         raise UserInputError(f"--cell-arcsec must be > 0 (got {args.cell_arcsec})")
     if args.nchunks is not None and args.nchunks < 1:

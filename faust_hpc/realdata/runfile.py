@@ -22,7 +22,9 @@ Which channels (``band``):
 Geometry: by default the run file sets no ``cell_arcsec`` / ``imsize``, so
 they come from the data (cell = resolution / 10, image size from the longest
 baseline and the VLA's 25 m dishes read from the MS: ~900 px); a caller may
-pin them (the tests use a small image at the data's natural cell). A pinned
+pin them (the tests use a small image at the data's natural cell;
+``faust-hpc demo --real`` uses :data:`DEMO_IMSIZE`: the data's own size,
+960 px for 2x the primary beam, takes over an hour on 2 cores). A pinned
 image size also gets the documented multiscale scales (pixels at resolution
 / 10: 0, 15, 45, 135) that fit in it: in a 96 px image the 45 and 135 px
 scales make the masked clean of the emission channels diverge.
@@ -44,6 +46,7 @@ VSYS_KMS = 1480.0            # NGC 5921's systemic velocity (the HI line's centr
 LINE_VWIN_KMS = 280.0        # 54 channels of 5.15 km/s about vsys (3-56): the emission and line-free channels
 BANDS = ("line", "full")
 DEFAULT_NCHUNKS = 3          # 2 worker ranks under `mpirun -n 3`: a few chunks keep both busy
+DEMO_IMSIZE = 256            # `demo --real`: 18' at the data's 4.2" cell, the whole HI disc (~10') and sky around it
 MOMENTS_VWIN_KMS = 140.0     # moments' half-window about vsys: the whole rotation curve (-100..+120 km/s)
 
 
