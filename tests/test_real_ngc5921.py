@@ -34,7 +34,7 @@ LINE_CHANNELS = (3, 54)       # (first, count) of the 280 km/s window about vsys
 EMISSION_CHANNELS = range(7, 50)   # the tutorial's line channels (line-free: 4-6 and 50-59)
 EDGE_CHANNELS = {0, 1, 2, 60, 61, 62}
 NOISY_CHANNEL = 0
-FULL_BAND_IMSIZE = 128       # the guard's own test on this channel (tests/test_guard_realdata.py) uses 128 px
+FULL_BAND_IMSIZE, FULL_BAND_CELL = 128, 6.0   # as the guard's own test on this channel (tests/test_guard_realdata.py)
 RUN_TIMEOUT_S = 3600          # bounded: a runaway clean would hold its rank far longer
 
 
@@ -46,10 +46,11 @@ def _mpirun(runfile: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
 
 
-def _write(ngc5921, band: str, nchunks: int, imsize: int = IMSIZE, fit_scales: bool = True) -> Path:
+def _write(ngc5921, band: str, nchunks: int, imsize: int = IMSIZE, fit_scales: bool = True,
+           cell_arcsec: float | None = None) -> Path:
     from faust_hpc.realdata.runfile import RealRunOptions, write_ngc5921_runfile
 
-    options = RealRunOptions(band=band, nchunks=nchunks, imsize=imsize, fit_scales=fit_scales,
+    options = RealRunOptions(band=band, nchunks=nchunks, imsize=imsize, fit_scales=fit_scales, cell_arcsec=cell_arcsec,
                              product_dir=f"products-{band}", name=f"ngc5921-{band}")
     return write_ngc5921_runfile(ngc5921.outdir, options, filename=f"ngc5921-{band}.toml")
 
@@ -138,7 +139,8 @@ def test_full_band_run_flags_the_diverging_chunk_and_ends(ngc5921):
     the scales that fit a small image, channel 0's clean converges instead)."""
     from faust_hpc.run.manifest import Manifest
 
-    runfile = _write(ngc5921, "full", nchunks=3, imsize=FULL_BAND_IMSIZE, fit_scales=False)
+    runfile = _write(ngc5921, "full", nchunks=3, imsize=FULL_BAND_IMSIZE, fit_scales=False,
+                     cell_arcsec=FULL_BAND_CELL)
     res = _mpirun(runfile)
     assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-6000:]
     records = Manifest(runfile.parent / "products-full").records()
