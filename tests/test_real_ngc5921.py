@@ -50,8 +50,8 @@ def _write(ngc5921, band: str, nchunks: int, imsize: int = IMSIZE, fit_scales: b
            cell_arcsec: float | None = None) -> Path:
     from faust_hpc.realdata.runfile import RealRunOptions, write_ngc5921_runfile
 
-    options = RealRunOptions(band=band, nchunks=nchunks, imsize=imsize, fit_scales=fit_scales, cell_arcsec=cell_arcsec,
-                             product_dir=f"products-{band}", name=f"ngc5921-{band}")
+    options = RealRunOptions(band=band, nchunks=nchunks, imsize=imsize, fit_scales=fit_scales,
+                             cell_arcsec=cell_arcsec, product_dir=f"products-{band}", name=f"ngc5921-{band}")
     return write_ngc5921_runfile(ngc5921.outdir, options, filename=f"ngc5921-{band}.toml")
 
 
@@ -135,8 +135,12 @@ def test_hi_cube_end_to_end_through_mpirun(ngc5921):
 def test_full_band_run_flags_the_diverging_chunk_and_ends(ngc5921):
     """The chunk holding channel 0 is stopped by the guard and flagged (not
     retried); the other chunks are done; the image's finalize cannot run.
-    The documented multiscale scales, as in the issue's report (with only
-    the scales that fit a small image, channel 0's clean converges instead)."""
+    The configuration of the guard's own test on this channel: 6 arcsec
+    cells, 128 px, the documented multiscale scales (0, 15, 45, 135 px), as
+    in the issue's report. (At the data's 4.2 arcsec cell, or with only the
+    scales that fit a small image, CASA's own "peak residual increased by
+    more than 3 times" criterion ends channel 0's clean first: the chunk is
+    then done, with a warning from the guard.)"""
     from faust_hpc.run.manifest import Manifest
 
     runfile = _write(ngc5921, "full", nchunks=3, imsize=FULL_BAND_IMSIZE, fit_scales=False,

@@ -72,7 +72,7 @@ def render_ngc5921_runfile(record: dict[str, Any], options: RealRunOptions = Rea
     full = options.band == "full"
     geometry = []
     if options.cell_arcsec is not None:
-        geometry.append(f"cell_arcsec = {options.cell_arcsec:g}   # fixed here (default: resolution / 10 from the data)")
+        geometry.append(f"cell_arcsec = {options.cell_arcsec:g}   # fixed here (default: resolution / 10)")
     if options.imsize is not None:
         geometry.append(f"imsize = {int(options.imsize)}   # fixed here (default: from the longest baseline and "
                         f"the dish size)")
