@@ -7,7 +7,7 @@ list — and its behaviour is driven by a JSON control file named by the
 environment variable ``FAUST_CHEAP_CONTROL`` (inherited by the unit children):
 
     {"sleep":   {"<glob on unit id>": seconds | {"seconds": s, "attempts": [1]}},  # first match wins
-     "fail":    {"<glob>": {"mode": "raise"|"bad_input"|"exit"|"segfault"|"kill9"|"hang",
+     "fail":    {"<glob>": {"mode": "raise"|"bad_input"|"diverge"|"exit"|"segfault"|"kill9"|"hang",
                             "attempts": [1, 2]}},             # attempts to fail (default: all)
      "gate":    {"<glob>": "/path"},                          # wait until that file exists (<= 120 s)
      "nchunks": {"<glob on prepare id>": n},                  # the real chunk count a prepare reports
@@ -31,9 +31,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from faust_hpc.errors import UserInputError
+from faust_hpc.errors import DivergenceError, UserInputError
 
 ENV = "FAUST_CHEAP_CONTROL"
+# what the "diverge" mode raises: the guard's error as NGC 5921's noisy channel 0 gives it
+DIVERGE_REASON = ("major-cycle cap reached (17 major cycles done, cap 17 from dirty peak 0.08 Jy / threshold "
+                  "0.004 Jy); model flux strongly negative (below -0.04 Jy): channel 0 -1.78 Jy; "
+                  "diverging channels: 0")
 
 
 def control() -> dict:
@@ -70,6 +74,8 @@ def _fail(mode: str) -> None:
         raise RuntimeError("cheap unit failing on purpose")
     if mode == "bad_input":
         raise UserInputError("cheap unit: its input is bad on purpose")
+    if mode == "diverge":   # a runaway clean the guard stopped (deterministic: every attempt)
+        raise DivergenceError("nomask", DIVERGE_REASON, nmajordone=17, cap=17, channels=(0,))
     if mode == "exit":
         os._exit(7)
     if mode == "kill9":

@@ -13,12 +13,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from faust_hpc.run.view import fmt_duration, load_view, spw_rows
+    from faust_hpc.run.records import UnitStatus
+    from faust_hpc.run.view import describe_divergence, fmt_duration, load_view, spw_rows
 
     view = load_view(args.runfile)
     rows = spw_rows(view)
     totals = {k: sum(r[k] for r in rows) for k in ("total", "done", "running", "failed", "pending")}
     failed = view.failed_units()
+    for f in failed:   # what cannot run until this unit is done (a diverged chunk: its image's finalize, ...)
+        f["blocked"] = sorted(u for u in view.dependents({f["unit"]}) - {f["unit"]}
+                              if view.status_of(u) != UnitStatus.DONE)
     if args.json:
         print(json.dumps({"run": view.spec.name, "product_dir": str(view.spec.product_dir),
                           "live": view.live, "owner": view.owner, "totals": totals, "spws": rows,
@@ -35,5 +39,11 @@ def run(args: argparse.Namespace) -> int:
               f"{fmt_duration(r['eta_s']) if r['eta_s'] is not None else '-':>9}")
     for f in failed:
         where = f"  traceback: {f['traceback']}" if f["traceback"] else (f"  log: {f['log']}" if f["log"] else "")
-        print(f"failed: {f['unit']} (attempt {f['attempt']}): {f['error']}{where}")
+        if f["diverged"]:
+            print(f"DIVERGED: {f['unit']} (attempt {f['attempt']}, flagged, not retried): "
+                  f"{describe_divergence(f['diverged'])}{where}")
+        else:
+            print(f"failed: {f['unit']} (attempt {f['attempt']}): {f['error']}{where}")
+        if f["blocked"]:
+            print(f"  blocked by it: {', '.join(f['blocked'])}")
     return 0

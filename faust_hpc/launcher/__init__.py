@@ -180,7 +180,7 @@ def _drive(start: RunStart, transport: Any, ranks: int, signals: DrainSignals, d
                                  loop_wall_s=round(summary.elapsed, 3), loop_cpu_s=round(summary.loop_cpu_s, 3),
                                  extra={"no_space": summary.no_space} if summary.no_space else {}))
     for line in summary.lines():
-        (log.error if line.startswith("FAILED") else log.info)(line)
+        (log.error if line.startswith(("FAILED", "DIVERGED")) else log.info)(line)
     return summary, restricted
 
 

@@ -6,7 +6,11 @@ which this loop asks directly), (2) waits for outcomes through the
 transport (which never busy-waits), (3) folds them in: a done prepare unit
 grows the graph by its real chunk list, a failed unit goes back to the ready
 set until ``scheduler.retries`` extra attempts are used up -- unless it
-failed on bad input (``UserInputError``), which no retry can fix.
+failed on bad input (``UserInputError``), which no retry can fix, or its
+clean diverged (``DivergenceError``: the guard stopped a runaway tclean; the
+same data diverge again). A diverged unit is flagged in the summary with the
+guard's reason; the units that need it (the image's finalize, moments, QA)
+are reported as blocked and every other image goes on.
 
 On SIGUSR1 or SIGTERM (Slurm's walltime warning, ``scancel``) it stops handing
 out units, lets the running ones finish for a grace period, then interrupts
@@ -28,7 +32,7 @@ from faust_hpc.launcher.worker import Outcome
 from faust_hpc.layout import RunLayout
 from faust_hpc.run.manifest import Manifest
 from faust_hpc.run.records import UnitStatus
-from faust_hpc.run.view import eta_seconds, fmt_duration
+from faust_hpc.run.view import describe_divergence, eta_seconds, fmt_duration
 from faust_hpc.scheduler import Scheduler
 
 log = logging.getLogger("faust_hpc.launcher")
@@ -53,7 +57,8 @@ class RunSummary:
     total: int = 0
     done: int = 0
     done_this_run: int = 0
-    failed: dict[str, dict] = field(default_factory=dict)   # unit -> {"error", "log", "out", "traceback", "attempts"}
+    failed: dict[str, dict] = field(default_factory=dict)   # unit -> {"error", "log", "out", "traceback", "attempts",
+    #                                                              "diverged" (the guard's stage/reason/... or None)}
     blocked: list[str] = field(default_factory=list)
     drained: bool = False
     no_space: str | None = None   # a unit failed on a full filesystem here: stopped like a drain
@@ -77,6 +82,10 @@ class RunSummary:
             out.append("stopped early by a signal: run the same command again to finish")
         for uid, f in sorted(self.failed.items()):
             tb = f"  traceback: {f['traceback']}" if f.get("traceback") else ""
+            if f.get("diverged"):
+                out.append(f"DIVERGED {uid}: {describe_divergence(f['diverged'])} (flagged, not retried)  "
+                           f"log: {f['log']}{tb}")
+                continue
             out.append(f"FAILED {uid} after {f['attempts']} attempt(s): {f['error']}  "
                        f"log: {f['log']} (stdout/stderr: {f['out']}){tb}")
         if self.blocked:
@@ -224,7 +233,11 @@ class Coordinator:
             self.summary.failed[uid] = {
                 "error": outcome.error, "error_type": outcome.error_type, "traceback": outcome.traceback,
                 "attempts": n, "log": outcome.log or str(layout.unit_log(uid, outcome.attempt)),
-                "out": outcome.out or str(layout.unit_out(uid, outcome.attempt))}
+                "out": outcome.out or str(layout.unit_out(uid, outcome.attempt)), "diverged": outcome.diverged}
+            if outcome.diverged:
+                log.error("DIVERGED %s (attempt %d, flagged, not retried; its dependents cannot run): %s; log %s",
+                          uid, outcome.attempt, outcome.error, outcome.log)
+                return
             why = "bad input, not retried" if not outcome.retry else "no retries left"
             log.error("FAILED %s (attempt %d, %s): %s; log %s", uid, outcome.attempt, why,
                       outcome.error, outcome.log)

@@ -26,7 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from faust_hpc.errors import UserInputError
+from faust_hpc.errors import DivergenceError, UserInputError
 from faust_hpc.launcher import space
 from faust_hpc.run.fingerprint import fingerprints
 
@@ -93,6 +93,13 @@ def _write_traceback(path: str | None, text: str) -> None:
         log.warning("could not write the traceback to %s: %s", path, exc)
 
 
+def divergence_fields(exc: DivergenceError) -> dict[str, Any]:
+    """What a diverged unit's records say about its runaway clean
+    (:attr:`faust_hpc.run.records.UnitRecord.diverged`)."""
+    return {"stage": exc.stage, "reason": exc.reason, "nmajordone": int(exc.nmajordone), "cap": int(exc.cap),
+            "channels": [int(c) for c in exc.channels]}
+
+
 def main(argv: list[str]) -> int:
     task_path = Path(argv[0])
     task = pickle.loads(task_path.read_bytes())
@@ -130,10 +137,12 @@ def main(argv: list[str]) -> int:
         _write_traceback(task.get("traceback_path"), tb)
         full = space.exception_is_enospc(exc) or space.logs_say_no_space([task["log_path"]])
         spec_dir = getattr(spec, "product_dir", None)
+        diverged = isinstance(exc, DivergenceError)
         _write_result(result_path, {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
                                     "error_type": type(exc).__name__,
-                                    "retry": not isinstance(exc, UserInputError),
+                                    "retry": not isinstance(exc, (UserInputError, DivergenceError)),
                                     "no_space": str(spec_dir) if full and spec_dir else None,
+                                    "diverged": divergence_fields(exc) if diverged else None,
                                     "elapsed": time.time() - t0})
         return 1
 

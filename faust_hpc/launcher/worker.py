@@ -101,9 +101,10 @@ class Outcome:
     error: str | None = None    # "Type: message", or how the child ended
     error_type: str | None = None
     traceback: str | None = None  # path of the child's traceback file
-    retry: bool = True          # False: bad input, another attempt cannot help
+    retry: bool = True          # False: bad input or a diverged clean, another attempt cannot help
     no_space: str | None = None  # the product directory, when the unit failed on a full filesystem
     checks: dict = field(default_factory=dict)  # output -> fingerprint (done units)
+    diverged: dict | None = None  # the guard stopped a runaway clean: stage, reason, cycles, channels
     log: str | None = None
     out: str | None = None      # the child's stdout/stderr
     elapsed: float = 0.0
@@ -259,6 +260,7 @@ class RunningUnit:
             outcome.error = result.get("error") or describe_exit(rc)
             outcome.error_type = result.get("error_type")
             outcome.retry = bool(result.get("retry", True))
+            outcome.diverged = result.get("diverged") or None
             if self.traceback_path.exists():
                 outcome.traceback = str(self.traceback_path)
             outcome.no_space = result.get("no_space") or self._disk_full()
@@ -272,7 +274,7 @@ class RunningUnit:
             info=outcome.info, log=outcome.log, elapsed=round(elapsed, 3),
             error_type=outcome.error_type, traceback=outcome.traceback,
             retry=None if not failed or outcome.retry else False, checks=outcome.checks or None,
-            no_space=outcome.no_space)
+            no_space=outcome.no_space, diverged=outcome.diverged)
         try:
             self.ctx.manifest.append(record)
         except OSError as exc:

@@ -86,6 +86,7 @@ class UnitState:
     error_type: str | None = None
     traceback: str | None = None   # path of the failed attempt's traceback file
     log: str | None = None         # CASA log of the latest attempt
+    diverged: dict | None = None   # the failed attempt's runaway clean (UnitRecord.diverged), if it was one
     rank: int | None = None
     host: str | None = None
     pid: int | None = None
@@ -120,17 +121,18 @@ def derive_states(records: Iterable[dict]) -> dict[str, UnitState]:
             st.log = rec.log
         if rec.event == UnitEvent.STARTED:
             st.status, st.started, st.finished = UnitStatus.RUNNING, rec.time, None
-            st.error = st.error_type = st.traceback = None
+            st.error = st.error_type = st.traceback = st.diverged = None
         elif rec.event == UnitEvent.DONE:
             st.status, st.finished = UnitStatus.DONE, rec.time
             st.outputs = list(rec.outputs or [])
             st.checks = dict(rec.checks or {})
             st.info = dict(rec.info or {})
-            st.error = st.error_type = st.traceback = None
+            st.error = st.error_type = st.traceback = st.diverged = None
             st.failures = 0
         elif rec.event == UnitEvent.FAILED:
             st.status, st.finished = UnitStatus.FAILED, rec.time
             st.error, st.error_type, st.traceback = rec.error, rec.error_type, rec.traceback
+            st.diverged = rec.diverged
             st.failures += 1
             st.outputs = list(rec.outputs or [])
         elif rec.event == UnitEvent.INTERRUPTED:

@@ -103,10 +103,14 @@ class _Record:
 class UnitRecord(_Record):
     """One unit event. A failed one says why: ``error`` ("Type: message"),
     ``error_type``, the path of the child's ``traceback`` file, and
-    ``retry=False`` when retrying cannot help (bad input); ``no_space`` names
-    the path whose filesystem was full. A done one carries ``checks``: what
-    each output looked like (:mod:`faust_hpc.run.fingerprint`; absent in
-    records written before it existed)."""
+    ``retry=False`` when retrying cannot help (bad input, a diverged clean);
+    ``no_space`` names the path whose filesystem was full. A unit whose tclean
+    ran away and was stopped by the guard
+    (:class:`~faust_hpc.errors.DivergenceError`) is *flagged*: ``diverged``
+    holds ``stage``, ``reason``, ``nmajordone``, ``cap`` and ``channels``. A
+    done one carries ``checks``: what each output looked like
+    (:mod:`faust_hpc.run.fingerprint`; absent in records written before it
+    existed)."""
 
     ALWAYS: ClassVar[tuple[str, ...]] = ("unit", "event", "attempt", "rank", "host", "pid", "time", "outputs",
                                          "error")
@@ -129,6 +133,7 @@ class UnitRecord(_Record):
     retry: bool | None = None
     checks: dict | None = None
     no_space: str | None = None
+    diverged: dict | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

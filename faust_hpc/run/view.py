@@ -50,6 +50,13 @@ def eta_seconds(remaining_cost: float, cost_done: float, seconds_done: float | N
     return remaining_cost / max(1, workers)
 
 
+def describe_divergence(diverged: dict) -> str:
+    """One line for a diverged unit (the ``diverged`` fields of its record):
+    which tclean, how many major cycles of how many, and the guard's reason."""
+    return (f"tclean {diverged.get('stage', '?')} stopped after {diverged.get('nmajordone', '?')} major cycles "
+            f"(cap {diverged.get('cap', '?')}): {diverged.get('reason', '?')}")
+
+
 @dataclass
 class RunView:
     spec: Any
@@ -81,9 +88,11 @@ class RunView:
         return st.status
 
     def failed_units(self) -> list[dict]:
-        """Units of the plan whose latest attempt failed: why, and where to look."""
+        """Units of the plan whose latest attempt failed: why, and where to
+        look; ``diverged`` flags a runaway clean the guard stopped (its stage,
+        reason, cycles and channels), else None."""
         return [{"unit": uid, "attempt": st.attempt, "error": st.error, "error_type": st.error_type,
-                 "traceback": st.traceback, "log": st.log}
+                 "traceback": st.traceback, "log": st.log, "diverged": st.diverged}
                 for uid, st in sorted(self.states.items())
                 if uid in self.plan.units and st.status == UnitStatus.FAILED]
 
@@ -140,4 +149,5 @@ def spw_rows(view: RunView) -> list[dict]:
     return rows
 
 
-__all__ = ["RunView", "load_view", "spw_rows", "fmt_duration", "eta_seconds", "MEASURED_FROM"]
+__all__ = ["RunView", "load_view", "spw_rows", "fmt_duration", "eta_seconds", "MEASURED_FROM",
+           "describe_divergence"]

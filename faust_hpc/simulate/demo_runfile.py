@@ -19,6 +19,15 @@ from faust_hpc.simulate.windows import SimWindow
 MIN_CHANNELS_PER_CHUNK = 8
 
 
+MAX_SCALE_FRACTION_OF_IMAGE = 6   # a multiscale scale wider than 1/6 of the image does not fit a clean mask
+
+
+def scales_fitting(scales: list[int], image_size: int) -> list[int]:
+    """``scales`` (pixels) without those wider than a sixth of the image: the
+    multiscale clean cannot fit them inside a clean mask (and diverges)."""
+    return sorted({int(s) for s in scales if s <= image_size // MAX_SCALE_FRACTION_OF_IMAGE})
+
+
 def scales_for(field: str, cell_arcsec: float, image_size: int) -> list[int]:
     """The default scales_pix keep their size in beams (at the default
     oversampling); scales wider than a sixth of the image are dropped (the
@@ -28,7 +37,7 @@ def scales_for(field: str, cell_arcsec: float, image_size: int) -> list[int]:
     oversample = float(defaults["oversample"])
     res = get_target(field).res
     scales = [int(round(s / oversample * res / cell_arcsec)) for s in defaults["scales_pix"]]
-    return sorted({s for s in scales if s <= image_size // 6})
+    return scales_fitting(scales, image_size)
 
 
 def nchunks_for(window: SimWindow) -> int:
