@@ -74,3 +74,21 @@ def test_a_converged_clean_passes_silently(caplog):
     with caplog.at_level(logging.WARNING, logger="faust_hpc.imaging.guard"):
         guard.check(armed, result)
     assert not caplog.records
+
+
+def test_tclean_stopping_itself_for_a_growing_residual_is_divergence(caplog):
+    """NGC 5921 at its natural cell: tclean's own rule (stopcode 6, "peak residual
+    increased by more than 3 times from the minimum reached") ends the masked
+    clean of the noisy channel after 4 cycles, returning normally with that
+    channel ruined; that is a diverged chunk, not a done one."""
+    armed = guard.Armed("clean", 27, 0.0103, 0.13)
+    ruined = _result({0: ([0.1027, 0.4, 1.331], [0.2, 0.1, 0.3]), 1: ([0.05, 0.02], [0.1, 0.12])},
+                     nmajordone=4, stopcode=6)
+    with pytest.raises(DivergenceError) as info:
+        guard.check(armed, ruined)
+    assert "tclean stopped itself" in info.value.reason and info.value.channels == (0,)
+    assert "channel 0 0.1027 -> 1.331 Jy" in info.value.reason
+    # the same stop code without a channel whose residual grew stays tclean's business
+    calm = _result({c: ([0.7, 0.3, 0.098], [0.5, 0.9, 1.0]) for c in range(2)}, 3, 6)
+    with caplog.at_level(logging.WARNING, logger="faust_hpc.imaging.guard"):
+        guard.check(armed, calm)

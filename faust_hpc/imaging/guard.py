@@ -28,7 +28,9 @@ The guard (:func:`arm` before tclean, :func:`check` after it):
   per-channel history to tclean's return value;
 - reads that history after the run and raises
   :class:`~faust_hpc.errors.DivergenceError` when the cap was reached
-  (stopcode 9), or when one channel shows both signs of divergence: its
+  (stopcode 9), when tclean stopped itself for a growing peak residual
+  (stopcodes 5 and 6: it then returns normally with a ruined channel) and a
+  channel's residual did grow, or when one channel shows both signs of divergence: its
   peak residual ended at more than :data:`RESIDUAL_GROWTH` times its start,
   and its model flux ended below ``-NEGATIVE_FLUX_RATIO`` x the largest
   positive model flux of any channel and below
@@ -65,6 +67,13 @@ AUTOMASK_CYCLE_FACTOR = 2.0      # auto-multithresh grows the mask between cycle
 MIN_MAJOR_CYCLES = 10
 UNKNOWN_PEAK_MAJOR_CYCLES = 50   # no dirty cube to derive the cap from (RMS set by hand): a loose bound
 STOPCODE_NMAJOR = 9              # tclean: "reached nmajor"
+# tclean's own divergence stops: "peak residual increased by more than 3 times
+# from the previous major cycle" (5) / "... from the minimum reached" (6).
+# tclean then returns normally with the damage done (a channel's model ruined).
+STOPCODES_DIVERGED = {5: "tclean stopped itself: peak residual increased by more than 3 times from the "
+                         "previous major cycle",
+                      6: "tclean stopped itself: peak residual increased by more than 3 times from the "
+                         "minimum reached"}
 RESIDUAL_GROWTH = 2.0
 NEGATIVE_FLUX_RATIO = 1.0
 NEGATIVE_FLUX_THRESHOLDS = 10.0
@@ -171,7 +180,8 @@ def check(armed: Armed, result: Any) -> None:
     if armed.cap is None or not isinstance(result, dict):
         return
     nmajor = int(result.get("nmajordone", 0))
-    capped = int(result.get("stopcode", 0)) == STOPCODE_NMAJOR
+    stopcode = int(result.get("stopcode", 0))
+    capped = stopcode == STOPCODE_NMAJOR
     hist = channel_histories(result)
     grown = sorted((h for h in hist if h.start_peak_res > 0
                     and h.end_peak_res > RESIDUAL_GROWTH * h.start_peak_res),
@@ -180,6 +190,8 @@ def check(armed: Armed, result: Any) -> None:
     floor = -max(NEGATIVE_FLUX_RATIO * max(best_positive, 0.0), NEGATIVE_FLUX_THRESHOLDS * armed.threshold_jy)
     negative = sorted((h for h in hist if h.end_model_flux < floor), key=lambda h: h.end_model_flux)
     both = {h.channel for h in grown} & {h.channel for h in negative}
+    # tclean's own divergence stop, confirmed by a channel whose residual grew
+    self_stopped = stopcode in STOPCODES_DIVERGED and bool(grown)
     signs: list[str] = []
     if negative:
         signs.append(f"model flux strongly negative (below {floor:.4g} Jy): " + ", ".join(
@@ -189,13 +201,15 @@ def check(armed: Armed, result: Any) -> None:
         signs.append("peak residual grew: " + ", ".join(
             f"channel {h.channel} {h.start_peak_res:.4g} -> {h.end_peak_res:.4g} Jy"
             for h in grown[:WORST_CHANNELS_SHOWN]))
-    if not (capped or both):
+    if not (capped or both or self_stopped):
         if signs:
             log.warning("tclean %s: %s (not stopped: converged within %d major cycles)", armed.stage,
                         "; ".join(signs), nmajor)
         return
     rules = [f"major-cycle cap reached ({nmajor} major cycles done, cap {armed.cap} from dirty peak "
              f"{armed.peak_jy:.4g} Jy / threshold {armed.threshold_jy:.4g} Jy)"] if capped else []
+    if self_stopped:
+        rules.append(f"{STOPCODES_DIVERGED[stopcode]} after {nmajor} major cycles")
     worst = _worst_channels(grown, negative, hist)
     raise DivergenceError(armed.stage, "; ".join(rules + signs) + f"; diverging channels: "
                           f"{', '.join(map(str, worst))}", nmajordone=nmajor, cap=armed.cap, channels=tuple(worst))
