@@ -39,6 +39,30 @@ def _science_products(product_dir: Path) -> dict[str, np.ndarray]:
     return found
 
 
+def _assert_archive_products(product_dir: Path) -> None:
+    """The final products as the original delivers them (issue 10): the three
+    FITS of every image, chunk products named ``<FIELD>_<LABEL>_chunk<N>_<ARRAY>_
+    <WEIGHTING>_<EXT>``, and OBJECT / INSTRUME / DATAMIN / DATAMAX on every
+    exported cube and moment map."""
+    images = product_dir / "images" / "CB68"
+    stem = f"CB68_{SPW}_12m_0.5_clean"
+    cubes = [images / f"{stem}.{ext}" for ext in ("image.pbcor.common.fits", "mask.fits", "pb.fits")]
+    assert [p.name for p in cubes if not p.exists()] == []
+    for k in range(SPW_SETTINGS[SPW]["nchunks"]):
+        assert (images / f"CB68_{SPW}_chunk{k}_12m_0.5_clean.image").is_dir()
+    assert sorted(p.name for p in images.glob("*clean_chunk*")) == []          # not the old order
+    moments = sorted((product_dir / "moments" / "CB68").glob("*.fits"))
+    assert moments
+    for path in cubes + moments:
+        with fits.open(path) as hdul:
+            head, data = hdul[0].header, hdul[0].data
+        if path in cubes:
+            assert head["NAXIS"] == 4, path.name
+        assert head["OBJECT"] == "CB68" and head["INSTRUME"] == "ALMA", path.name
+        assert head["DATAMIN"] == pytest.approx(float(np.nanmin(data)), rel=1e-6, abs=1e-12), path.name
+        assert head["DATAMAX"] == pytest.approx(float(np.nanmax(data)), rel=1e-6, abs=1e-12), path.name
+
+
 @pytest.mark.casa
 @pytest.mark.mpi
 def test_serial_image_and_mpi_run_give_identical_products(sim_tiny, make_runfile, tmp_path):
@@ -62,6 +86,9 @@ def test_serial_image_and_mpi_run_give_identical_products(sim_tiny, make_runfile
     for name, data in serial_products.items():
         assert data.shape == mpi_products[name].shape, name
         assert np.array_equal(data, mpi_products[name], equal_nan=True), f"{name} differs"
+
+    _assert_archive_products(tmp_path / "serial" / "products")
+    _assert_archive_products(tmp_path / "mpi" / "products")
 
     # Every unit of the MPI run started and finished exactly once, on a worker rank.
     records = [json.loads(line) for line in
