@@ -60,6 +60,7 @@ def coordsys_record(grid: CubeGrid) -> dict:
     me, cs = ct.measures(), ct.coordsys()
     csys = cs.newcoordsys(direction=True, spectral=True, stokes=["I"])
     try:
+        csys.settelescope("ALMA")   # a FAUST-like cube (newcoordsys defaults to the VLA)
         direction = me.direction("J2000", grid.ra, grid.dec)
         freqs = grid.frequencies()
         csys.setdirection(refcode="J2000", proj="SIN", refpix=[grid.nx // 2, grid.ny // 2],
