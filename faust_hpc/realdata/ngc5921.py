@@ -42,6 +42,7 @@ from filelock import FileLock
 
 from faust_hpc import casa_env
 from faust_hpc.errors import UserInputError
+from faust_hpc.layout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def prepare_ngc5921(outdir: str | os.PathLike) -> Path:
         work = outdir / f".ngc5921-work-{os.getpid()}"
         work.mkdir()
         started = time.time()
-        casa_log = outdir / "logs" / f"prepare-ngc5921-{os.getpid()}.casa.log"
+        casa_log = RunLayout(outdir).logs_dir / f"prepare-ngc5921-{os.getpid()}.casa.log"
         try:
             with _casa_log_to(casa_log):
                 record = _calibrate(fits, work)

@@ -29,6 +29,7 @@ import numpy as np
 from faust_hpc import casa_env, spectral
 from faust_hpc.catalog import get_setup, get_spw, get_target, spws_for_setup
 from faust_hpc.errors import UserInputError
+from faust_hpc.layout import RunLayout
 from faust_hpc.simulate import casa_images, msfix, observe, skymodel
 from faust_hpc.simulate.demo_runfile import write_demo_runfile
 from faust_hpc.simulate.noise import natural_image_rms, visibility_sigma_jy
@@ -178,7 +179,7 @@ def simulate(outdir: str | os.PathLike, field: str = "CB68", setup: int = 2,
         raise UserInputError(f"{outdir} exists and is not a directory; give a directory for the simulation")
     outdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    with _CasaLog(outdir / "logs" / f"simulate-{os.getpid()}.casa.log"):
+    with _CasaLog(RunLayout(outdir).logs_dir / f"simulate-{os.getpid()}.casa.log"):
         result = _simulate(outdir, target.name, target.res, target.vsys, setup, labels, preset, seed)
     log.info("simulated %s Setup %d (%s) in %s in %.1f s", field, setup, size, outdir, time.time() - started)
     return result
