@@ -204,7 +204,8 @@ def stage_items(spec: Any) -> list[str]:
     for f in spec.fields:
         target = catalog.get_target(f)
         if target.faust:
-            names = [f"{f}-Setup{spec.setup}"]
+            names = [f"{f}-Setup{setup}" for setup in dict.fromkeys(spec.setup_of(label)
+                                                                   for label in spec.spw_labels)]
         else:
             rels = (os.path.relpath(ms, spec.data_dir) for ms in target_ms_paths(target, Path(spec.data_dir)))
             names = [Path(rel).parts[0] for rel in rels if not rel.startswith(os.pardir)]

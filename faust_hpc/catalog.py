@@ -322,6 +322,27 @@ def get_setup(index: int) -> Setup:
     return setups[index]
 
 
+def setup_of_label(label: str, window_setup: int = WINDOW_SETUP) -> int:
+    """The Setup an image of SPW ``label`` is made from: a FAUST SPW's own Setup;
+    a run file's window has none of its own and takes ``window_setup`` (the run's
+    one Setup, or :data:`WINDOW_SETUP`). The one place every layer asks (a whole-
+    program run images several Setups, so no run-wide Setup is an image's)."""
+    spws = load_catalog().spws
+    if label in spws:
+        return spws[label].setup
+    if label in _RUN_WINDOWS:
+        return window_setup
+    raise _unknown("SPW label", label, all_spw_labels())
+
+
+def default_array(setup: int) -> str:
+    """The array kind a Setup is imaged with by default: ``joint`` (12m + 7m) where
+    it has 7m data (Setups 1-2), else ``12m`` (Setup 3); ``all`` without a Setup."""
+    if setup == WINDOW_SETUP:
+        return "all"
+    return "joint" if "7m" in get_setup(setup).arrays else "12m"
+
+
 def spws_for_setup(setup: int) -> list[Spw]:
     """All SPWs of a Setup, in catalog (baseband) order."""
     get_setup(setup)

@@ -62,7 +62,7 @@ def config_for(spec: Any, key: ImageKey):
     config = ImageConfig.from_name(key.field, key.label, kind=key.array, weighting=weighting_value(key.weighting),
                                    fullcube=spec.fullcube, prod_dir=spec.product_dir, data_dir=spec.data_dir,
                                    oversample=geo.oversample, cell_arcsec=geo.cell_arcsec, imsize=geo.imsize,
-                                   setup=spec.setup)
+                                   setup=spec.setup_of(key.label))
     config.line_vwin = config.spw.line_vwin or spec.line_vwin   # a run file's window may set its own
     config.preserve_all_intermediate_products = bool(spec.preserve_all_intermediate_products)
     config.image_last_covered_channel = bool(spec.image_last_covered_channel)

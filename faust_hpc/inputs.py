@@ -54,18 +54,25 @@ class MsJob:
     runfile_name: str
     data_dir: str
     fields: tuple[str, ...]
-    setup: int
-    arrays: tuple[str, ...]
-    labels: tuple[str, ...]
+    # per Setup of the run: (setup, its array kinds, its SPW labels) -- a whole-program run has several
+    setups: tuple[tuple[int, tuple[str, ...], tuple[str, ...]], ...]
     casa_data_dir: str | None
     runfile: str = ""   # loaded again by the child: the run file's targets and windows join its catalog
 
     @classmethod
     def of(cls, spec: Any) -> "MsJob":
         return cls(runfile_name=Path(spec.path).name, data_dir=str(spec.data_dir), fields=tuple(spec.fields),
-                   setup=int(spec.setup), arrays=tuple(spec.arrays), labels=tuple(spec.spw_labels),
+                   setups=_setup_groups(spec),
                    casa_data_dir=None if spec.casa_data_dir is None else str(spec.casa_data_dir),
                    runfile=str(spec.path))
+
+
+def _setup_groups(spec: Any) -> tuple[tuple[int, tuple[str, ...], tuple[str, ...]], ...]:
+    """(Setup, array kinds, SPW labels) of each Setup the run images, in run-file order."""
+    labels: dict[int, list[str]] = {}
+    for label in spec.spw_labels:
+        labels.setdefault(spec.setup_of(label), []).append(label)
+    return tuple((setup, spec.arrays_for(group[0]), tuple(group)) for setup, group in labels.items())
 
 
 def check_inputs(spec: Any) -> None:
@@ -174,24 +181,25 @@ def run_checks(job: MsJob, report: Any) -> None:
             target = catalog.get_target(field)
             where = f"{job.runfile_name}: [run] data_dir:" if target.faust else \
                 f'{job.runfile_name}: [target."{field}"] data:'
-            found = DataSet(field, job.setup, "joint", data_dir=job.data_dir).find_all_ms()
-            for ms in map(Path, found):
-                print(f"checking {ms}", file=report, flush=True)
-                problem = _check_structure(ms) or _check_opens(tools, ms, field)
-                if problem:
-                    raise DataError(f"{where} {ms} {problem}")
-            for kind in job.arrays:
-                print(f"checking the {kind} execution blocks of {field} for their SPWs", file=report, flush=True)
-                vis = DataSet(field, job.setup, kind, data_dir=job.data_dir).vis
-                for label in job.labels:
-                    spw = catalog.get_spw(label)
-                    if spw.is_window:
-                        try:
-                            spw_ids_for_window(vis, spw, field, target.vsys)
-                        except UserInputError as exc:
-                            raise DataError(f'{job.runfile_name}: [window."{label}"] {exc}') from None
-                    else:
-                        spw_ids_for_ot_name(vis, spw.ot_name, label=label)
+            for setup, arrays, labels in job.setups:
+                found = DataSet(field, setup, arrays[0], data_dir=job.data_dir).find_all_ms()
+                for ms in map(Path, found):
+                    print(f"checking {ms}", file=report, flush=True)
+                    problem = _check_structure(ms) or _check_opens(tools, ms, field)
+                    if problem:
+                        raise DataError(f"{where} {ms} {problem}")
+                for kind in arrays:
+                    print(f"checking the {kind} execution blocks of {field} for their SPWs", file=report, flush=True)
+                    vis = DataSet(field, setup, kind, data_dir=job.data_dir).vis
+                    for label in labels:
+                        spw = catalog.get_spw(label)
+                        if spw.is_window:
+                            try:
+                                spw_ids_for_window(vis, spw, field, target.vsys)
+                            except UserInputError as exc:
+                                raise DataError(f'{job.runfile_name}: [window."{label}"] {exc}') from None
+                        else:
+                            spw_ids_for_ot_name(vis, spw.ot_name, label=label)
     except UserInputError as exc:
         message = str(exc)
         line = message if message.startswith(job.runfile_name) else f"{where} {message}"
@@ -202,8 +210,9 @@ def run_checks(job: MsJob, report: Any) -> None:
 
 def main(argv: list[str]) -> int:
     job_path, report_path = argv
-    job = MsJob(**{k: tuple(v) if isinstance(v, list) else v
-                   for k, v in json.loads(Path(job_path).read_text()).items()})
+    raw = json.loads(Path(job_path).read_text())
+    raw["setups"] = [(setup, tuple(arrays), tuple(labels)) for setup, arrays, labels in raw["setups"]]
+    job = MsJob(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
     with open(report_path, "a") as report:
         run_checks(job, report)
     return 0

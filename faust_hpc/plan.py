@@ -184,8 +184,9 @@ class Plan:
 
 def _image_model(spec: RunSpec, key: ImageKey, rows: float | None = None) -> ImageModel:
     spw = catalog.get_spw(key.label)
+    setup = spec.setup_of(key.label)
     if catalog.is_faust_field(key.field):
-        geo = geometry_for(key.field, spec.setup, key.array, oversample=spec.geometry.oversample,
+        geo = geometry_for(key.field, setup, key.array, oversample=spec.geometry.oversample,
                            cell_arcsec=spec.geometry.cell_arcsec, imsize=spec.geometry.imsize)
     else:  # a run file's target: its geometry is read from its data by the units
         geo = nominal_data_geometry(spec.geometry.imsize)
@@ -194,7 +195,7 @@ def _image_model(spec: RunSpec, key: ImageKey, rows: float | None = None) -> Ima
     else:
         nchan = max(1, min(spw.nchan, spw.nchan_from_window(spw.line_vwin or spec.line_vwin)))
     scales = spec.spw_overrides(key.label).scales
-    return costmodel.image_model(spec.setup, spw, geo, key.array, nchan=nchan, rows=rows,
+    return costmodel.image_model(setup, spw, geo, key.array, nchan=nchan, rows=rows,
                                  nscales=None if scales is None else max(1, len(scales)),
                                  clean_sigma=spec.thresholds.clean_sigma,
                                  nomask_sigma=spec.thresholds.nomask_sigma)

@@ -52,6 +52,10 @@ from faust_hpc.units import ImageKey, format_weighting
 IMAGING_EXECUTOR = "faust_hpc.execute:run_unit"
 """The default ``[scheduler] executor``: the FAUST imaging units (CASA)."""
 NCHUNKS_WORDS = ("default", "auto")
+SETUP_WORDS = ("all",)
+FIELD_WORDS = ("all",)
+ARRAY_WORDS = ("default",)
+"""``arrays = ["default"]``: each Setup's own default kind (:func:`catalog.default_array`)."""
 WEIGHTING_WORDS = ("natural", "uniform")
 SPW_SELECTION_WORDS = ("all", "lines")
 
@@ -179,7 +183,9 @@ class RunSpec:
     product_dir: Path
     casa_data_dir: Path | None
     fields: tuple[str, ...]
-    setup: int
+    # the FAUST Setups imaged, in run-file order; () = none (only the run file's own
+    # targets in its own windows). An image key's Setup: setup_of(label).
+    setups: tuple[int, ...]
     spw_labels: tuple[str, ...]
     weightings: tuple[float | str, ...]
     arrays: tuple[str, ...]
@@ -212,6 +218,31 @@ class RunSpec:
         if self.targets or self.windows:
             catalog.register_run_entries(self.targets, self.windows)
 
+    @property
+    def setup(self) -> int:
+        """The run's one Setup (:data:`catalog.WINDOW_SETUP` if none). A run of several
+        Setups has no one Setup: an image's is :meth:`setup_of` its SPW label."""
+        if len(self.setups) > 1:
+            raise ValueError(f"{self.path.name} images Setups {', '.join(map(str, self.setups))}: "
+                             f"ask setup_of(label) for an image's Setup")
+        return self.setups[0] if self.setups else catalog.WINDOW_SETUP
+
+    @property
+    def window_setup(self) -> int:
+        """The Setup a run file's window is imaged in: the run's one Setup (the run file
+        refuses windows with several), else :data:`catalog.WINDOW_SETUP`."""
+        return window_setup_of(self.setups)
+
+    def setup_of(self, label: str) -> int:
+        """The Setup of every image of SPW ``label`` in this run (its data directory
+        ``<FIELD>-Setup<N>``, geometry, cost model)."""
+        return catalog.setup_of_label(label, self.window_setup)
+
+    def arrays_for(self, label: str) -> tuple[str, ...]:
+        """The array kinds SPW ``label`` is imaged with: ``arrays`` with ``"default"``
+        resolved for its Setup (:func:`catalog.default_array`), in run-file order."""
+        return resolve_arrays(self.arrays, self.setup_of(label))
+
     def spw_overrides(self, label: str) -> SpwOverrides:
         """The overrides of one SPW (all None when the run file has none)."""
         for name, overrides in self.spw_settings:
@@ -225,10 +256,23 @@ class RunSpec:
         return self.nchunks if per_spw is None else per_spw
 
     def image_keys(self) -> list[ImageKey]:
-        """One key per (field, SPW, array, weighting), in run-file order."""
+        """One key per (field, SPW, array, weighting), in run-file order (the SPWs
+        Setup by Setup; each SPW with the array kinds of its Setup)."""
+        arrays = {label: self.arrays_for(label) for label in self.spw_labels}
         return [ImageKey(f, label, array, format_weighting(w))
                 for f in self.fields for label in self.spw_labels
-                for array in self.arrays for w in self.weightings]
+                for array in arrays[label] for w in self.weightings]
+
+
+def window_setup_of(setups: tuple[int, ...]) -> int:
+    """A run file's window is imaged in the run's one Setup (several are refused with a
+    window), else in none (:data:`catalog.WINDOW_SETUP`)."""
+    return setups[0] if len(setups) == 1 else catalog.WINDOW_SETUP
+
+
+def resolve_arrays(arrays: tuple[str, ...], setup: int) -> tuple[str, ...]:
+    """Array kinds of one Setup's images: ``"default"`` -> :func:`catalog.default_array`."""
+    return tuple(dict.fromkeys(catalog.default_array(setup) if kind in ARRAY_WORDS else kind for kind in arrays))
 
 
 # ----------------------------------------------------------------------------
@@ -387,7 +431,10 @@ def _parse_run(ck: _Checker, raw: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def _parse_fields(ck: _Checker, where: str, value: Any, own: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """FAUST field names and this run file's own targets (``own``)."""
+    """FAUST field names and this run file's own targets (``own``); ``"all"`` = every
+    FAUST target (the catalog's, in its order)."""
+    if value in FIELD_WORDS:
+        return tuple(catalog.ALL_FIELD_NAMES)
     items = [value] if isinstance(value, str) else ck.array(where, "fields", value)
     fields: list[str] = []
     for item in items:
@@ -395,22 +442,29 @@ def _parse_fields(ck: _Checker, where: str, value: Any, own: tuple[str, ...] = (
         if item not in own and not catalog.is_faust_field(item):
             hint = catalog.suggest(item, [*catalog.ALL_FIELD_NAMES, *own])
             did = f' did you mean "{hint}"?' if hint else \
-                f" valid values: a FAUST field ({', '.join(catalog.ALL_FIELD_NAMES)}) or a [target.\"NAME\"] table"
+                f" valid values: a FAUST field ({', '.join(catalog.ALL_FIELD_NAMES)}), a [target.\"NAME\"] table, " \
+                f'or "all" (every FAUST field)' 
             raise ck.fail(where, f'fields: unknown field "{item}";{did}')
         if item not in fields:
             fields.append(item)
     return tuple(fields)
 
 
-def _setup_spws(setup: int, windows: tuple[catalog.Spw, ...]) -> list[catalog.Spw]:
-    """The SPWs a run may image: its Setup's (none without a Setup), then its own windows."""
-    faust = catalog.spws_for_setup(setup) if setup != catalog.WINDOW_SETUP else []
+def _setups_text(setups: tuple[int, ...]) -> str:
+    """``Setup 1`` / ``Setups 1, 2``: how messages name the Setups a run images."""
+    return f"Setup {setups[0]}" if len(setups) == 1 else f"Setups {', '.join(map(str, setups))}"
+
+
+def _setup_spws(setups: tuple[int, ...], windows: tuple[catalog.Spw, ...]) -> list[catalog.Spw]:
+    """The SPWs a run may image: its Setups' (Setup by Setup; none without a Setup),
+    then its own windows."""
+    faust = [spw for setup in setups for spw in catalog.spws_for_setup(setup)]
     return [*faust, *windows]
 
 
-def _parse_spws(ck: _Checker, where: str, value: Any, setup: int,
+def _parse_spws(ck: _Checker, where: str, value: Any, setups: tuple[int, ...],
                 windows: tuple[catalog.Spw, ...] = ()) -> tuple[str, ...]:
-    usable = _setup_spws(setup, windows)
+    usable = _setup_spws(setups, windows)
     in_setup = [s.label for s in usable]
     if isinstance(value, str):
         if value == "all":
@@ -427,29 +481,28 @@ def _parse_spws(ck: _Checker, where: str, value: Any, setup: int,
     labels: list[str] = []
     for item in ck.array(where, "spws", value):
         ck.string(where, "spws", item)
-        _check_label_in_setup(ck, where, "spws: ", item, setup, in_setup)
+        _check_label_in_setup(ck, where, "spws: ", item, setups, in_setup)
         if item not in labels:
             labels.append(item)
     return tuple(labels)
 
 
-def _check_label_in_setup(ck: _Checker, where: str, lead: str, label: str, setup: int,
+def _check_label_in_setup(ck: _Checker, where: str, lead: str, label: str, setups: tuple[int, ...],
                           in_setup: list[str]) -> None:
     if label not in in_setup and label not in catalog.ALL_SPW_LABELS:
         hint = catalog.suggest(label, [*catalog.ALL_SPW_LABELS, *in_setup])
-        valid = f' valid labels of Setup {setup}: {", ".join(in_setup)}' if setup != catalog.WINDOW_SETUP \
+        valid = f' valid labels of {_setups_text(setups)}: {", ".join(in_setup)}' if setups \
             else f' this run file\'s windows: {", ".join(in_setup) or "none"} (define one with [window."LABEL"])'
         did = f' did you mean "{hint}"?' if hint else valid
         raise ck.fail(where, f'{lead}unknown SPW label "{label}";{did}' if lead
                       else f"unknown SPW label;{did}")
     if label in in_setup:
         return
-    if setup == catalog.WINDOW_SETUP:
+    if not setups:
         raise ck.fail("[imaging]", f'setup: missing (the FAUST SPW "{label}" needs the integer 1, 2 or 3)')
-    other = catalog.get_spw(label).setup
-    if other != setup:
-        raise ck.fail(where, f'{lead}SPW "{label}" belongs to Setup {other}, but this run images '
-                             f'Setup {setup} (its SPWs: {", ".join(in_setup)})')
+    other = catalog.setup_of_label(label)
+    raise ck.fail(where, f'{lead}SPW "{label}" belongs to Setup {other}, but this run images '
+                         f'{_setups_text(setups)} (its SPWs: {", ".join(in_setup)})')
 
 
 def _parse_weightings(ck: _Checker, where: str, value: Any) -> tuple[float | str, ...]:
@@ -470,22 +523,60 @@ def _parse_weightings(ck: _Checker, where: str, value: Any) -> tuple[float | str
     return tuple(out)
 
 
-def _parse_arrays(ck: _Checker, where: str, value: Any, setup: int) -> tuple[str, ...]:
+_DEFAULT_ARRAYS_WHY = '"default" images each Setup with its own kind (joint for Setups 1-2, 12m for Setup 3)'
+
+
+def _parse_arrays(ck: _Checker, where: str, value: Any, setups: tuple[int, ...]) -> tuple[str, ...]:
+    """Array kinds (each valid for every Setup of the run) and ``"default"``."""
     items = [value] if isinstance(value, str) else ck.array(where, "arrays", value)
+    allowed = (*ARRAY_KINDS, *ARRAY_WORDS)
     out: list[str] = []
     for item in items:
         ck.string(where, "arrays", item)
-        if item not in ARRAY_KINDS:
-            hint = catalog.suggest(item, ARRAY_KINDS)
+        if item not in allowed:
+            hint = catalog.suggest(item, allowed)
             did = f' did you mean "{hint}"?' if hint else ""
-            raise ck.fail(where, f'arrays: unknown array kind "{item}";{did} allowed: {", ".join(ARRAY_KINDS)}')
-        try:
-            check_array_kind(setup, item)
-        except UserInputError as exc:
-            raise ck.fail(where, f"arrays: {exc}") from None
+            raise ck.fail(where, f'arrays: unknown array kind "{item}";{did} allowed: {", ".join(allowed)}')
+        for setup in (setups or (catalog.WINDOW_SETUP,)) if item not in ARRAY_WORDS else ():
+            try:
+                check_array_kind(setup, item)
+            except UserInputError as exc:
+                more = f"; or {_DEFAULT_ARRAYS_WHY}" if len(setups) > 1 else ""
+                raise ck.fail(where, f"arrays: {exc}{more}") from None
         if item not in out:
             out.append(item)
     return tuple(out)
+
+
+def _parse_setups(ck: _Checker, where: str, value: Any) -> tuple[int, ...]:
+    """``setup``: one FAUST Setup, an array of them, or ``"all"`` (run-file order, no repeats)."""
+    valid = tuple(catalog.load_catalog().setups)
+    if value in SETUP_WORDS:
+        return valid
+    items = value if isinstance(value, list) and value else [value]
+    out: list[int] = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int) or item not in valid:
+            raise ck.fail(where, f"setup: expected the integer 1, 2 or 3, got {_type_name(item)} {_show(item)} "
+                                 f'(also allowed: an array of them such as [1, 2], or "all" for every Setup)')
+        if item not in out:
+            out.append(item)
+    return tuple(out)
+
+
+def _check_every_setup_imaged(ck: _Checker, where: str, setups: tuple[int, ...], spws: tuple[str, ...]) -> None:
+    """Every Setup named is imaged (a Setup without an SPW would only demand its data), and a
+    run file's window, which has no Setup of its own, is imaged in one Setup's data."""
+    windows = [label for label in spws if label not in catalog.ALL_SPW_LABELS]
+    if windows and len(setups) > 1:
+        raise ck.fail(where, f'spws: the run file\'s window "{windows[0]}" is imaged in one Setup\'s data, but '
+                             f"this run images {_setups_text(setups)}; give one setup, or image the window in a "
+                             f"run file of its own")
+    for setup in setups:
+        if not any(catalog.setup_of_label(label) == setup for label in spws if label not in windows):
+            own = ", ".join(s.label for s in catalog.spws_for_setup(setup))
+            raise ck.fail(where, f"spws: selects no SPW of Setup {setup} (its SPWs: {own}); add one, or remove "
+                                 f"{setup} from setup")
 
 
 def _parse_imaging(ck: _Checker, raw: dict[str, Any], windows: tuple[catalog.Spw, ...] = (),
@@ -501,23 +592,21 @@ def _parse_imaging(ck: _Checker, raw: dict[str, Any], windows: tuple[catalog.Spw
     fields = _parse_fields(ck, where, img["fields"], tuple(t.name for t in targets))
     faust_fields = [f for f in fields if catalog.is_faust_field(f)]
     if "setup" not in img and not faust_fields:
-        setup = catalog.WINDOW_SETUP   # only the run file's own targets: no FAUST Setup
+        setups: tuple[int, ...] = ()   # only the run file's own targets: no FAUST Setup
     elif "setup" not in img:
         raise ck.fail(where, "setup: missing" + (f" (FAUST field {faust_fields[0]} needs the integer 1, 2 or 3)"
                                                  if faust_fields else ""))
     else:
-        setup = img["setup"]
-        if isinstance(setup, bool) or not isinstance(setup, int) or setup not in catalog.load_catalog().setups:
-            raise ck.fail(where, f"setup: expected the integer 1, 2 or 3, got {_type_name(setup)} {_show(setup)}")
-    spws = _parse_spws(ck, where, img.get("spws", "all"), setup, windows)
+        setups = _parse_setups(ck, where, img["setup"])
+    spws = _parse_spws(ck, where, img.get("spws", "all"), setups, windows)
     if not spws:
         raise ck.fail(where, "spws: selects no SPW")
+    _check_every_setup_imaged(ck, where, setups, spws)
     weightings = _parse_weightings(ck, where, img.get("weightings", list(defaults["weightings"])))
-    if setup == catalog.WINDOW_SETUP:
-        default_arrays = ["all"]
-    else:
-        default_arrays = ["joint"] if "7m" in catalog.get_setup(setup).arrays else ["12m"]
-    arrays = _parse_arrays(ck, where, img.get("arrays", default_arrays), setup)
+    # one Setup: its own kind, as written before "default" existed (the run's digest is unchanged)
+    default_arrays = [catalog.default_array(setups[0] if len(setups) == 1 else catalog.WINDOW_SETUP)] \
+        if len(setups) <= 1 else list(ARRAY_WORDS)
+    arrays = _parse_arrays(ck, where, img.get("arrays", default_arrays), setups)
     fullcube = ck.boolean(where, "fullcube", img.get("fullcube", True))
     line_vwin = _parse_velocity(ck, where, "line_vwin", img.get("line_vwin", defaults["line_vwin"]), "20km/s")
     ext = ck.string(where, "ext", img.get("ext", "clean"))
@@ -538,7 +627,7 @@ def _parse_imaging(ck: _Checker, raw: dict[str, Any], windows: tuple[catalog.Spw
     preserve = ck.boolean(where, "preserve_all_intermediate_products",
                           img.get("preserve_all_intermediate_products", False))
     last_chan = ck.boolean(where, "image_last_covered_channel", img.get("image_last_covered_channel", False))
-    return dict(fields=fields, setup=setup, spw_labels=spws, weightings=weightings, arrays=arrays,
+    return dict(fields=fields, setups=setups, spw_labels=spws, weightings=weightings, arrays=arrays,
                 fullcube=fullcube, line_vwin=line_vwin, ext=ext, nchunks=nchunks, geometry=geometry,
                 thresholds=thresholds, preserve_all_intermediate_products=preserve,
                 image_last_covered_channel=last_chan)
@@ -548,32 +637,34 @@ def _check_geometry(ck: _Checker, img: Mapping[str, Any], node_memory_gb: float)
     """The resolved cell and image size of every (field, array): a cell that leaves
     at least :data:`MIN_PIXELS_ACROSS_FOV` pixels across the field of view, an
     image whose tclean channel fits memory. Returns the smallest image size."""
-    where, geo, setup = "[imaging]", img["geometry"], img["setup"]
+    where, geo = "[imaging]", img["geometry"]
+    window_setup = window_setup_of(img["setups"])
+    kinds = {setup: resolve_arrays(img["arrays"], setup)
+             for setup in dict.fromkeys(catalog.setup_of_label(label, window_setup) for label in img["spw_labels"])}
     smallest = MAX_IMSIZE
-    for field in img["fields"]:
+    for field, setup, kind in ((f, s, k) for f in img["fields"] for s, ks in kinds.items() for k in ks):
         if not catalog.is_faust_field(field):
             continue   # geometry from the data (read by the units); the imsize bound is checked above
-        for kind in img["arrays"]:
-            g = geometry_for(field, setup, kind, oversample=geo.oversample, cell_arcsec=geo.cell_arcsec,
-                             imsize=geo.imsize)
-            key = "cell_arcsec" if geo.cell_arcsec is not None else "oversample"
-            fov = imsize_for(setup, kind, 1.0)  # arcsec: 2 x the primary beam's 10%-power width
-            if g.cell_arcsec * MIN_PIXELS_ACROSS_FOV > fov:
-                raise ck.fail(where, f"{key}: a cell of {g.cell_arcsec:.4g} arcsec is wider than 1/"
-                                     f"{MIN_PIXELS_ACROSS_FOV} of the {kind} field of view ({fov} arcsec, Setup "
-                                     f"{setup}); use at most {fov / MIN_PIXELS_ACROSS_FOV:.4g} arcsec")
-            if g.cell_arcsec < MIN_CELL_ARCSEC:
-                raise ck.fail(where, f"{key}: a cell of {g.cell_arcsec:.3g} arcsec is below "
-                                     f"{MIN_CELL_ARCSEC:g} arcsec (a fifth of ALMA's finest beam)")
-            what = "imsize" if geo.imsize is not None else f"{key} (it gives an imsize of {g.imsize} px)"
-            if g.imsize > MAX_IMSIZE:
-                raise ck.fail(where, f"{what}: images of more than {MAX_IMSIZE} px a side are refused"
-                                     f"{_IMSIZE_WHY}; use a larger cell or set imsize")
-            need = costmodel.channel_memory_gb(g.npix)
-            if 0 < node_memory_gb < need:
-                raise ck.fail(where, f"{what}: one tclean channel of {g.imsize} px needs ~{need:.1f} GB, more "
-                                     f"than [scheduler] node_memory_gb = {node_memory_gb:g}")
-            smallest = min(smallest, g.imsize)
+        g = geometry_for(field, setup, kind, oversample=geo.oversample, cell_arcsec=geo.cell_arcsec,
+                         imsize=geo.imsize)
+        key = "cell_arcsec" if geo.cell_arcsec is not None else "oversample"
+        fov = imsize_for(setup, kind, 1.0)  # arcsec: 2 x the primary beam's 10%-power width
+        if g.cell_arcsec * MIN_PIXELS_ACROSS_FOV > fov:
+            raise ck.fail(where, f"{key}: a cell of {g.cell_arcsec:.4g} arcsec is wider than 1/"
+                                 f"{MIN_PIXELS_ACROSS_FOV} of the {kind} field of view ({fov} arcsec, Setup "
+                                 f"{setup}); use at most {fov / MIN_PIXELS_ACROSS_FOV:.4g} arcsec")
+        if g.cell_arcsec < MIN_CELL_ARCSEC:
+            raise ck.fail(where, f"{key}: a cell of {g.cell_arcsec:.3g} arcsec is below "
+                                 f"{MIN_CELL_ARCSEC:g} arcsec (a fifth of ALMA's finest beam)")
+        what = "imsize" if geo.imsize is not None else f"{key} (it gives an imsize of {g.imsize} px)"
+        if g.imsize > MAX_IMSIZE:
+            raise ck.fail(where, f"{what}: images of more than {MAX_IMSIZE} px a side are refused"
+                                 f"{_IMSIZE_WHY}; use a larger cell or set imsize")
+        need = costmodel.channel_memory_gb(g.npix)
+        if 0 < node_memory_gb < need:
+            raise ck.fail(where, f"{what}: one tclean channel of {g.imsize} px needs ~{need:.1f} GB, more "
+                                 f"than [scheduler] node_memory_gb = {node_memory_gb:g}")
+        smallest = min(smallest, g.imsize)
     return smallest
 
 
@@ -595,11 +686,11 @@ def _automask_keys() -> dict[str, Any]:
     return keys
 
 
-def _parse_one_spw(ck: _Checker, label: str, raw: Any, setup: int, max_scale_px: int = MAX_IMSIZE,
+def _parse_one_spw(ck: _Checker, label: str, raw: Any, setups: tuple[int, ...], max_scale_px: int = MAX_IMSIZE,
                    windows: tuple[catalog.Spw, ...] = ()) -> SpwOverrides:
     where = f'[spw."{label}"]'
-    in_setup = [s.label for s in _setup_spws(setup, windows)]
-    _check_label_in_setup(ck, where, "", label, setup, in_setup)
+    in_setup = [s.label for s in _setup_spws(setups, windows)]
+    _check_label_in_setup(ck, where, "", label, setups, in_setup)
     table = ck.table(where, raw)
     ck.unknown_keys(where, table, _SPW_KEYS)
     kw: dict[str, Any] = {}
@@ -645,10 +736,10 @@ def _parse_one_spw(ck: _Checker, label: str, raw: Any, setup: int, max_scale_px:
     return SpwOverrides(**kw)
 
 
-def _parse_spw_tables(ck: _Checker, raw: dict[str, Any], setup: int, max_scale_px: int = MAX_IMSIZE,
+def _parse_spw_tables(ck: _Checker, raw: dict[str, Any], setups: tuple[int, ...], max_scale_px: int = MAX_IMSIZE,
                       windows: tuple[catalog.Spw, ...] = ()) -> tuple[tuple[str, SpwOverrides], ...]:
     spw = ck.table("[spw]", raw.get("spw", {}))
-    return tuple((label, _parse_one_spw(ck, label, value, setup, max_scale_px, windows))
+    return tuple((label, _parse_one_spw(ck, label, value, setups, max_scale_px, windows))
                  for label, value in spw.items())
 
 
@@ -818,9 +909,9 @@ def _check_readable_dir(ck: _Checker, key: str, path: Path) -> None:
         raise ck.fail("[run]", f"{key}: directory {path} is not readable")
 
 
-def _check_data_layout(ck: _Checker, data_dir: Path, fields: tuple[str, ...], setup: int) -> None:
-    """The documented layout: ``<data_dir>/<FIELD>-Setup<N>/`` holds the MSs."""
-    for name in fields:
+def _check_data_layout(ck: _Checker, data_dir: Path, fields: tuple[str, ...], setups: tuple[int, ...]) -> None:
+    """The documented layout: ``<data_dir>/<FIELD>-Setup<N>/`` holds the MSs (every Setup imaged)."""
+    for name, setup in ((f, s) for f in fields for s in setups):
         sub = data_dir / f"{name}-Setup{setup}"
         if not sub.is_dir():
             raise ck.fail("[run]", f"data_dir: no directory {sub.name} in {data_dir} "
@@ -880,12 +971,12 @@ def load_runfile(path: str | os.PathLike[str], check_paths: bool = True) -> RunS
         img = _parse_imaging(ck, raw, windows, targets)
         scheduler = _parse_scheduler(ck, raw)
         smallest_imsize = _check_geometry(ck, img, scheduler.node_memory_gb)
-        spw_settings = _parse_spw_tables(ck, raw, img["setup"], smallest_imsize, windows)
+        spw_settings = _parse_spw_tables(ck, raw, img["setups"], smallest_imsize, windows)
         _check_spw_tables_selected(ck, spw_settings, img["spw_labels"])
         if check_paths:
             _check_readable_dir(ck, "data_dir", run["data_dir"])
             faust_fields = tuple(f for f in img["fields"] if catalog.is_faust_field(f))
-            _check_data_layout(ck, run["data_dir"], faust_fields, img["setup"])
+            _check_data_layout(ck, run["data_dir"], faust_fields, img["setups"])
             _check_target_data(ck, targets, img["fields"], run["data_dir"])
             if run["casa_data_dir"] is not None:
                 _check_readable_dir(ck, "casa_data_dir", run["casa_data_dir"])

@@ -67,7 +67,8 @@ def summarize(spec, ranks: list[int]) -> dict:
         workers[str(n)] = sim.workers
         balance[str(n)] = round(sim.balance, 4)
     return OrderedDict(
-        runfile=str(spec.path), name=spec.name, setup=spec.setup, fields=list(spec.fields),
+        runfile=str(spec.path), name=spec.name, setup=spec.setup if len(spec.setups) <= 1 else list(spec.setups),
+        fields=list(spec.fields),
         data_available=data_available, catalog_only=not data_available,
         units_by_kind=plan.count_by_group(), units=len(plan.units),
         spws=spws, total_cost=round(plan.total_cost, 1),
@@ -78,9 +79,15 @@ def summarize(spec, ranks: list[int]) -> dict:
     )
 
 
+def _setups_text(setup: int | list[int]) -> str:
+    if isinstance(setup, list):
+        return "Setups " + ", ".join(map(str, setup))
+    return f"Setup {setup}" if setup else "no FAUST Setup"
+
+
 def render_text(s: dict, spec) -> str:
     kinds = s["units_by_kind"]
-    lines = [f"{spec.path.name}: run {s['name']!r}: {len(s['fields'])} field(s), {'Setup ' + str(s['setup']) if s['setup'] else 'no FAUST Setup'}, "
+    lines = [f"{spec.path.name}: run {s['name']!r}: {len(s['fields'])} field(s), {_setups_text(s['setup'])}, "
              f"{len(spec.spw_labels)} SPW(s), arrays {'/'.join(spec.arrays)}, "
              f"weightings {', '.join(str(w) for w in spec.weightings)}"]
     auto = [label for label in spec.spw_labels if spec.nchunks_for(label) == "auto"]

@@ -35,8 +35,13 @@ def _plain(value: Any) -> Any:
 
 
 def spec_hash(spec: Any) -> str:
-    """A digest of everything in the run spec that shapes the products."""
+    """A digest of everything in the run spec that shapes the products. A run of one
+    Setup hashes it as ``setup`` (an integer, 0 for none), as before run files could
+    name several: a run started before that resumes under the same digest."""
     plain = {k: v for k, v in _plain(spec).items() if k not in _NOT_HASHED}
+    if "setups" in plain:
+        setups = plain.pop("setups")
+        plain["setup"] = setups if len(setups) > 1 else (setups[0] if setups else 0)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
