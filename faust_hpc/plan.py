@@ -57,8 +57,16 @@ mostly overhead), then refines around the best k."""
 
 @dataclass
 class Plan:
-    """The unit graph of one run. ``units`` is ordered: key by key, each as
-    prepare, chunks, finalize, moments, qa (the run file's order)."""
+    """The unit graph of one run. ``units`` holds every unit (built key by key, each
+    as prepare, chunks, finalize, moments, qa, in the run file's order; an image
+    :meth:`expand` re-shapes gets its new units at the end of the table);
+    :meth:`units_of` gives one image's units in graph order.
+
+    Rank 0 keeps this graph for the whole run and re-shapes it every time a
+    prepare unit reports its chunks, so what a change costs is proportional to
+    the image that changed: an index by image key, and successors and bottom
+    levels (once asked for) that :meth:`replace_image` updates for that image
+    only. Nothing here scans the whole plan per image."""
 
     units: dict[str, Unit]
     models: dict[str, ImageModel]          # by ImageKey.path
@@ -66,14 +74,35 @@ class Plan:
     data_available: bool = False
     workers_hint: int = 1
     node_memory_gb: float = 0.0
-    _succ: dict[str, list[str]] | None = field(default=None, repr=False)
-    _levels: dict[str, float] | None = field(default=None, repr=False)
+    _succ: dict[str, list[str]] | None = field(default=None, repr=False, compare=False)
+    _levels: dict[str, float] | None = field(default=None, repr=False, compare=False)
+    # key path -> its unit ids in graph order, and the units table it indexes (a table
+    # replaced from outside is indexed again when next asked)
+    _index: dict[str, list[str]] | None = field(default=None, repr=False, compare=False)
+    _indexed: dict[str, Unit] | None = field(default=None, repr=False, compare=False)
+    last_changed: set[str] = field(default_factory=set, repr=False, compare=False)
+    """Ids whose bottom level the last :meth:`replace_image` changed (the scheduler re-prioritises them)."""
 
     # ------------------------------------------------------------- structure
     def copy(self) -> "Plan":
         """An independent copy (expansion mutates the plan; units are immutable)."""
-        return Plan(dict(self.units), dict(self.models), list(self.keys), self.data_available,
-                    self.workers_hint, self.node_memory_gb, _succ=None, _levels=self._levels)
+        units = dict(self.units)
+        index = None if self._index is None or self._indexed is not self.units else \
+            {path: list(ids) for path, ids in self._index.items()}
+        return Plan(units, dict(self.models), list(self.keys), self.data_available, self.workers_hint,
+                    self.node_memory_gb,
+                    _succ=None if self._succ is None else {uid: list(s) for uid, s in self._succ.items()},
+                    _levels=None if self._levels is None else dict(self._levels),
+                    _index=index, _indexed=units if index is not None else None)
+
+    def _image_index(self) -> dict[str, list[str]]:
+        """key path -> unit ids in graph order (built once, then kept up to date)."""
+        if self._index is None or self._indexed is not self.units:
+            index: dict[str, list[str]] = {}
+            for uid, unit in self.units.items():
+                index.setdefault(unit.key.path, []).append(uid)
+            self._index, self._indexed = index, self.units
+        return self._index
 
     def successors(self) -> dict[str, list[str]]:
         """unit id -> ids of the units that depend on it."""
@@ -86,11 +115,20 @@ class Plan:
         return self._succ
 
     def units_of(self, key: ImageKey) -> list[Unit]:
-        prefix = key.path + "/"
-        return [u for uid, u in self.units.items() if uid.startswith(prefix)]
+        """One image's units in graph order: O(its units)."""
+        return [self.units[uid] for uid in self._image_index().get(key.path, ())]
 
     def nchunks(self, key: ImageKey) -> int:
         return sum(1 for u in self.units_of(key) if u.kind == "chunk")
+
+    def chunk_counts(self) -> dict[str, int]:
+        """Chunk count per image key path (of every image with a prepare unit): one pass."""
+        counts: dict[str, int] = {}
+        for path, ids in self._image_index().items():
+            units = [self.units[uid] for uid in ids]
+            if any(u.kind == "prepare" for u in units):
+                counts[path] = sum(1 for u in units if u.kind == "chunk")
+        return counts
 
     def count_by_group(self) -> dict[str, int]:
         """Unit counts keyed prepare/chunk/finalize/products."""
@@ -106,7 +144,7 @@ class Plan:
 
     def bottom_levels(self) -> dict[str, float]:
         """Per unit: its cost plus the costliest chain of units that wait on it
-        (cached until the graph changes; treat the result as read-only)."""
+        (cached, and kept up to date by :meth:`replace_image`; treat the result as read-only)."""
         if self._levels is None:
             succ = self.successors()
             level: dict[str, float] = {}
@@ -116,13 +154,17 @@ class Plan:
             self._levels = level
         return self._levels
 
-    def topological_order(self) -> list[str]:
-        indeg = {uid: 0 for uid in self.units}
-        for unit in self.units.values():
+    def topological_order(self, units: Iterable[Unit] | None = None) -> list[str]:
+        """Unit ids, every unit after its dependencies: of the whole plan, or of
+        ``units`` alone (their dependencies on other units are left out)."""
+        members = self.units if units is None else {u.id: u for u in units}
+        indeg = {uid: 0 for uid in members}
+        succ: dict[str, list[str]] = {}
+        for unit in members.values():
             for dep in unit.deps:
-                if dep in self.units:
+                if dep in members:
                     indeg[unit.id] += 1
-        succ = self.successors()
+                    succ.setdefault(dep, []).append(unit.id)
         order = [uid for uid, d in indeg.items() if d == 0]
         i = 0
         while i < len(order):
@@ -131,7 +173,7 @@ class Plan:
                 if indeg[s] == 0:
                     order.append(s)
             i += 1
-        if len(order) != len(self.units):
+        if len(order) != len(members):
             raise RuntimeError("the unit graph has a cycle")
         return order
 
@@ -153,7 +195,7 @@ class Plan:
     def expand(self, prepare_id: str, nchunks: int) -> list[Unit]:
         """Replace the chunk units of ``prepare_id``'s image by ``nchunks`` chunks
         (as the prepare unit reported them) and re-wire finalize; returns the new
-        chunk units. Idempotent for the same count."""
+        chunk units. Idempotent for the same count. O(units of that image)."""
         prepare = self.units[prepare_id]
         if prepare.kind != "prepare":
             raise ValueError(f"{prepare_id} is not a prepare unit")
@@ -162,20 +204,80 @@ class Plan:
         key = prepare.key
         model = self.models[key.path]
         chunks = _chunk_units(key, model, int(nchunks), prepare_id)
+        # the image re-wired: its new chunks in place of the old, finalize waiting on them
         finalize_id = key.unit_id("finalize")
-        rebuilt: dict[str, Unit] = {}
-        for uid, unit in self.units.items():
-            if unit.key == key and unit.kind == "chunk":
+        image: list[Unit] = []
+        for unit in self.units_of(key):
+            if unit.kind == "chunk":
                 continue
-            if uid == finalize_id:
-                for chunk in chunks:
-                    rebuilt[chunk.id] = chunk
+            if unit.id == finalize_id:
+                image.extend(chunks)
                 unit = replace(unit, deps=tuple(c.id for c in chunks))
-            rebuilt[uid] = unit
-        self.units = rebuilt
-        self._succ = None
-        self._levels = None
+            image.append(unit)
+        self.replace_image(key, image)
         return chunks
+
+    def replace_image(self, key: ImageKey, image: list[Unit]) -> None:
+        """Make ``image`` (in graph order) the units of ``key``, whatever their kinds:
+        the units table, the image index, and successors and bottom levels if they
+        were asked for, are updated for this image (and any unit upstream of it)
+        only -- what a from-scratch build would give. Sets :attr:`last_changed`."""
+        index = self._image_index()
+        old_ids = index.get(key.path, [])
+        old = [self.units[uid] for uid in old_ids]
+        new = {u.id: u for u in image}
+        for uid in old_ids:
+            if uid not in new:
+                del self.units[uid]
+        self.units.update(new)
+        index[key.path] = list(new)
+        if self._succ is not None:
+            _rewire_successors(self._succ, old, image)
+        self.last_changed = set()
+        if self._levels is not None:
+            self.last_changed = self._update_levels(image, set(old_ids) - set(new))
+
+    def _update_levels(self, image: list[Unit], removed: set[str]) -> set[str]:
+        """Bottom levels of ``image`` (reverse graph order) and, while they change, of the units upstream."""
+        levels, succ, units = self._levels, self.successors(), self.units
+        assert levels is not None
+        for uid in removed:
+            levels.pop(uid, None)
+        changed: set[str] = set()
+
+        def settle(uid: str) -> bool:
+            level = units[uid].cost + max((levels[s] for s in succ.get(uid, ())), default=0.0)
+            if levels.get(uid) == level:
+                return False
+            levels[uid] = level
+            changed.add(uid)
+            return True
+
+        for uid in reversed(self.topological_order(image)):
+            settle(uid)
+        members = {u.id for u in image}
+        upstream = [d for u in image for d in u.deps if d not in members and d in units]
+        while upstream:
+            uid = upstream.pop()
+            if settle(uid):
+                upstream.extend(d for d in units[uid].deps if d in units)
+        return changed
+
+
+def _rewire_successors(succ: dict[str, list[str]], old: list[Unit], new: list[Unit]) -> None:
+    """Successor lists after an image's units ``old`` became ``new``: the edges into the
+    old units go, those into the new come (in graph order); edges from other units stay."""
+    old_ids = {u.id for u in old}
+    new_ids = {u.id for u in new}
+    for dep in {d for u in old for d in u.deps}:
+        if dep in succ:
+            succ[dep] = [s for s in succ[dep] if s not in old_ids]
+    for uid in old_ids - new_ids:
+        succ.pop(uid, None)
+    for unit in new:
+        succ.setdefault(unit.id, [])
+        for dep in unit.deps:
+            succ.setdefault(dep, []).append(unit.id)
 
 
 # ----------------------------------------------------------------------------

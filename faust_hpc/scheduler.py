@@ -42,7 +42,14 @@ Policy:
   alone on an otherwise idle node rather than never. Lower-priority units that
   fit may backfill around a unit that waits for memory.
 * **Dynamic expansion.** ``complete(prepare_id, nchunks=n)`` replaces the
-  predicted chunk units (``Plan.expand``) and re-prioritises.
+  predicted chunk units (``Plan.expand``) and re-prioritises that image.
+
+Rank 0's work per decision is proportional to what changed, not to the plan
+or the allocation: idle workers wait in per-node heaps (ordered by ``str`` of
+the worker id once, when a worker first becomes idle, so the choice is the
+same as sorting them every time), stale ready-heap entries are dropped when
+popped, and a prepare that re-shapes its image updates that image's units
+only (``Plan.replace_image``).
 
 ``Scheduler`` mutates the plan it is given on expansion (the launcher and the
 scheduler share one graph); :func:`simulate_schedule` works on a copy.
@@ -55,6 +62,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterable, Mapping, Protocol
 
@@ -77,6 +85,7 @@ class UnitGraph(Protocol):
     def successors(self) -> dict[str, list[str]]: ...
     def bottom_levels(self) -> dict[str, float]: ...
     def critical_path(self) -> tuple[float, list[str]]: ...
+    def units_of(self, key: ImageKey) -> list[Unit]: ...
     def nchunks(self, key: ImageKey) -> int: ...
     def expand(self, prepare_id: str, nchunks: int) -> list[Unit]: ...
     @property
@@ -103,6 +112,12 @@ class Scheduler:
         self.running: dict[Hashable, str] = {}       # worker -> unit id
         self._where: dict[str, Hashable] = {}        # unit id -> worker
         self._load: dict[str, float] = {}            # node -> GB in use
+        # idle workers: per node a heap of (str(worker), first seen, worker); the set says who is in one
+        self._free: dict[str, list[tuple[str, int, Hashable]]] = {}
+        self._idle: set[Hashable] = set()
+        self._seen: dict[Hashable, int] = {}
+        for worker in self.nodes:
+            self._add_idle(worker)
         self._rebuild()
 
     # ------------------------------------------------------------ internals
@@ -117,6 +132,37 @@ class Scheduler:
                                  and uid not in self._where}
         self._heap = [self.priority(uid) for uid in self._ready]
         heapq.heapify(self._heap)
+
+    def _add_idle(self, worker: Hashable) -> None:
+        if worker in self._idle:
+            return
+        seen = self._seen.setdefault(worker, len(self._seen))
+        self._idle.add(worker)
+        heapq.heappush(self._free.setdefault(self._node(worker), []), (str(worker), seen, worker))
+
+    def _resync_image(self, key: ImageKey, old: list[Unit]) -> list[str]:
+        """Readiness and priorities of one re-shaped image (see ``Plan.replace_image``)."""
+        self._succ = self.plan.successors()
+        self._level = self.plan.bottom_levels()
+        new = self.plan.units_of(key)
+        new_ids = {u.id for u in new}
+        for unit in old:
+            if unit.id not in new_ids:
+                self._missing.pop(unit.id, None)
+                self._ready.discard(unit.id)
+        newly = []
+        for unit in new:
+            uid = unit.id
+            self._missing[uid] = sum(1 for d in unit.deps if d not in self.done)
+            if self._missing[uid] == 0 and uid not in self.done and uid not in self.dead \
+                    and uid not in self._where and uid not in self._ready:
+                newly.append(uid)
+        for uid in getattr(self.plan, "last_changed", ()):   # a new priority; the old heap entry goes stale
+            if uid in self._ready:
+                heapq.heappush(self._heap, self.priority(uid))
+        for uid in newly:
+            self._push(uid)
+        return sorted(newly)
 
     def priority(self, uid: str) -> tuple[int, float, float, str]:
         """Sort key of a unit: smaller runs first (see the module doc)."""
@@ -167,34 +213,52 @@ class Scheduler:
         return self._load.get(node, 0.0)
 
     # ------------------------------------------------------------ policy
-    def assign(self, free_workers: Iterable[Hashable]) -> list[tuple[Hashable, Unit]]:
+    def assign(self, free_workers: Iterable[Hashable] | None = None) -> list[tuple[Hashable, Unit]]:
         """Give ready units to free workers, highest priority first, within each
-        node's memory budget. Returns ``[(worker, unit)]`` and marks them running."""
-        free: dict[str, list[Hashable]] = {}
-        for w in sorted(set(free_workers) - set(self.running), key=str):
-            free.setdefault(self._node(w), []).append(w)
+        node's memory budget. Returns ``[(worker, unit)]`` and marks them running.
+
+        ``free_workers``: the workers that may take a unit now (a worker not seen
+        before joins the idle pool); None = every idle worker the scheduler knows
+        (those of ``nodes``, and every worker whose unit finished or failed). Per
+        node the worker with the smallest ``str`` goes first."""
+        if not self._heap:
+            return []
+        offered: set[Hashable] | frozenset[Hashable] | None = None
+        if free_workers is not None:
+            offered = free_workers if isinstance(free_workers, (set, frozenset)) else set(free_workers)
+            for w in offered:
+                if w not in self._idle and w not in self.running:
+                    self._add_idle(w)
         picks: list[tuple[Hashable, Unit]] = []
         skipped: list[tuple[int, float, float, str]] = []
+        passed: list[tuple[str, tuple[str, int, Hashable]]] = []   # idle but not offered: back after
+        nodes = set(self._free)        # nodes that may still have an eligible idle worker
         units = self.plan.units
-        while free and self._heap:
+        while nodes and self._heap:
             entry = heapq.heappop(self._heap)
             uid = entry[-1]
-            if uid not in self._ready or uid not in units:
+            if uid not in self._ready or uid not in units or entry != self.priority(uid):
                 continue                                   # stale heap entry
             unit = units[uid]
-            best_node, best_room = None, -math.inf
-            for node in free:
-                load = self._load.get(node, 0.0)
-                room = self.budget(node) - load - unit.mem_gb
-                if (room >= 0 or load == 0.0) and (room > best_room or
-                                                   (room == best_room and node < best_node)):
-                    best_node, best_room = node, room
-            if best_node is None:
+            worker = None
+            while worker is None:
+                best_node, best_room = None, -math.inf
+                for node in nodes:
+                    load = self._load.get(node, 0.0)
+                    room = self.budget(node) - load - unit.mem_gb
+                    if (room >= 0 or load == 0.0) and (room > best_room or
+                                                       (room == best_room and node < best_node)):
+                        best_node, best_room = node, room
+                if best_node is None:
+                    break
+                worker = self._take_idle(best_node, offered, passed)
+                if worker is None:
+                    nodes.discard(best_node)
+            if worker is None:
                 skipped.append(entry)
                 continue
-            worker = free[best_node].pop(0)
-            if not free[best_node]:
-                del free[best_node]
+            if best_node not in self._free:
+                nodes.discard(best_node)
             self._ready.discard(uid)
             self.running[worker] = uid
             self._where[uid] = worker
@@ -202,7 +266,26 @@ class Scheduler:
             picks.append((worker, unit))
         for entry in skipped:
             heapq.heappush(self._heap, entry)
+        for node, item in passed:
+            heapq.heappush(self._free.setdefault(node, []), item)
         return picks
+
+    def _take_idle(self, node: str, offered: set[Hashable] | frozenset[Hashable] | None,
+                   passed: list[tuple[str, tuple[str, int, Hashable]]]) -> Hashable | None:
+        """The first idle worker of ``node`` that is offered (None: there is none)."""
+        heap = self._free.get(node)
+        while heap:
+            item = heapq.heappop(heap)
+            worker = item[-1]
+            if offered is not None and worker not in offered:
+                passed.append((node, item))
+                continue
+            if not heap:
+                del self._free[node]
+            self._idle.discard(worker)
+            return worker
+        self._free.pop(node, None)
+        return None
 
     def _release(self, uid: str) -> None:
         worker = self._where.pop(uid, None)
@@ -210,6 +293,7 @@ class Scheduler:
             self.running.pop(worker, None)
             node = self._node(worker)
             self._load[node] = max(0.0, self._load.get(node, 0.0) - self.plan.units[uid].mem_gb)
+            self._add_idle(worker)
 
     def complete(self, unit_id: str, nchunks: int | None = None) -> list[str]:
         """Record a done unit; returns the ids that became ready. A prepare unit
@@ -221,10 +305,9 @@ class Scheduler:
         self.done.add(unit_id)
         unit = self.plan.units[unit_id]
         if unit.kind == "prepare" and nchunks is not None and int(nchunks) != self.plan.nchunks(unit.key):
-            before = set(self._ready)
+            old = self.plan.units_of(unit.key)
             self.plan.expand(unit_id, int(nchunks))
-            self._rebuild()
-            return sorted(self._ready - before)
+            return self._resync_image(unit.key, old)
         newly = []
         for s in self._succ.get(unit_id, ()):
             self._missing[s] -= 1
@@ -257,6 +340,7 @@ class SimResult:
     total_cost: float
     critical_path_cost: float
     tight_lower_bound: float = 0.0  # image_lower_bound(): also counts each image's own chain
+    policy_s: float = 0.0         # wall time spent in Scheduler.assign + complete (rank 0's decisions)
     timeline: list[tuple[str, Hashable, float, float]] = field(default_factory=list)  # (unit, worker, start, end)
 
     @property
@@ -288,12 +372,14 @@ def simulate_schedule(plan: UnitGraph, workers: int, *, workers_per_node: int | 
                       finish_images_first=finish_images_first)
     actual = actual_nchunks or {}
     events: list[tuple[float, int, int, str]] = []
-    free: set[int] = set(range(workers))
     now, seq = 0.0, 0
+    policy = 0.0
     lines: list[tuple[str, Hashable, float, float]] = []
     while True:
-        for worker, unit in sched.assign(free):
-            free.discard(worker)
+        t0 = time.perf_counter()
+        picks = sched.assign()           # every idle worker (the scheduler keeps them)
+        policy += time.perf_counter() - t0
+        for worker, unit in picks:
             end = now + unit.cost
             heapq.heappush(events, (end, seq, worker, unit.id))
             seq += 1
@@ -305,15 +391,16 @@ def simulate_schedule(plan: UnitGraph, workers: int, *, workers_per_node: int | 
         while events and events[0][0] == now:
             _, _, worker, uid = heapq.heappop(events)
             unit = work.units[uid]
+            t0 = time.perf_counter()
             sched.complete(uid, nchunks=actual.get(uid) if unit.kind == "prepare" else None)
-            free.add(worker)
+            policy += time.perf_counter() - t0
     if not sched.finished or len(sched.done) != len(work.units):
         raise RuntimeError("simulation stalled: some units never became ready")
     total = work.total_cost
     cp = work.critical_path()[0]
     return SimResult(workers=workers, makespan=now, lower_bound=max(cp, total / workers),
                      total_cost=total, critical_path_cost=cp, timeline=lines,
-                     tight_lower_bound=image_lower_bound(work, workers))
+                     tight_lower_bound=image_lower_bound(work, workers), policy_s=policy)
 
 
 def image_lower_bound(plan: UnitGraph, workers: int) -> float:

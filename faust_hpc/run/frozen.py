@@ -46,8 +46,8 @@ def spec_hash(spec: Any) -> str:
 
 
 def planned_nchunks(plan: Any) -> dict[str, int]:
-    """Chunk count per image key path as the plan has it now."""
-    return {unit.key.path: plan.nchunks(unit.key) for unit in plan.units.values() if unit.kind == "prepare"}
+    """Chunk count per image key path as the plan has it now (one pass over the plan)."""
+    return plan.chunk_counts()
 
 
 def build_run_plan(spec: Any, manifest: Manifest, records: list[dict]) -> tuple[Any, dict[str, int]]:

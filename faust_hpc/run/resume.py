@@ -58,11 +58,14 @@ class ResumeState:
 
 
 def apply_done_prepares(plan: Any, states: dict[str, UnitState]) -> None:
-    """Grow the graph by every done prepare unit's reported chunk count."""
-    for uid, unit in list(plan.units.items()):
-        st = states.get(uid)
-        if unit.kind == "prepare" and st is not None and st.status == UnitStatus.DONE and "nchunks" in st.info:
-            plan.expand(uid, int(st.info["nchunks"]))
+    """Grow the graph by every done prepare unit's reported chunk count: linear in
+    the plan (each image re-shaped on its own, only where the count differs)."""
+    prepares = [u for u in plan.units.values() if u.kind == "prepare"]
+    for unit in prepares:
+        st = states.get(unit.id)
+        if st is not None and st.status == UnitStatus.DONE and "nchunks" in st.info \
+                and int(st.info["nchunks"]) != plan.nchunks(unit.key):
+            plan.expand(unit.id, int(st.info["nchunks"]))
 
 
 def _remove(path: Path) -> bool:
