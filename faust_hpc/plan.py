@@ -25,7 +25,14 @@ Chunk counts (``nchunks`` run-wide or per SPW):
   chunks whose largest chunk is within the target and fits the node memory
   budget; every candidate plan is run through the scheduling policy under a
   simulated clock, and the one with the fewest units among those within 1 %
-  of the smallest predicted makespan wins (:data:`AUTO_MAKESPAN_SLACK`). Smaller chunks balance better, and chunks without
+  of the smallest predicted makespan wins (:data:`AUTO_MAKESPAN_SLACK`). The doubling stops
+  as soon as the critical path binds -- the tight lower bound (critical path, or one
+  image's own chain) is above total work / P -- and the last doubling shortened the
+  predicted makespan by less than that slack: further doublings buy less and less
+  there, and the candidates within the slack of the best have the fewest units
+  anyway. Granularities that give the same counts are simulated once (memoised on
+  the counts).
+  Smaller chunks balance better, and chunks without
   emission converge in one major cycle, but each chunk pays
   :data:`costmodel.UNIT_OVERHEAD_S` (CASA start + tclean setup): that is why
   there is an optimum. The choice is deterministic: the same run file gives
@@ -35,6 +42,7 @@ Chunk counts (``nchunks`` run-wide or per SPW):
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
@@ -42,7 +50,7 @@ from faust_hpc import catalog, costmodel
 from faust_hpc.costmodel import ImageModel
 from faust_hpc.geometry import geometry_for, nominal_data_geometry
 from faust_hpc.runfile import RunSpec
-from faust_hpc.scheduler import simulate_schedule  # "auto" chunking runs the policy; scheduler never imports plan
+from faust_hpc.scheduler import SimResult, simulate_schedule  # "auto" chunking runs the policy; scheduler never imports plan
 from faust_hpc.units import ImageKey, Unit, chunk_part
 
 log = logging.getLogger(__name__)
@@ -140,7 +148,9 @@ class Plan:
     # ---------------------------------------------------------------- costs
     @property
     def total_cost(self) -> float:
-        return sum(u.cost for u in self.units.values())
+        """Sum of unit costs, correctly rounded (math.fsum): the same whatever order
+        expansions left the units table in."""
+        return math.fsum(u.cost for u in self.units.values())
 
     def bottom_levels(self) -> dict[str, float]:
         """Per unit: its cost plus the costliest chain of units that wait on it
@@ -369,6 +379,12 @@ def _fixed_count(spec: RunSpec, key: ImageKey, model: ImageModel) -> tuple[int, 
     return max(1, min(count, model.nchan)), setting == "auto"
 
 
+def _critical_path_binds(sim: SimResult) -> bool:
+    """The tight bound (critical path, or one image's own chain) is above total work / P:
+    what finer chunks can still buy is bounded by that chain, not by the total work."""
+    return sim.tight_lower_bound >= (1.0 + AUTO_MAKESPAN_SLACK) * sim.total_cost / sim.workers
+
+
 def resolve_nchunks(entries: Iterable[tuple[RunSpec, ImageKey]], models: Mapping[str, ImageModel],
                     workers: int, node_memory_gb: float = 0.0) -> dict[str, int]:
     """Chunk count per key path. ``"auto"`` keys are sized for ``workers`` by
@@ -384,30 +400,38 @@ def resolve_nchunks(entries: Iterable[tuple[RunSpec, ImageKey]], models: Mapping
     if not auto:
         return counts
     base = _assemble(keys, models, counts, False, workers, node_memory_gb).total_cost
-    tried: dict[float, tuple[float, int, dict[str, int]]] = {}
+    tried: dict[float, tuple[float, int, dict[str, int], bool]] = {}
+    simulated: dict[tuple[int, ...], tuple[float, int, dict[str, int], bool]] = {}  # by the counts they give
 
-    def trial(per_worker: float) -> tuple[float, int, dict[str, int]]:
+    def trial(per_worker: float) -> tuple[float, int, dict[str, int], bool]:
+        """(makespan, units, counts, binds) of one granularity (see :func:`_critical_path_binds`)."""
         if per_worker not in tried:
             target = max(base / (workers * per_worker), AUTO_MIN_TARGET_OVERHEADS * costmodel.UNIT_OVERHEAD_S)
             counts_k = dict(counts)
             for key in auto:
                 counts_k[key.path] = fewest_chunks_within(models[key.path], target, node_memory_gb)
-            plan = _assemble(keys, models, counts_k, False, workers, node_memory_gb)
-            # workers per node are unknown at plan time: the budget caps each chunk, not concurrency
-            sim = simulate_schedule(plan, workers, timeline=False)
-            tried[per_worker] = (round(sim.makespan, 6), len(plan.units), counts_k)
+            signature = tuple(counts_k[key.path] for key in auto)
+            if signature not in simulated:   # another granularity gave the same chunks: same answer
+                plan = _assemble(keys, models, counts_k, False, workers, node_memory_gb)
+                # workers per node are unknown at plan time: the budget caps each chunk, not concurrency
+                sim = simulate_schedule(plan, workers, timeline=False)
+                simulated[signature] = (round(sim.makespan, 6), len(plan.units), counts_k, _critical_path_binds(sim))
+            tried[per_worker] = simulated[signature]
         return tried[per_worker]
 
-    # coarse: doubling granularity until chunks would be overhead-dominated, or the
-    # predicted makespan got worse twice in a row; then refine around the best
-    per_worker, worse = 1.0, 0
+    # coarse: doubling granularity until the critical path binds (and the last doubling
+    # bought less than the slack), chunks would be overhead-dominated, or the predicted
+    # makespan got worse twice in a row; then refine around the best
+    per_worker, worse, previous = 1.0, 0, math.inf
     while True:
-        score = trial(per_worker)[:2]
+        makespan, units, _, binds = trial(per_worker)
         best_score = min(v[:2] for v in tried.values())
-        worse = worse + 1 if score > best_score else 0
-        if worse >= 2 or per_worker >= AUTO_MAX_CHUNKS_PER_WORKER or \
+        worse = worse + 1 if (makespan, units) > best_score else 0
+        if (binds and previous - makespan < AUTO_MAKESPAN_SLACK * previous) or worse >= 2 or \
+                per_worker >= AUTO_MAX_CHUNKS_PER_WORKER or \
                 base / (workers * per_worker) <= AUTO_MIN_TARGET_OVERHEADS * costmodel.UNIT_OVERHEAD_S:
             break
+        previous = makespan
         per_worker *= 2.0
     best_k = min(tried, key=lambda k: tried[k][:2])
     for factor in (0.5 ** 0.5, 2 ** 0.5):

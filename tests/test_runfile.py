@@ -372,3 +372,89 @@ def test_spw_table_for_an_unselected_spw_is_refused(tmp_path):
     assert error_of(path) == ('run.toml: [spw."233.796GHz_cont"] this run does not image this SPW ([imaging] '
                               'spws selects 218.222GHz_H2CO); add it to spws or remove the table')
     _run_refused(tmp_path, str(path), needle='[spw."233.796GHz_cont"] this run does not image this SPW')
+
+
+# --------------------------------------------------------------------------- whole-program run files
+
+def test_several_setups_in_one_run_file(tmp_path):
+    from faust_hpc import catalog
+
+    path = write(tmp_path, minimal(extra='weightings = [0.5]\n').replace("setup = 1", "setup = [1, 3]"),
+                 name="run.toml", data=("CB68-Setup1", "CB68-Setup3"))
+    spec = load_runfile(path)
+    assert spec.setups == (1, 3) and spec.arrays == ("default",)      # several Setups: each its own kind
+    s1, s3 = catalog.spws_for_setup(1), catalog.spws_for_setup(3)
+    assert spec.spw_labels == tuple(s.label for s in s1 + s3)         # "all": each Setup's SPWs, in order
+    assert spec.setup_of(s3[0].label) == 3 and spec.setup_of(s1[-1].label) == 1
+    keys = spec.image_keys()
+    assert len(keys) == len(s1) + len(s3)
+    assert {k.array for k in keys if spec.setup_of(k.label) == 1} == {"joint"}
+    assert {k.array for k in keys if spec.setup_of(k.label) == 3} == {"12m"}
+    with pytest.raises(ValueError, match="setup_of"):                 # no one Setup to ask for
+        spec.setup  # noqa: B018
+    lines = spec.spw_labels[:1] + spec.spw_labels[-1:]
+    explicit = minimal(extra=f'spws = {list(lines)!r}\narrays = ["12m", "default"]\n'.replace("'", '"'))
+    spec = load_runfile(write(tmp_path, explicit.replace("setup = 1", "setup = [3, 1, 3]"), name="x.toml",
+                              data=("CB68-Setup1", "CB68-Setup3")))
+    assert spec.setups == (3, 1)                                      # run-file order, no repeats
+    assert [k.path for k in spec.image_keys()] == [
+        f"CB68/{lines[0]}/12m/0.5", f"CB68/{lines[0]}/joint/0.5", f"CB68/{lines[1]}/12m/0.5"]
+
+
+def test_setup_all_fields_all_is_the_whole_program(tmp_path):
+    from faust_hpc import catalog
+
+    path = write(tmp_path, minimal().replace('fields = ["CB68"]', 'fields = "all"').replace("setup = 1", 'setup = "all"'),
+                 name="run.toml")
+    spec = load_runfile(path, check_paths=False)
+    assert spec.fields == tuple(catalog.ALL_FIELD_NAMES) and len(spec.fields) == 13
+    assert spec.setups == (1, 2, 3) and len(spec.spw_labels) == 33
+    assert len(spec.image_keys()) == 13 * 33 * len(spec.weightings)
+    program = load_runfile(Path(__file__).resolve().parents[1] / "configs" / "program.toml", check_paths=False)
+    assert len(program.image_keys()) == 13 * 33 and program.nchunks == "auto"
+    assert {(program.setup_of(k.label), k.array) for k in program.image_keys()} == {(1, "joint"), (2, "joint"),
+                                                                                     (3, "12m")}
+    # every Setup of every field must have its data directory
+    msg = error_of(write(tmp_path, minimal().replace("setup = 1", "setup = [1, 2]"), name="d.toml",
+                         data=("CB68-Setup1",)))
+    assert "[run] data_dir: no directory CB68-Setup2" in msg
+
+
+@pytest.mark.parametrize("setup, extra, needle", [
+    ("[1, 4]", "", '[imaging] setup: expected the integer 1, 2 or 3, got integer 4 (also allowed: an array'),
+    ('"every"', "", '[imaging] setup: expected the integer 1, 2 or 3, got string "every"'),
+    ("[]", "", "[imaging] setup: expected the integer 1, 2 or 3, got array []"),
+    ('"all"', 'arrays = ["joint"]\n', '[imaging] arrays: array kind "joint" is not available for Setup 3'),
+    ("[1, 2]", 'spws = ["244.936GHz_CS"]\n', "[imaging] spws: selects no SPW of Setup 1"),
+    ("[1, 2]", 'spws = ["93.176GHz_N2Hp"]\n', 'SPW "93.176GHz_N2Hp" belongs to Setup 3, but this run images '
+                                              'Setups 1, 2'),
+    ("[1, 2]", 'arrays = ["defualt"]\n', 'did you mean "default"?'),
+])
+def test_several_setups_refused_with_one_line(tmp_path, setup, extra, needle):
+    path = write(tmp_path, minimal(extra=extra).replace("setup = 1", f"setup = {setup}"), name="run.toml")
+    msg = error_of(path, check_paths=False)
+    assert needle in msg, msg
+    if "arrays:" in needle:
+        assert '"default" images each Setup with its own kind' in msg
+        _run_refused(tmp_path, str(path), needle=needle)              # exit 2, one line, nothing written
+
+
+def test_a_window_is_imaged_in_one_setup(tmp_path):
+    text = minimal(extra='spws = ["HI", "244.936GHz_CS", "216.113GHz_DCOp"]\n').replace("setup = 1", "setup = [1, 2]")
+    text += '[window."HI"]\nrestfreq = "1420.405752MHz"\n'
+    msg = error_of(write(tmp_path, text, name="run.toml"), check_paths=False)
+    assert '[imaging] spws: the run file\'s window "HI" is imaged in one Setup\'s data' in msg
+    one = text.replace("setup = [1, 2]", "setup = 2").replace(', "216.113GHz_DCOp"', "")
+    spec = load_runfile(write(tmp_path, one, name="one.toml"), check_paths=False)
+    assert spec.setup == 2 and spec.setup_of("HI") == 2 and spec.setup_of("244.936GHz_CS") == 2
+
+
+def test_one_setup_run_files_keep_their_digest():
+    """A run started before several Setups existed resumes: its spec digest is unchanged."""
+    from faust_hpc.run.frozen import spec_hash
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    digests = {name: spec_hash(load_runfile(configs / name, check_paths=False))
+               for name in ("setup1.toml", "setup2.toml", "setup3.toml")}
+    assert digests == {"setup1.toml": "90b21ccb3beb48e8", "setup2.toml": "8ce4cb7f298234b7",
+                       "setup3.toml": "709f305976ba9eeb"}
