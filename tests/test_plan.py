@@ -253,3 +253,112 @@ def test_plan_summary_with_data_present(tmp_path):
     text = render_text(summary, spec)
     assert "catalog alone" not in text and 'nchunks = "auto"' in text
     assert not (tmp_path / "products").exists()
+
+
+# --------------------------------------------------------------------------- index by image, rank-0 work
+
+def _graph_of(plan):
+    """What a plan's derived structures say, in a comparable form."""
+    succ = {uid: sorted(s) for uid, s in plan.successors().items() if uid in plan.units}
+    return ({k.path: [u.id for u in plan.units_of(k)] for k in plan.keys}, plan.chunk_counts(), succ,
+            dict(sorted(plan.bottom_levels().items())), plan.critical_path(), plan.total_cost)
+
+
+def test_index_after_expand_matches_a_build_from_scratch(tmp_path):
+    spec = spec_for(tmp_path, 2, 'weightings = [0.5, "natural"]\n')
+    plan = build_plan(spec)
+    plan.bottom_levels()                                        # cached: expand must keep them up to date
+    counts = plan.chunk_counts()
+    for i, key in enumerate(plan.keys[::3]):
+        counts[key.path] = [7, 1, 120, 3][i % 4]
+        plan.expand(key.unit_id("prepare"), counts[key.path])
+        copy = plan.copy()                                      # a copy carries the index and is independent
+    plan.expand(plan.keys[0].unit_id("prepare"), 5)
+    counts[plan.keys[0].path] = 5
+    fresh = build_plan(spec, frozen_nchunks=counts)
+    assert _graph_of(plan) == _graph_of(fresh)
+    assert set(plan.units) == set(fresh.units)
+    assert all(plan.units[u] == fresh.units[u] for u in fresh.units if not u.endswith("/prepare"))  # (its prediction)
+    assert copy.nchunks(plan.keys[0]) != 5 and _graph_of(copy) != _graph_of(plan)
+    assert plan.topological_order() and len(plan.topological_order()) == len(plan.units)
+
+
+def test_replace_image_is_generic_over_kinds(tmp_path):
+    """The index upkeep does not know which kinds an image has: any re-shaping of one
+    image gives the graph a plan of those units built from scratch would have."""
+    from dataclasses import replace
+
+    from faust_hpc.plan import Plan
+
+    plan = build_plan(spec_for(tmp_path, 2, 'spws = ["244.936GHz_CS", "246.700GHz_cont"]\n'))
+    plan.successors(), plan.bottom_levels()
+    key = plan.keys[1]
+    units = plan.units_of(key)
+    finalize = next(u for u in units if u.kind == "finalize")
+    # drop the QA unit, make moments wait on the chunks too and cost more
+    image = [u for u in units if u.kind != "qa"]
+    image = [replace(u, deps=u.deps + tuple(c.id for c in units if c.kind == "chunk"), cost=u.cost * 3)
+             if u.kind == "moments" else u for u in image]
+    plan.replace_image(key, image)
+    fresh = Plan({u.id: u for k in plan.keys for u in (image if k == key else plan.units_of(k))},
+                 dict(plan.models), list(plan.keys))
+    assert _graph_of(plan) == _graph_of(fresh)
+    assert key.unit_id("qa") not in plan.units and key.unit_id("qa") not in plan.successors()
+    assert key.unit_id("moments") in plan.last_changed and finalize.id in plan.last_changed
+
+
+def test_planned_nchunks_and_apply_done_prepares(tmp_path):
+    from faust_hpc.run.frozen import planned_nchunks
+    from faust_hpc.run.manifest import UnitState
+    from faust_hpc.run.records import UnitStatus
+    from faust_hpc.run.resume import apply_done_prepares
+
+    plan = build_plan(spec_for(tmp_path, 1))
+    assert planned_nchunks(plan) == {k.path: plan.nchunks(k) for k in plan.keys}
+    key, other = plan.keys[0], plan.keys[1]
+    states = {key.unit_id("prepare"): UnitState(key.unit_id("prepare"), UnitStatus.DONE, info={"nchunks": 9}),
+              other.unit_id("prepare"): UnitState(other.unit_id("prepare"), UnitStatus.RUNNING,
+                                                  info={"nchunks": 2})}
+    apply_done_prepares(plan, states)
+    assert planned_nchunks(plan)[key.path] == 9 and plan.nchunks(other) == 4
+
+
+def test_auto_planning_stops_when_the_critical_path_binds(tmp_path, monkeypatch):
+    """Hundreds of workers on one field's Setup 3: the chain prepare -> chunk -> finalize
+    binds long before chunks get overhead-dominated. Auto planning stops doubling there,
+    and never simulates the same chunk counts twice."""
+    from faust_hpc import plan as plan_mod
+
+    seen: list[tuple[int, float, float, float]] = []
+    real = plan_mod.simulate_schedule
+
+    def counting(plan, workers, **kw):
+        sim = real(plan, workers, **kw)
+        seen.append((len(plan.units), sim.makespan, sim.tight_lower_bound, sim.total_cost / workers))
+        return sim
+
+    monkeypatch.setattr(plan_mod, "simulate_schedule", counting)
+    plan = build_plan(spec_for(tmp_path, 3, 'nchunks = "auto"\n[scheduler]\nworkers = 512\n', arrays='["12m"]'))
+    assert len({units for units, *_ in seen}) == len(seen)      # no identical candidate twice
+    doublings = seen[:-2]                                       # then two refinements around the best
+    (_, before, *_), (_, last, bound, work) = doublings[-2:]
+    assert bound >= 1.01 * work                                 # the critical path binds ...
+    assert before - last < plan_mod.AUTO_MAKESPAN_SLACK * before   # ... and doubling stopped paying
+    assert last < before                                        # (not "worse twice")
+    # the overhead limit alone would have gone on doubling
+    base = build_plan(spec_for(tmp_path, 3, name="d.toml", arrays='["12m"]')).total_cost
+    assert base / (512 * 2 ** (len(doublings) - 1)) > plan_mod.AUTO_MIN_TARGET_OVERHEADS * costmodel.UNIT_OVERHEAD_S
+    best = min(m for _, m, *_ in seen)
+    assert simulate_schedule(plan, 512, timeline=False).makespan <= 1.01 * best + 1e-6
+
+
+def test_program_plan_from_one_run_file(tmp_path):
+    """The whole program (13 fields x 3 Setups) as one plan: a key per field and SPW, each
+    with its Setup's array kind, one prepare each."""
+    path = tmp_path / "program.toml"
+    path.write_text((CONFIGS / "program.toml").read_text().replace('nchunks = "auto"', 'nchunks = "default"'))
+    plan = build_plan(load_runfile(path, check_paths=False))
+    assert plan.count_by_group()["prepare"] == 13 * 33 == len(plan.keys)
+    assert plan.count_by_group()["chunk"] == 13 * (2 * (12 * 4 + 40) + 6 * 20 + 80)
+    assert {k.array for k in plan.keys if catalog.get_spw(k.label).setup == 3} == {"12m"}
+    assert {k.array for k in plan.keys if catalog.get_spw(k.label).setup != 3} == {"joint"}

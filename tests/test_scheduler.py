@@ -162,3 +162,67 @@ def test_simulation_is_deterministic_and_bounded(tmp_path):
     assert 0 < a.efficiency <= 1.0 and a.balance >= 1.0
     more = simulate_schedule(plan, 20)
     assert more.makespan < a.makespan
+
+
+# --------------------------------------------------------------------------- idle workers, rank-0 work
+
+def _sorted_every_call(sched: Scheduler, free, nodes) -> list:
+    """The assignment rule written out naively (every free worker sorted by str per call),
+    for one call: which worker each of the top ready units would go to (unlimited memory)."""
+    order = sorted(set(free) - set(sched.running), key=str)
+    by_node: dict = {}
+    for w in order:
+        by_node.setdefault(nodes.get(w, "local"), []).append(w)
+    out = []
+    for uid in sched.ready_ids():
+        if not by_node:
+            break
+        node = min(by_node)
+        out.append((by_node[node].pop(0), uid))
+        if not by_node[node]:
+            del by_node[node]
+    return out
+
+
+def test_assign_takes_idle_workers_in_a_fixed_order(tmp_path):
+    """Idle workers wait in per-node heaps: per node the smallest str first ("10" before
+    "2"), the nodes by name; a worker whose unit finished is idle again; only offered
+    workers are used when a list is given. Same picks as sorting every call."""
+    plan = make_plan(tmp_path, '["244.936GHz_CS", "246.700GHz_cont"]', "nchunks = 6\n")
+    nodes = {w: ("b" if w % 3 else "a") for w in (2, 10, 3, 21, 7, 30)}
+    sched = Scheduler(plan, nodes=nodes)
+    twin = Scheduler(plan.copy(), nodes=nodes)
+    picks = sched.assign()                                     # every idle worker it knows
+    assert [w for w, _ in picks] == [21, 3]                    # two prepares; node a first, "21" < "3" < "30"
+    assert [(w, u.id) for w, u in twin.assign(list(nodes))] == [(w, u.id) for w, u in picks]
+    for s in (sched, twin):
+        for _, unit in picks:
+            s.complete(unit.id)
+    expected = _sorted_every_call(sched, [10, 2, 7, 3], nodes)
+    got = sched.assign([10, 2, 7, 3])                          # only these, though 21 and 30 are idle too
+    assert [(w, u.id) for w, u in got] == expected and {w for w, _ in got} == {10, 2, 7, 3}
+    assert set(sched.running) == {10, 2, 7, 3} and sched.assign([2]) == []
+    sched.complete(got[0][1].id)                               # its worker is idle again
+    assert got[0][0] not in sched.running
+    assert [w for w, _ in sched.assign([got[0][0]])] == [got[0][0]]
+    twin_got = twin.assign([10, 2, 7, 3])
+    assert [(w, u.id) for w, u in twin_got] == expected        # deterministic
+
+
+def test_expansion_updates_only_its_image(tmp_path):
+    """A prepare that re-shapes its image leaves every other unit's priority and
+    readiness as they were, and gives what a scheduler built afresh would have."""
+    plan = make_plan(tmp_path, extra="nchunks = 4\n")
+    sched = Scheduler(plan)
+    for _, unit in sched.assign([0, 1]):
+        sched.complete(unit.id, nchunks=7 if unit.id == CS + "/prepare" else None)
+    fresh = Scheduler(plan.copy(), done=set(sched.done))
+    assert sched.ready_ids() == fresh.ready_ids()
+    assert {u: sched.priority(u) for u in plan.units} == {u: fresh.priority(u) for u in plan.units}
+    assert plan.nchunks(plan.keys[0]) == 7 and plan.nchunks(plan.keys[1]) == 4
+
+
+def test_simulation_reports_the_policy_time(tmp_path):
+    plan = make_plan(tmp_path)
+    sim = simulate_schedule(plan, 4, timeline=False)
+    assert sim.policy_s > 0 and sim.timeline == []
