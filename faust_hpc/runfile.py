@@ -17,6 +17,13 @@ work starts, because a typo found after six hours of tclean is six hours lost:
   ``setup`` and uses array kind ``all``,
 - SPW labels of another Setup, 7m/joint requested for Setup 3, a
   ``[spw."LABEL"]`` table for an SPW the run does not select,
+- a whole program in one file: ``setup`` is one Setup, an array of them or
+  ``"all"``; ``fields = "all"`` is every FAUST target; ``spws = "all"`` each
+  Setup's SPWs; ``arrays = ["default"]`` each Setup's own kind (joint for
+  Setups 1-2, 12m for Setup 3), an explicit kind must suit every Setup named;
+  each Setup must have an SPW selected, and a run file's window (no Setup of
+  its own) needs a run of one Setup. An image key's Setup is its SPW's
+  (:meth:`RunSpec.setup_of`),
 - absurd numbers: every number must be finite and within what makes sense
   (the bounds below: retries, worker and thread counts, image size against
   memory, cell against the field of view, velocities below c),
