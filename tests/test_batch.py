@@ -353,3 +353,13 @@ def test_local_launcher_exit_status_follows_the_manifest_after_sigterm_to_mpirun
     assert finish["drained"] is True and finish["exit_status"] == 3
     assert proc.returncode == 3, out
     assert "rank 0 recorded 3 in the manifest" in out
+
+
+def test_a_whole_program_job_stages_every_setup_of_every_field(tmp_path: Path) -> None:
+    """Each field's data directory of each Setup the run images (and only those)."""
+    for name in ("CB68-Setup1", "CB68-Setup3", "L1527-Setup1", "L1527-Setup3", "CB68-Setup2"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+    path = tmp_path / "program.toml"
+    path.write_text('[run]\ndata_dir = "data"\nproduct_dir = "products"\n'
+                    '[imaging]\nfields = ["CB68", "L1527"]\nsetup = [1, 3]\narrays = ["default"]\n')
+    assert batch.run_target(path).stage_items == ("CB68-Setup1", "CB68-Setup3", "L1527-Setup1", "L1527-Setup3")
