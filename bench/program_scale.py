@@ -180,7 +180,8 @@ def schedule_rows(tmp: Path, full: bool) -> tuple[dict, Plan]:
                 "chunks": plan.count_by_group()["chunk"], "plan_build_cpu_s": round(build_s, 2),
                 "total_cost_s": round(sim.total_cost), "makespan_s": round(sim.makespan),
                 "critical_path_s": round(sim.critical_path_cost), "tight_lower_bound_s": round(sim.tight_lower_bound),
-                "balance": round(sim.balance, 4), "makespan_over_tight_lb": round(sim.makespan / sim.tight_lower_bound, 4),
+                "balance": round(sim.balance, 4),
+                "makespan_over_tight_lb": round(sim.makespan / sim.tight_lower_bound, 4),
                 "decision_ms": round(sim.policy_s / len(plan.units) * 1e3, 4), "simulation_wall_s": round(sim_wall, 2)}
             print(f"  {label:<22} P={p:>5}: {len(plan.units):>7} units, build {build_s:6.1f} s CPU, "
                   f"makespan/(W/P) {sim.balance:6.3f}, makespan/tight {sim.makespan / sim.tight_lower_bound:6.3f}, "

@@ -50,7 +50,8 @@ from faust_hpc import catalog, costmodel
 from faust_hpc.costmodel import ImageModel
 from faust_hpc.geometry import geometry_for, nominal_data_geometry
 from faust_hpc.runfile import RunSpec
-from faust_hpc.scheduler import SimResult, simulate_schedule  # "auto" chunking runs the policy; scheduler never imports plan
+# "auto" chunking runs the policy; scheduler never imports plan
+from faust_hpc.scheduler import SimResult, simulate_schedule
 from faust_hpc.units import ImageKey, Unit, chunk_part
 
 log = logging.getLogger(__name__)

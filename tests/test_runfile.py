@@ -404,8 +404,8 @@ def test_several_setups_in_one_run_file(tmp_path):
 def test_setup_all_fields_all_is_the_whole_program(tmp_path):
     from faust_hpc import catalog
 
-    path = write(tmp_path, minimal().replace('fields = ["CB68"]', 'fields = "all"').replace("setup = 1", 'setup = "all"'),
-                 name="run.toml")
+    text = minimal().replace('fields = ["CB68"]', 'fields = "all"').replace("setup = 1", 'setup = "all"')
+    path = write(tmp_path, text, name="run.toml")
     spec = load_runfile(path, check_paths=False)
     assert spec.fields == tuple(catalog.ALL_FIELD_NAMES) and len(spec.fields) == 13
     assert spec.setups == (1, 2, 3) and len(spec.spw_labels) == 33
