@@ -6,8 +6,10 @@ directory that has run before knows better: every done record keeps the
 unit's wall time (``elapsed``) and, from the executor, its stage times and
 sizes (:class:`~faust_hpc.run.records.UnitCost`). This module turns those
 records into a correction the model applies to every estimate
-(:attr:`costmodel.ImageModel.calibration`), and into the visibility counts
-the plan uses instead of the nominal ones.
+(:attr:`costmodel.ImageModel.calibration`), and into the sizes the plan uses
+instead of the catalog's (:data:`SIZE_FIELDS`: the channels the prepare unit
+found in the common coverage, pixels per plane, and visibility rows per
+channel in place of the nominal FAUST counts).
 
 The form, and why
 -----------------
@@ -47,8 +49,9 @@ manifest, when it has done units, and the manifests named by
 ``learn_from`` (product directories of other runs; their units are modelled
 with the run file their own run record names, or this one if it cannot be
 read). The model cost of a recorded unit is that run's plan, rebuilt without
-calibration and with the measured visibility counts, so that fit and plan
-use one model.
+calibration and with the measured sizes, so that fit and plan use one model
+(sizes first, then the constants: a correction fitted against the catalog's
+2000 channels would not carry over to an image whose size is known).
 
 What it changes: the plan's unit costs (scheduling priorities, predicted
 makespans, ETAs) and ``nchunks = "auto"``. The first run of a product dir
@@ -353,11 +356,11 @@ def _stamp(path: Path) -> tuple[str, int, int]:
 def learned_for(spec: Any) -> Learned:
     """What the plan of ``spec`` uses: :func:`learn`, cached per spec and
     manifest state; :data:`NOTHING` with ``learn_costs = false``."""
+    fitting = _FITTING.get()
+    if fitting is not None:        # a plan of the history being fitted (any run file's)
+        return fitting
     if not spec.scheduler.learn_costs:
         return NOTHING
-    fitting = _FITTING.get()
-    if fitting is not None:
-        return fitting
     paths = [RunLayout(d).manifest_path for d in (spec.product_dir, *spec.scheduler.learn_from)]
     try:
         key = (spec, tuple(_stamp(p) for p in paths))
