@@ -22,7 +22,9 @@ work starts, because a typo found after six hours of tclean is six hours lost:
   memory, cell against the field of view, velocities below c),
 - missing or unreadable ``data_dir``, unwritable ``product_dir`` (checked by
   creating and removing a probe file, so nothing is left behind),
-- TOML syntax errors (tomllib's message carries line and column).
+- TOML syntax errors (tomllib's message carries line and column),
+- a ``[scheduler] learn_from`` entry that is not a product directory with run
+  records (checked with or without ``check_paths``: ``plan`` learns from it).
 
 Every error is a :class:`~faust_hpc.errors.RunFileError` whose message is one
 line that starts with the run file's name and names the offending key, e.g.
