@@ -95,6 +95,9 @@ def render_text(s: dict, spec) -> str:
     if auto:
         lines.append(f'nchunks = "auto" ({len(auto)} SPW(s)) sized for {spec.scheduler.workers} workers '
                      f"([scheduler] workers); other rank counts below reuse these chunks")
+        if s["learned_costs"]["fits"]:
+            lines.append("  (learned costs change the chunk counts only of images whose counts a run has not "
+                         "frozen in its manifest yet)")
     learned = s["learned_costs"]
     if learned["fits"] or learned["measured_sizes"]:
         lines.append(f"costs: learned from {learned['samples']} unit(s) of {len(learned['sources'])} earlier "
