@@ -29,7 +29,8 @@ Per unit kind (the kind an estimate function calibrates under,
   slow filesystem is an outlier, not a trend. The slope is Theil-Sen's (the
   median of the slopes between pairs of units of one kind), counted only over
   pairs whose model work differs by :data:`SLOPE_SPREAD` of the kind's typical
-  cost, and only when there are :data:`MIN_SLOPE_PAIRS` of them; else the
+  cost, and only when there are :data:`MIN_SLOPE_PAIRS` of them even without
+  the unit in most pairs (one unit of another size must not decide it); else the
   slope all kinds share (the machine's speed); else -- units of one size
   only, e.g. equal chunks -- the smallest relative change of (offset, scale)
   that meets the measured median (the mismatch goes to the overhead when the
@@ -80,7 +81,8 @@ log = logging.getLogger(__name__)
 MIN_SAMPLES = 1
 """Done units of a kind before its constants move off the model."""
 MIN_SLOPE_PAIRS = 3
-"""Pairs of units (of one kind, with different model work) before a slope is fitted."""
+"""Pairs of units (of one kind, with different model work) before a slope is
+fitted -- counted without the unit that is in most pairs."""
 SLOPE_SPREAD = 0.25
 """A pair counts for the slope only if its model work differs by this share of
 the kind's median model cost: closer pairs measure noise, not a trend."""
@@ -174,15 +176,21 @@ def _thin(samples: list[Sample]) -> list[Sample]:
 
 
 def _pair_slopes(samples: list[Sample]) -> list[float]:
-    """Theil-Sen slopes between units of one kind whose work differs enough."""
+    """Theil-Sen slopes between units of one kind whose work differs enough;
+    none unless :data:`MIN_SLOPE_PAIRS` remain without any one unit (a single
+    unit of another size would otherwise decide the slope with its noise)."""
     spread = SLOPE_SPREAD * (UNIT_OVERHEAD_S + _median(s.work for s in samples))
     slopes = []
+    involved = [0] * len(samples)
     for i, a in enumerate(samples):
-        for b in samples[i + 1:]:
+        for j in range(i + 1, len(samples)):
+            b = samples[j]
             dw = b.work - a.work
             if abs(dw) >= spread:
                 slopes.append((b.seconds - a.seconds) / dw)
-    return slopes
+                involved[i] += 1
+                involved[j] += 1
+    return slopes if len(slopes) - max(involved, default=0) >= MIN_SLOPE_PAIRS else []
 
 
 def _nearest_scale(samples: list[Sample]) -> float:

@@ -75,17 +75,22 @@ def test_units_of_one_size_move_the_part_the_model_says_dominates():
 
 
 def test_too_few_pairs_fit_no_slope():
+    assert costfit.MIN_SLOPE_PAIRS == 3
     two_pairs = line("chunk", 4.0, 0.5, [10.0, 1000.0, 1000.0])    # 2 pairs with different work
-    assert len(two_pairs) - 1 < costfit.MIN_SLOPE_PAIRS
     assert costfit.fit(two_pairs)["chunk"].method == "nearest"
-    assert costfit.fit(line("chunk", 4.0, 0.5, [10.0, 1000.0, 2000.0]))["chunk"].method == "slope"
+    # many units of one size and one of another: that one unit would decide the slope alone
+    lone = line("chunk", 4.0, 0.5, [100.0] * 12 + [900.0])
+    assert costfit.fit(lone)["chunk"].method == "nearest"
+    assert costfit.fit(line("chunk", 4.0, 0.5, [10.0, 500.0, 1000.0, 2000.0]))["chunk"].method == "slope"
 
 
 def test_bounds_hold_against_absurd_records():
-    fits = costfit.fit(line("chunk", 1e6, -3.0, [10, 100, 1000, 5000]) + [Sample("qa", 0.0, 1e9, "qa")])
+    fits = costfit.fit(line("chunk", 1e6, -3.0, [10, 400, 1000, 2500, 5000]) + [Sample("qa", 0.0, 1e9, "qa")]
+                       + [Sample("finalize", 100.0, 1e7, "finalize")])
     lo, hi = costfit.SCALE_BOUNDS
-    assert fits["chunk"].scale == lo
-    assert fits["qa"].offset == costfit.OFFSET_BOUNDS[1]
+    assert fits["chunk"].method == "slope" and fits["chunk"].scale == lo       # a negative slope
+    assert fits["finalize"].scale == hi
+    assert fits["chunk"].offset == fits["qa"].offset == fits["finalize"].offset == costfit.OFFSET_BOUNDS[1]
     assert all(f.offset >= 0 for f in fits.values())
     # non-finite or negative measurements are not samples
     assert costfit.fit([Sample("qa", 1.0, float("nan")), Sample("qa", 1.0, -5.0)]) == {}
