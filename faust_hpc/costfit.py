@@ -14,9 +14,13 @@ channel in place of the nominal FAUST counts).
 The form, and why
 -----------------
 Per unit kind (the kind an estimate function calibrates under,
-:func:`costmodel.estimate_kind`)::
+:func:`costmodel.estimate_kind`: moments and QA share one estimate, so one
+correction)::
 
     seconds = offset + scale x work        work = model cost - UNIT_OVERHEAD_S
+
+``seconds`` is the record's ``elapsed``: the whole unit as the scheduler
+waits for it, child process start included.
 
 * The model's *shape* (channels x pixels x major cycles, emission, visibility
   counts) is physics and stays; what differs between machines and software
