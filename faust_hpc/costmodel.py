@@ -69,6 +69,17 @@ Other units:
 
 Every unit also pays :data:`UNIT_OVERHEAD_S`: a child process starting CASA,
 opening the MSs and setting up tclean (10-20 s on the reference machine).
+
+Learned from earlier runs
+-------------------------
+The constants above describe the reference machine and FAUST-sized data. A
+run with history can correct them: :mod:`faust_hpc.costfit` fits, per unit
+kind, ``seconds = offset + scale x (model cost - UNIT_OVERHEAD_S)`` from the
+measured units of earlier runs and hands the result to the model as
+:attr:`ImageModel.calibration`. Every estimate function passes its cost
+through :meth:`ImageModel.calibrate`, so units made later (chunks expanded
+after a prepare) are calibrated too; a kind without a fit keeps the model's
+cost.
 """
 from __future__ import annotations
 
@@ -169,9 +180,26 @@ class Estimate:
     out_gb: float = 0.0
 
 
+PRODUCTS_KIND = "products"
+ESTIMATE_KIND = {"moments": PRODUCTS_KIND, "qa": PRODUCTS_KIND}
+"""Unit kinds that share one estimate function, and so one calibration
+(:func:`products_estimate`); every other kind is calibrated under its own name."""
+
+
+def estimate_kind(unit_kind: str) -> str:
+    """The name a unit kind's cost is calibrated (and fitted) under."""
+    return ESTIMATE_KIND.get(unit_kind, unit_kind)
+
+
+Calibration = tuple[tuple[str, float, float], ...]
+"""``((kind, offset_s, scale), ...)`` sorted by kind: hashable, so a calibrated
+:class:`ImageModel` still keys :func:`chunk_estimate`'s cache."""
+
+
 @dataclass(frozen=True)
 class ImageModel:
-    """What the cost model needs to know about one image (an ImageKey)."""
+    """What the cost model needs to know about one image (an ImageKey), and the
+    per-kind correction learned from earlier runs (:mod:`faust_hpc.costfit`)."""
 
     setup: int
     nchan: int                 # channels imaged (full window or velocity window)
@@ -185,6 +213,16 @@ class ImageModel:
     nscales: int
     clean_sigma: float = 3.0
     nomask_sigma: float = 4.5
+    calibration: Calibration = ()
+
+    def calibrate(self, kind: str, seconds: float) -> float:
+        """The model's cost of a unit of ``kind`` (overhead included) as the
+        calibration predicts it: ``offset + scale x (seconds - UNIT_OVERHEAD_S)``;
+        ``seconds`` unchanged for a kind without a fit."""
+        for name, offset, scale in self.calibration:
+            if name == kind:
+                return offset + scale * max(seconds - UNIT_OVERHEAD_S, 0.0)
+        return seconds
 
     # --- emission ------------------------------------------------------------
     @property
@@ -254,7 +292,7 @@ def chunk_estimate(m: ImageModel, nchan: int) -> Estimate:
     nomask = nomask_cycles * (m.cycle_s + p * m.minor_s())
     seed = K_SEEDMASK * m.npix
     clean = clean_cycles * (m.cycle_s + K_AUTOMASK * m.npix + p * m.minor_s())
-    cost = UNIT_OVERHEAD_S + nchan * (dirty + nomask + seed + clean)
+    cost = m.calibrate("chunk", UNIT_OVERHEAD_S + nchan * (dirty + nomask + seed + clean))
     mem = BASE_MEM_GB + _plane_gb(m.npix) * (WORK_PLANES + 2 * m.nscales + CUBE_PLANES * nchan) \
         + m.rows * 12 * 2 / 1e9  # one channel of visibilities (data + weights, 2 pols) in flight
     return Estimate(cost, mem, _plane_gb(m.npix) * nchan * CHUNK_OUTPUT_CUBES)
@@ -262,18 +300,18 @@ def chunk_estimate(m: ImageModel, nchan: int) -> Estimate:
 
 def prepare_estimate(m: ImageModel) -> Estimate:
     """Tiny-stamp tclean over all channels: the visibility term only."""
-    cost = UNIT_OVERHEAD_S + m.nchan * STAMP_VIS_FRACTION * K_VIS["standard"] * m.rows
+    cost = m.calibrate("prepare", UNIT_OVERHEAD_S + m.nchan * STAMP_VIS_FRACTION * K_VIS["standard"] * m.rows)
     return Estimate(cost, BASE_MEM_GB + m.rows * 12 * 2 / 1e9)
 
 
 def finalize_estimate(m: ImageModel) -> Estimate:
-    cost = UNIT_OVERHEAD_S + m.nchan * (K_FINALIZE_CHAN + K_FINALIZE_PIX * m.npix)
+    cost = m.calibrate("finalize", UNIT_OVERHEAD_S + m.nchan * (K_FINALIZE_CHAN + K_FINALIZE_PIX * m.npix))
     return Estimate(cost, BASE_MEM_GB + _plane_gb(m.npix) * 8, _plane_gb(m.npix) * m.nchan * FINAL_OUTPUT_CUBES)
 
 
 def products_estimate(m: ImageModel) -> Estimate:
     """moments or QA: one pass over the final cube."""
-    cost = UNIT_OVERHEAD_S + K_PRODUCTS * m.npix * m.nchan
+    cost = m.calibrate(PRODUCTS_KIND, UNIT_OVERHEAD_S + K_PRODUCTS * m.npix * m.nchan)
     return Estimate(cost, BASE_MEM_GB + _plane_gb(m.npix) * 6)
 
 

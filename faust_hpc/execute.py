@@ -18,11 +18,18 @@ Every unit reads the frozen chunk list written by prepare, so chunk
 boundaries are identical on 1 rank, N ranks, or after a resume. Outputs are
 absolute paths under ``spec.product_dir``; the launcher records a unit as
 done only when they all exist.
+
+Every unit's ``info`` also carries what it cost (:class:`~faust_hpc.run.records.UnitCost`
+under ``info["cost"]``): seconds per stage and the sizes the cost model is
+driven by (channels, pixels per plane, visibility rows per channel -- counted
+by the prepare unit, which reads every visibility anyway). Earlier runs'
+records are what :mod:`faust_hpc.costfit` learns the cost constants from.
 """
 from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from glob import glob
 from pathlib import Path
@@ -30,9 +37,11 @@ from typing import Any
 
 from faust_hpc.errors import PrerequisiteError, UserInputError
 from faust_hpc.imaging import ImageConfig
+from faust_hpc.imaging.dataset import visibility_rows
 from faust_hpc.imaging.image_tools import TEMP_PREFIX, glob_escape
 from faust_hpc.layout import CHUNK_PRODUCT_EXTS, FINAL_FITS_EXTS, FINAL_PRODUCT_EXTS, IMAGE_EXT, RunLayout
 from faust_hpc.products import moments, qa
+from faust_hpc.run.records import COST_INFO_KEY, UnitCost
 from faust_hpc.units import ImageKey, Unit
 
 log = logging.getLogger(__name__)
@@ -88,12 +97,45 @@ def _existing(paths: list[str]) -> list[str]:
     return [p for p in paths if os.path.exists(p)]
 
 
+def _npix(config: Any) -> int | None:
+    """Pixels per plane of the image (None if the geometry cannot be read)."""
+    try:
+        size = config.dset.imsize
+        return int(size[0]) * int(size[-1])
+    except Exception as exc:  # noqa: BLE001 - sizes are for the cost records only
+        log.debug("no image size for the cost record: %s", exc)
+        return None
+
+
+def _image_nchan(spec: Any, config: Any) -> int | None:
+    """Channels of the whole image, from the frozen chunk list (None before prepare)."""
+    try:
+        return int(config.load_frozen_chunks(spec.ext).nchan_total)
+    except Exception as exc:  # noqa: BLE001 - sizes are for the cost records only
+        log.debug("no channel count for the cost record: %s", exc)
+        return None
+
+
+def _with_cost(result: UnitResult, stages: dict[str, float], nchan: int | None, npix: int | None,
+               rows: float | None = None) -> UnitResult:
+    result.info[COST_INFO_KEY] = UnitCost(stages=stages, nchan=nchan, npix=npix, rows=rows).to_info()
+    return result
+
+
 def _run_prepare(spec: Any, unit: Unit, config: Any) -> UnitResult:
     config.validate_inputs()
+    t0 = time.perf_counter()
     chunked = config.prepare_chunks(nchunks=unit.nchunks or None, ext=spec.ext)
+    stages = {"prepare": time.perf_counter() - t0}
     outputs = [config.chunk_list_path(spec.ext), f"{config.tinyimg_imagebase}.sumwt"]
-    return UnitResult(outputs=outputs, info={"nchunks": chunked.nchunks,
-                                             "chunks": [c.to_dict() for c in chunked.chunks]})
+    result = UnitResult(outputs=outputs, info={"nchunks": chunked.nchunks,
+                                               "chunks": [c.to_dict() for c in chunked.chunks]})
+    try:
+        rows = float(visibility_rows(config.dset.vis, config.spw_ids, config.dset.field))
+    except Exception as exc:  # noqa: BLE001 - sizes are for the cost records only
+        log.debug("visibility rows not counted: %s", exc)
+        rows = None
+    return _with_cost(result, stages, chunked.nchan_total, _npix(config), rows)
 
 
 def _chunk_config(spec: Any, unit: Unit, config: Any, workdir: Path) -> Any:
@@ -111,11 +153,20 @@ def _chunk_config(spec: Any, unit: Unit, config: Any, workdir: Path) -> Any:
 def _run_chunk(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResult:
     cc = _chunk_config(spec, unit, config, workdir)
     th = spec.thresholds
-    cc.run_pipeline_tasks(ext=spec.ext, nomask_sigma=th.nomask_sigma, seedmask_sigma=th.seedmask_sigma,
-                          clean_sigma=th.clean_sigma)
+    # ImageConfig.run_pipeline_tasks of a chunk, stage by stage, timed
+    steps = (("dirty", cc.make_dirty_cube),
+             ("nomask", lambda: cc.clean_line_nomask(sigma=th.nomask_sigma)),
+             ("seedmask", lambda: cc.make_seed_mask(sigma=th.seedmask_sigma)),
+             ("clean", lambda: cc.clean_line(mask_method="seed+multithresh", ext=spec.ext, sigma=th.clean_sigma)))
+    stages: dict[str, float] = {}
+    for name, step in steps:
+        t0 = time.perf_counter()
+        step()
+        stages[name] = time.perf_counter() - t0
     base = cc.get_imagebase(ext=spec.ext)
     outputs = _existing([f"{base}.{e}" for e in CHUNK_PRODUCT_EXTS])
-    return UnitResult(outputs=outputs, info={"chunk": cc.chunk.to_dict(), "rms": cc.rms})
+    result = UnitResult(outputs=outputs, info={"chunk": cc.chunk.to_dict(), "rms": cc.rms})
+    return _with_cost(result, stages, int(cc.chunk.nchan), _npix(cc))
 
 
 def _run_finalize(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResult:
@@ -167,6 +218,7 @@ def run_unit(spec: Any, unit: Unit, workdir: str | os.PathLike) -> UnitResult:
     config = config_for(spec, unit.key)
     config.workdir = workdir
     log.info("unit %s: start", unit.id)
+    t0 = time.perf_counter()
     if unit.kind == "prepare":
         result = _run_prepare(spec, unit, config)
     elif unit.kind == "chunk":
@@ -179,6 +231,8 @@ def run_unit(spec: Any, unit: Unit, workdir: str | os.PathLike) -> UnitResult:
         result = _run_qa(spec, unit, config)
     else:  # pragma: no cover - Unit validates its kind
         raise UserInputError(f"unknown unit kind {unit.kind!r}")
+    if COST_INFO_KEY not in result.info:   # one stage: the whole unit
+        _with_cost(result, {unit.kind: time.perf_counter() - t0}, _image_nchan(spec, config), _npix(config))
     log.info("unit %s: done (%d outputs)", unit.id, len(result.outputs))
     return result
 

@@ -46,7 +46,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
-from faust_hpc import catalog, costmodel
+from faust_hpc import catalog, costfit, costmodel
 from faust_hpc.costmodel import ImageModel
 from faust_hpc.geometry import geometry_for, nominal_data_geometry
 from faust_hpc.runfile import RunSpec
@@ -308,10 +308,12 @@ def _image_model(spec: RunSpec, key: ImageKey, rows: float | None = None) -> Ima
     else:
         nchan = max(1, min(spw.nchan, spw.nchan_from_window(spw.line_vwin or spec.line_vwin)))
     scales = spec.spw_overrides(key.label).scales
-    return costmodel.image_model(setup, spw, geo, key.array, nchan=nchan, rows=rows,
-                                 nscales=None if scales is None else max(1, len(scales)),
-                                 clean_sigma=spec.thresholds.clean_sigma,
-                                 nomask_sigma=spec.thresholds.nomask_sigma)
+    model = costmodel.image_model(setup, spw, geo, key.array, nchan=nchan, rows=rows,
+                                  nscales=None if scales is None else max(1, len(scales)),
+                                  clean_sigma=spec.thresholds.clean_sigma,
+                                  nomask_sigma=spec.thresholds.nomask_sigma)
+    # earlier runs of this image and of this run (faust_hpc.costfit): measured sizes, calibration
+    return costfit.learned_for(spec).apply(key.path, model, counted_rows=rows is not None)
 
 
 def _chunk_units(key: ImageKey, model: ImageModel, nchunks: int, prepare_id: str) -> list[Unit]:

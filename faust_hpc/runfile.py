@@ -29,7 +29,9 @@ work starts, because a typo found after six hours of tclean is six hours lost:
   memory, cell against the field of view, velocities below c),
 - missing or unreadable ``data_dir``, unwritable ``product_dir`` (checked by
   creating and removing a probe file, so nothing is left behind),
-- TOML syntax errors (tomllib's message carries line and column).
+- TOML syntax errors (tomllib's message carries line and column),
+- a ``[scheduler] learn_from`` entry that is not a product directory with run
+  records (checked with or without ``check_paths``: ``plan`` learns from it).
 
 Every error is a :class:`~faust_hpc.errors.RunFileError` whose message is one
 line that starts with the run file's name and names the offending key, e.g.
@@ -53,6 +55,7 @@ from typing import Any, Mapping
 from faust_hpc import catalog, costmodel
 from faust_hpc.errors import RunFileError, UserInputError
 from faust_hpc.geometry import ARRAY_KINDS, check_array_kind, geometry_for, imsize_for
+from faust_hpc.layout import RunLayout
 from faust_hpc.spectral import C_KMS
 from faust_hpc.units import ImageKey, format_weighting
 
@@ -77,7 +80,7 @@ _IMAGING_KEYS = ("fields", "setup", "spws", "weightings", "arrays", "fullcube", 
 _SPW_KEYS = ("nchunks", "rms", "gain", "cyclefactor", "scales", "mask_ang_scales",
              "smallscalebias", "uvtaper", "automask", "moments_vwin_kms")
 _SCHEDULER_KEYS = ("retries", "unit_timeout_s", "node_memory_gb", "workers", "threads_per_unit",
-                   "executor")
+                   "executor", "learn_costs", "learn_from")
 # Bounds of numbers (see the module doc): what makes sense, so that nothing absurd reaches CASA.
 MAX_RETRIES = 100
 """More attempts than this repeat one failure for hours; fix the cause instead."""
@@ -178,6 +181,10 @@ class SchedulerSettings:
     # 0 = node cores / ranks on that node (fewer ranks, more threads each).
     threads_per_unit: int = 1
     executor: str = IMAGING_EXECUTOR
+    # costs learned from earlier runs (faust_hpc.costfit): this product dir's history, and
+    # the product dirs of ``learn_from`` (absolute paths)
+    learn_costs: bool = True
+    learn_from: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -322,6 +329,7 @@ class _Checker:
 
     def __init__(self, path: Path) -> None:
         self.fname = path.name
+        self.base = path.parent
 
     def fail(self, where: str, message: str) -> RunFileError:
         prefix = f"{self.fname}: {where}" if where else f"{self.fname}:"
@@ -900,7 +908,21 @@ def _parse_scheduler(ck: _Checker, raw: dict[str, Any]) -> SchedulerSettings:
                                     sch.get("threads_per_unit", d.threads_per_unit), minimum=0,
                                     maximum=MAX_THREADS_PER_UNIT),
         executor=executor,
+        learn_costs=ck.boolean(where, "learn_costs", sch.get("learn_costs", d.learn_costs)),
+        learn_from=_parse_learn_from(ck, where, sch.get("learn_from", [])),
     )
+
+
+def _parse_learn_from(ck: _Checker, where: str, value: Any) -> tuple[Path, ...]:
+    """Product directories of earlier runs to learn costs from (each must hold run records)."""
+    dirs = []
+    for item in ck.array(where, "learn_from", value, nonempty=False):
+        path = _resolve(ck.base, ck.string(where, "learn_from", item))
+        if not RunLayout(path).manifest_path.is_file():
+            raise ck.fail(where, f"learn_from: {path} is not a product directory with run records (expected "
+                                 f"{RunLayout(path).manifest_path.relative_to(path)} in it)")
+        dirs.append(path)
+    return tuple(dirs)
 
 
 # ----------------------------------------------------------------------------

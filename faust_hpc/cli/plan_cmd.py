@@ -10,6 +10,12 @@ prediction lets memory limit each unit, not how many run at once); the lower
 bound is max(critical path, total work / workers) (the
 JSON also has ``image_lower_bound``, which adds each image's own chain:
 prepare + its chunk work spread over all workers + finalize + products).
+
+Costs learned from earlier runs (:mod:`faust_hpc.costfit`, ``[scheduler]
+learn_costs`` / ``learn_from``): the plan uses them, and on a product dir
+with done units ``plan`` prints per unit kind what the model alone predicted,
+what the learned model predicts and what the units took (median and total
+seconds, count); ``--json`` has the same under ``learned_costs``.
 """
 from __future__ import annotations
 
@@ -46,6 +52,7 @@ def _hours(seconds: float) -> str:
 
 def summarize(spec, ranks: list[int]) -> dict:
     """Everything ``plan`` prints, as plain data (also used by the JSON output)."""
+    from faust_hpc import costfit
     from faust_hpc.plan import build_plan
     from faust_hpc.scheduler import simulate_schedule, workers_for_ranks
 
@@ -76,6 +83,7 @@ def summarize(spec, ranks: list[int]) -> dict:
         workers=workers, makespan=makespan, lower_bound=lower, image_lower_bound=tight,
         makespan_over_work_per_worker=balance,
         cost_unit="estimated seconds on the reference 2-core machine",
+        learned_costs=costfit.compare(spec),
     )
 
 
@@ -94,7 +102,15 @@ def render_text(s: dict, spec) -> str:
     if auto:
         lines.append(f'nchunks = "auto" ({len(auto)} SPW(s)) sized for {spec.scheduler.workers} workers '
                      f"([scheduler] workers); other rank counts below reuse these chunks")
-    if s["catalog_only"]:
+        if s["learned_costs"]["fits"]:
+            lines.append("  (learned costs change the chunk counts only of images whose counts a run has not "
+                         "frozen in its manifest yet)")
+    learned = s["learned_costs"]
+    if learned["fits"] or learned["measured_sizes"]:
+        lines.append(f"costs: learned from {learned['samples']} unit(s) of {len(learned['sources'])} earlier "
+                     f"run(s) ({', '.join(learned['sources'])}): measured sizes of "
+                     f"{len(learned['measured_sizes'])} image(s); {_fits_text(learned['fits'])}")
+    elif s["catalog_only"]:
         lines.append(f"data_dir {spec.data_dir} is absent: planning from the catalog alone "
                      f"(nominal FAUST visibility counts)")
     else:
@@ -119,7 +135,35 @@ def render_text(s: dict, spec) -> str:
         lines.append(f"  {n:>6}  {s['workers'][n]:>7}  {s['lower_bound'][n]:>14,.0f} s  {ms:>18,.0f} s  "
                      f"{s['makespan_over_work_per_worker'][n]:>23.3f}")
     lines.append("(N ranks = N-1 workers + the scheduler rank; 1 rank runs serially)")
+    lines += _check_lines(learned)
     return "\n".join(lines)
+
+
+def _fits_text(fits: dict) -> str:
+    if not fits:
+        return "the model's constants"
+    return "seconds = " + "; ".join(f"{k}: {f['offset']:.1f} + {f['scale']:.3g} x work (n={f['n']})"
+                                    for k, f in fits.items())
+
+
+def _check_lines(learned: dict) -> list[str]:
+    """Predicted (model / learned) vs actual per unit kind of this product dir."""
+    by_kind = learned["by_kind"]
+    if not by_kind:
+        return []
+    lines = ["", "this product dir's done units: predicted vs actual seconds (median / total)"
+                 + ("" if learned["learn_costs"] else " (learn_costs = false: learned = model)"),
+             f"  {'kind':<9}  {'units':>5}  {'model':>17}  {'learned':>17}  {'actual':>17}  "
+             f"{'error model':>11}  {'error learned':>13}"]
+
+    def cell(stats: dict) -> str:
+        return f"{stats['median']:,.1f} / {stats['total']:,.0f}"
+
+    for kind, row in by_kind.items():
+        lines.append(f"  {kind:<9}  {row['count']:>5}  {cell(row['model']):>17}  {cell(row['learned']):>17}  "
+                     f"{cell(row['actual']):>17}  {row['error_model']:>11.2f}  {row['error_learned']:>13.2f}")
+    lines.append("  (error: mean |ln(predicted / actual)|; 0.69 = a factor 2 off)")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:

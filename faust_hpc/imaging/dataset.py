@@ -164,6 +164,30 @@ def spw_ids_for_window(vis: list[str], spw: catalog.Spw, field: str, vsys_kms: f
     return ids
 
 
+def visibility_rows(vis: list[str], spw_ids: list[str], field: str) -> int:
+    """Main-table rows of ``field`` in SPW ``spw_ids[i]`` of ``vis[i]``, summed:
+    visibility rows per channel, the cost model's gridding size (an index
+    query on two integer columns, no data read)."""
+    total = 0
+    for filen, spw in zip(vis, spw_ids):
+        with _metadata(filen) as msmd:
+            ddids = sorted(int(d) for d in msmd.datadescids(spw=int(spw)))
+            fields = sorted(int(f) for f in msmd.fieldsforname(field))
+        if not ddids or not fields:
+            continue
+        tb = tools().table()
+        try:
+            tb.open(filen)
+            sub = tb.query(f"FIELD_ID IN {fields} AND DATA_DESC_ID IN {ddids}", columns="TIME")
+            try:
+                total += int(sub.nrows())
+            finally:
+                sub.close()
+        finally:
+            tb.close()
+    return total
+
+
 @lru_cache(maxsize=32)
 def _cached_extent(vis: tuple[str, ...]) -> tuple[float, tuple[float, ...]]:
     return array_extent(list(vis))

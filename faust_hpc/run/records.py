@@ -217,6 +217,40 @@ class OwnerRecord(_Record):
         return f"host {self.host} pid {self.pid} (started {when})"
 
 
+@dataclass(frozen=True)
+class UnitCost:
+    """``info["cost"]`` of a done unit (:data:`COST_INFO_KEY`): what the executor
+    measured, for :mod:`faust_hpc.costfit` and ``faust-hpc plan``. ``stages``:
+    seconds per stage (a chunk: dirty / nomask / seedmask / clean; other kinds
+    one entry); ``nchan`` channels the unit imaged or read, ``npix`` pixels
+    per plane, ``rows`` visibility rows per channel over its MSs (when counted).
+    The unit's wall time is the record's ``elapsed``."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+    nchan: int | None = None
+    npix: int | None = None
+    rows: float | None = None
+
+    def to_info(self) -> dict:
+        out: dict[str, Any] = {"stages": {k: round(float(v), 3) for k, v in self.stages.items()}}
+        out.update((k, v) for k, v in (("nchan", self.nchan), ("npix", self.npix), ("rows", self.rows))
+                   if v is not None)
+        return out
+
+    @classmethod
+    def of(cls, info: dict | None) -> "UnitCost | None":
+        """The cost part of a record's ``info`` (None when absent or not a table)."""
+        raw = (info or {}).get(COST_INFO_KEY)
+        if not isinstance(raw, dict):
+            return None
+        stages = raw.get("stages")
+        return cls(stages=dict(stages) if isinstance(stages, dict) else {}, nchan=raw.get("nchan"),
+                   npix=raw.get("npix"), rows=raw.get("rows"))
+
+
+COST_INFO_KEY = "cost"
+
+
 _BY_EVENT = {RunEvent.RUN.value: RunRecord, RunEvent.FREEZE.value: FreezeRecord,
              RunEvent.FINISH.value: FinishRecord}
 
@@ -231,5 +265,5 @@ def parse_record(data: dict) -> UnitRecord | RunRecord | FreezeRecord | FinishRe
 
 
 __all__ = ["UnitStatus", "UnitEvent", "RunEvent", "UnitRecord", "RunRecord", "FreezeRecord", "FinishRecord",
-           "OwnerRecord", "unit_record", "parse_record", "hostname", "now", "UNIT_EVENTS", "RUN_EVENTS",
+           "OwnerRecord", "UnitCost", "COST_INFO_KEY", "unit_record", "parse_record", "hostname", "now", "UNIT_EVENTS", "RUN_EVENTS",
            "END_EVENTS"]
