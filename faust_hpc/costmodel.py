@@ -113,16 +113,18 @@ STAMP_VIS_FRACTION = 0.5  # the stamp grids (no degridding): half a major cycle'
                           # with the standard gridder's cost (a 45-px stamp needs no mosaic
                           # convolution functions: the primary beam is wider than the stamp)
 K_SEEDMASK = 1.0e-7     # s per pixel per channel (seed-mask image analysis)
-K_PIXEL_PASS = 1.85e-8   # s per pixel per channel for one read or one write pass over a cube
-                         # (imageconcat measured 3.7e-8 for read + write of one 128-px cube, 2-core reference)
+K_PIXEL_PASS = 2.5e-8   # s per pixel per channel for one read or one write pass over a cube: imageconcat
+                        # measured 4.8-5.8e-8 for read + write of one 1024-px cube (2-core reference)
 K_BEAM_CHUNK = 0.05     # s per chunk: open its .image, ia.commonbeam(), ia.restoringbeam() (estimated)
 K_BEAM_CHAN = 1.0e-3    # s per plane: its beam checked against the chosen common beam (radio-beam, estimated)
-K_POST_CHAN = 0.22      # s per channel: per-plane overhead of imsmooth x2 / impbcor / residual stats / PB masks
-POST_PIXEL_PASSES = 8   # residual stats 1, impbcor 3 (image, pb -> pbcor), two imsmooths 2 each, masks ~1
-K_CONCAT_CHAN = 0.03    # s per channel: per-plane overhead of 9 concatenations and 3 FITS exports (~0.02 measured)
-CONCAT_PIXEL_PASSES = 27  # 9 extensions read + written (18), 3 FITS: read + write + statistics (9)
+K_POST_CHAN = 0.18      # s per channel: per-plane overhead of imsmooth x2 / impbcor / residual stats / PB masks
+                        # (with the pixel passes: the reference's ~21 s finalize of a 480 px x 62 channel cube)
+POST_PIXEL_PASSES = 8   # residual stats 1, impbcor 3 (image, pb -> pbcor), two imsmooths 2 each (counted)
+K_CONCAT_CHAN = 0.03    # s per channel: per-plane overhead of 9 concatenations and 3 FITS exports
+CONCAT_PIXEL_PASSES = 24  # 9 extensions read + written (18); 3 FITS exports ~2 each (measured 4.4e-8 s
+                          # per pixel-channel: exportfits + the DATAMIN/DATAMAX read)
 K_CONCAT_CHUNK = 0.15   # s per chunk: 9 input images opened, appended and their masks copied
-                        # (imageconcat: ~0.015 s per input image measured at 128 px)
+                        # (imageconcat measured ~0.015 s per input image at 128 px)
 K_PRODUCTS = 2.0e-8     # s per pixel per channel: one read pass over the final cube
 
 # --- emission model -----------------------------------------------------------
