@@ -2,8 +2,8 @@
 
 The graph tests are pure Python (the plan from the catalog). The CASA test
 images the chunks of one image once (``faust-hpc image``: its own beam, post
-and finalize units run too, in child processes, with the chunks merged into
-one post unit as the cost model does it for a tiny image), then finalizes
+and finalize units run too, in child processes, one post unit per chunk as
+the cost model groups them), then finalizes
 copies of those chunks two more ways -- the documented serial
 ``ChunkedConfigSet.postprocess`` and the beam / post / finalize units through
 the executor with the chunks forced into a group of one and a group of two --
@@ -192,12 +192,42 @@ def _copy_chunks(src: Path, dst: Path) -> None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-@pytest.mark.casa
-def test_finalize_units_give_the_serial_finalize_bit_for_bit(sim_tiny, make_runfile, tmp_path):
+def finalize_both_ways(runfile: str, launcher_products: str, out_root: str) -> dict:
+    """Copies of the launcher's chunks finalized (a) by the documented serial
+    ``ChunkedConfigSet.postprocess`` and (b) by the beam, post (chunk 0; chunks
+    1-2) and finalize units through the executor. Run in a child process with
+    the launcher's one-thread environment (FFT rounding follows the thread
+    count; the launcher pins it for bit-identical products)."""
     from dataclasses import replace
 
     from faust_hpc import casa_env
     from faust_hpc.execute import config_for, run_unit
+
+    out = Path(out_root)
+    spec = load_runfile(runfile)
+    key = spec.image_keys()[0]
+    serial_spec = replace(spec, product_dir=out / "serial" / "products")
+    units_spec = replace(spec, product_dir=out / "units" / "products")
+    for target in (serial_spec, units_spec):
+        _copy_chunks(Path(launcher_products), target.product_dir)
+    casa_env.configure(log_path=out / "casa.log")
+    serial = config_for(serial_spec, key).load_frozen_chunks(serial_spec.ext)
+    for cc in serial:
+        cc.workdir = out / "serial" / "work"
+    report = serial.postprocess(ext=serial_spec.ext)
+    plan_units = _key_units(key, build_plan(units_spec).models[key.path], NCHUNKS, chunks_per_post=2)
+    finishing = [u for u in plan_units if u.kind in ("beam", "post", "finalize")]
+    results = {u.id.rsplit("/", 1)[1]: run_unit(units_spec, u, out / "units" / "work" / u.id.replace("/", "_"))
+               for u in finishing}
+    return {"serial_chunks": sorted(report["chunks"]), "serial_beam": report["beam"],
+            "units": [(u.id.rsplit("/", 1)[1], dict(u.params).get("chunk_count")) for u in finishing],
+            "recorded_beam": json.loads(Path(results["beam"].outputs[0]).read_text())["beam"],
+            "post_outputs": {k: len(v.outputs) for k, v in results.items() if k.startswith("post")}}
+
+
+@pytest.mark.casa
+def test_finalize_units_give_the_serial_finalize_bit_for_bit(sim_tiny, make_runfile, tmp_path):
+    from faust_hpc.launcher.worker import child_environment
 
     spw = {SPW: {"nchunks": NCHUNKS, "scales": [0]}}
     launcher_runfile = make_runfile(sim_tiny, tmp_path / "launcher", imaging=IMAGING, spw=spw)
@@ -210,33 +240,25 @@ def test_finalize_units_give_the_serial_finalize_bit_for_bit(sim_tiny, make_runf
     records = [json.loads(line) for line in (launcher_dir / ".faust-hpc" / "manifest.jsonl").read_text().splitlines()
                if line.strip()]
     done = sorted(r["unit"].rsplit("/", 1)[1] for r in records if r.get("event") == "done")
-    # a tiny image: each chunk's postprocessing is below a unit's start-up, so one post unit
-    assert done == ["beam", "chunk00", "chunk01", "chunk02", "finalize", "post00", "prepare"]
-
     spec = load_runfile(launcher_runfile)
-    key = spec.image_keys()[0]
-    serial_spec = replace(spec, product_dir=tmp_path / "serial" / "products")
-    units_spec = replace(spec, product_dir=tmp_path / "units" / "products")
-    for target in (serial_spec, units_spec):
-        _copy_chunks(launcher_dir, target.product_dir)
+    # the launcher's grouping is the cost model's (from the catalog's channel count: a post per chunk)
+    posts = [u.id.rsplit("/", 1)[1] for u in build_plan(spec).units.values() if u.kind == "post"]
+    assert posts == ["post00", "post01", "post02"]
+    assert done == sorted(["prepare", "chunk00", "chunk01", "chunk02", "beam", *posts, "finalize"])
 
-    casa_env.configure(log_path=tmp_path / "casa.log")
-    # (a) the documented serial API
-    serial = config_for(serial_spec, key).load_frozen_chunks(serial_spec.ext)
-    for cc in serial:
-        cc.workdir = tmp_path / "serial" / "work"
-    report = serial.postprocess(ext=serial_spec.ext)
-    assert sorted(report["chunks"]) == [0, 1, 2]
-    # (b) beam, a post of chunk 0, a post of chunks 1-2, finalize: the executor's units
-    plan_units = _key_units(key, build_plan(units_spec).models[key.path], NCHUNKS, chunks_per_post=2)
-    finishing = [u for u in plan_units if u.kind in ("beam", "post", "finalize")]
-    assert [(u.id.rsplit("/", 1)[1], dict(u.params).get("chunk_count")) for u in finishing] == \
-        [("beam", None), ("post00", 1), ("post01", 2), ("finalize", None)]
-    results = {u.kind + u.id[-2:]: run_unit(units_spec, u, tmp_path / "units" / "work" / u.id.replace("/", "_"))
-               for u in finishing}
-    beam_json = json.loads(Path(results["beameam"].outputs[0]).read_text())
-    assert beam_json["beam"] == report["beam"]                  # floats read back exactly
-    assert len(results["post01"].outputs) == 2 * 3 and len(results["post00"].outputs) == 3
+    repo = Path(__file__).resolve().parents[1]
+    code = ("import json, sys; from tests.test_finalize_units import finalize_both_ways; "
+            "print(json.dumps(finalize_both_ways(*sys.argv[1:])))")
+    child_env = child_environment(1, str(repo))       # the launcher's unit children: one thread
+    child_env.pop("FAUST_DATA_DIR", None)
+    child = subprocess.run([sys.executable, "-c", code, str(launcher_runfile), str(launcher_dir), str(tmp_path)],
+                           capture_output=True, text=True, cwd=repo, env=child_env, timeout=900)
+    assert child.returncode == 0, child.stderr[-3000:]
+    info = json.loads(child.stdout.strip().splitlines()[-1])
+    assert info["serial_chunks"] == [0, 1, 2]
+    assert info["units"] == [["beam", None], ["post00", 1], ["post01", 2], ["finalize", None]]
+    assert info["recorded_beam"] == info["serial_beam"]                 # floats read back exactly
+    assert info["post_outputs"] == {"post00": 3, "post01": 6}
 
     expected = _fits(tmp_path / "serial" / "products")
     for name, product_dir in (("units", tmp_path / "units" / "products"), ("launcher", launcher_dir)):
