@@ -73,10 +73,13 @@ Other units:
     (:data:`K_PIXEL_PASS` each), which only matter at FAUST's 1350-3600 px.
   - finalize = concatenation + FITS (:func:`concat_estimate`): imageconcat of
     each of the nine image extensions reads and writes every pixel once, and
-    the three FITS exports (plus their statistics) read and write theirs:
-    :data:`CONCAT_PIXEL_PASSES` passes, a small per-plane term, and a term per
-    chunk (``K_CONCAT_CHUNK``: every input image of every extension is opened
-    and appended, and its mask copied -- thousands of chunks are not free).
+    the three FITS exports (plus a read for DATAMIN/DATAMAX) read and write
+    theirs: :data:`CONCAT_PIXEL_PASSES` passes, a small per-plane term, and a
+    term per chunk (``K_CONCAT_CHUNK``: every input image of every extension
+    is opened and appended, and its mask copied -- thousands of chunks are
+    not free). At FAUST size this is the one big serial step left: a 3500 px,
+    3840-channel continuum cube is ~190 GB per extension, and its
+    concatenation + FITS is estimated at ~28,000 s.
 
   :func:`finalize_estimate` is the three together as one serial step (the
   documented ``ChunkedConfigSet.postprocess``). Whether a chunk gets a post
