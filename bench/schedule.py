@@ -10,8 +10,8 @@ All figures are simulated with the launcher's own policy
 1. balance = makespan / (total work / workers) at 8, 64 and 256 workers,
    with ``nchunks = "auto"`` (goal <= 1.10) and with the documented default
    counts (4/40/20/80, reported). ``tight LB`` is a lower bound no schedule can
-   beat (critical path; total/P; per image prepare + chunk work / P + finalize
-   + products) — when it is above total/P, no scheduler reaches 1.0.
+   beat (critical path; total/P; per image prepare + chunk work / P + beam +
+   post work / P + finalize + products) — when it is above total/P, no scheduler reaches 1.0.
 2. The original pipeline's setup-wide parallel script
    (``run_pipe_cb68_all_setup1_cont_parallel.py``): one list per field of every
    narrow SPW whole (prepare, its default chunks one after another, postprocess,
@@ -64,7 +64,7 @@ def strided_makespan(default_plan: Plan, workers: int) -> float:
         if catalog.get_spw(key.label).is_continuum:
             before += [u.cost for u in units if u.kind == "prepare"]
             items += [u.cost for u in units if u.kind == "chunk"]
-            after.append(sum(u.cost for u in units if u.kind in ("finalize", "moments", "qa")))
+            after.append(sum(u.cost for u in units if u.kind in ("beam", "post", "finalize", "moments", "qa")))
         else:
             items.append(sum(u.cost for u in units))
     # continuum chunks after the narrow SPWs of the same Setup (the script's list order)
@@ -82,14 +82,17 @@ def strided_makespan(default_plan: Plan, workers: int) -> float:
 
 
 def binding_image(plan: Plan, workers: int) -> dict:
-    """The image whose own chain (prepare + chunk work / P + finalize + largest
-    product) is longest: what a perfect scheduler still waits for."""
+    """The image whose own chain (prepare + chunk work / P + beam + post work / P
+    + finalize + largest product) is longest: what a perfect scheduler still waits for."""
     best: dict = {}
     for key in plan.keys:
         units = plan.units_of(key)
         chunks = [u.cost for u in units if u.kind == "chunk"]
+        posts = [u.cost for u in units if u.kind == "post"]
         parts = {"prepare_s": sum(u.cost for u in units if u.kind == "prepare"),
                  "chunks_over_workers_s": max(sum(chunks) / workers, max(chunks)),
+                 "beam_s": sum(u.cost for u in units if u.kind == "beam"),
+                 "posts_over_workers_s": max(sum(posts) / workers, max(posts)) if posts else 0.0,
                  "finalize_s": sum(u.cost for u in units if u.kind == "finalize"),
                  "product_s": max(u.cost for u in units if u.kind in ("moments", "qa"))}
         total = sum(parts.values())
@@ -161,9 +164,10 @@ def main() -> int:
           " the rest is auto chunking)")
     b = out["binding_image_256"]
     print(f"\nat 256 workers the field is bound by {b['image']}: prepare {b['prepare_s']:,} s + its chunks "
-          f"{b['chunks_over_workers_s']:,} s (spread over all workers) + finalize {b['finalize_s']:,} s "
-          f"+ products {b['product_s']:,} s = {b['chain_s']:,} s;\n  one finalize unit per image (the plan "
-          f"contract) cannot be spread, so no schedule reaches total/P there.")
+          f"{b['chunks_over_workers_s']:,} s (spread over all workers) + beam {b['beam_s']:,} s + its posts "
+          f"{b['posts_over_workers_s']:,} s (spread) + finalize (concat + FITS) {b['finalize_s']:,} s "
+          f"+ products {b['product_s']:,} s = {b['chain_s']:,} s;\n  one concatenation per image cannot be "
+          f"spread, so no schedule reaches total/P there.")
     print(f"\none simulation of the field on 256 workers: {out['sim_256_workers_s']:.3f} s "
           f"({out['sim_256_workers_units']} units, auto); {out['sim_256_workers_default_s']:.3f} s (default counts)")
     out["goals"] = {

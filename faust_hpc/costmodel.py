@@ -58,12 +58,33 @@ Other units:
 * prepare: a tiny-stamp tclean (``.sumwt``) over all channels (cell = res/3,
   ~45 px: the pixel term is nil, gridding the visibilities of every channel
   once dominates, see :data:`STAMP_VIS_FRACTION`).
-* finalize: imsmooth to the common beam, impbcor, PB mask, concatenation and
-  FITS export of every channel. The reference measured imsmooth at ~19 s per
-  480x480x62 cube, 0.31 s per plane; at 480 px an FFT takes milliseconds, so
-  that time is per-plane overhead (``K_FINALIZE_CHAN``), and the pixel term
-  (``K_FINALIZE_PIX``, convolution FFTs and ~4 passes of pixel I/O) only
-  matters at FAUST's 1350-3600 px.
+* finishing an image, in three kinds of unit (so that it spreads over the
+  workers instead of being one serial step per image):
+
+  - beam (:func:`beam_estimate`): opens every chunk's ``.image`` for its
+    common beam and per-plane beams, and checks the chosen beam against every
+    plane (radio-beam): a term per chunk (``K_BEAM_CHUNK``) and per plane
+    (``K_BEAM_CHAN``). Not measured separately (small next to the others).
+  - post, one per group of chunks (:func:`post_estimate`): residual check,
+    impbcor, two imsmooths to the common beam, PB-mask copies. The reference
+    measured imsmooth at ~19 s per 480x480x62 cube, 0.31 s per plane; at
+    480 px an FFT takes milliseconds, so that time is per-plane overhead
+    (``K_POST_CHAN``) plus :data:`POST_PIXEL_PASSES` passes over the pixels
+    (:data:`K_PIXEL_PASS` each), which only matter at FAUST's 1350-3600 px.
+  - finalize = concatenation + FITS (:func:`concat_estimate`): imageconcat of
+    each of the nine image extensions reads and writes every pixel once, and
+    the three FITS exports (plus a read for DATAMIN/DATAMAX) read and write
+    theirs: :data:`CONCAT_PIXEL_PASSES` passes, a small per-plane term, and a
+    term per chunk (``K_CONCAT_CHUNK``: every input image of every extension
+    is opened and appended, and its mask copied -- thousands of chunks are
+    not free). At FAUST size this is the one big serial step left: a 3500 px,
+    3840-channel continuum cube is ~190 GB per extension, and its
+    concatenation + FITS is estimated at ~28,000 s.
+
+  :func:`finalize_estimate` is the three together as one serial step (the
+  documented ``ChunkedConfigSet.postprocess``). Whether a chunk gets a post
+  unit of its own or shares one with its neighbours is
+  :func:`post_chunks_per_unit`: a unit's start-up must not outweigh its work.
 * moments / QA: one read pass over the final cube (``K_PRODUCTS`` per
   channel-pixel).
 
@@ -106,8 +127,18 @@ STAMP_VIS_FRACTION = 0.5  # the stamp grids (no degridding): half a major cycle'
                           # with the standard gridder's cost (a 45-px stamp needs no mosaic
                           # convolution functions: the primary beam is wider than the stamp)
 K_SEEDMASK = 1.0e-7     # s per pixel per channel (seed-mask image analysis)
-K_FINALIZE_CHAN = 0.28  # s per channel: per-plane overhead of imsmooth/impbcor/mask/concat/exportfits
-K_FINALIZE_PIX = 1.0e-7  # s per pixel per channel: convolution FFTs and ~4 passes of pixel I/O
+K_PIXEL_PASS = 2.5e-8   # s per pixel per channel for one read or one write pass over a cube: imageconcat
+                        # measured 4.8-5.8e-8 for read + write of one 1024-px cube (2-core reference)
+K_BEAM_CHUNK = 0.05     # s per chunk: open its .image, ia.commonbeam(), ia.restoringbeam() (estimated)
+K_BEAM_CHAN = 1.0e-3    # s per plane: its beam checked against the chosen common beam (radio-beam, estimated)
+K_POST_CHAN = 0.18      # s per channel: per-plane overhead of imsmooth x2 / impbcor / residual stats / PB masks
+                        # (with the pixel passes: the reference's ~21 s finalize of a 480 px x 62 channel cube)
+POST_PIXEL_PASSES = 8   # residual stats 1, impbcor 3 (image, pb -> pbcor), two imsmooths 2 each (counted)
+K_CONCAT_CHAN = 0.03    # s per channel: per-plane overhead of 9 concatenations and 3 FITS exports
+CONCAT_PIXEL_PASSES = 24  # 9 extensions read + written (18); 3 FITS exports ~2 each (measured 4.4e-8 s
+                          # per pixel-channel: exportfits + the DATAMIN/DATAMAX read)
+K_CONCAT_CHUNK = 0.15   # s per chunk: 9 input images opened, appended and their masks copied
+                        # (imageconcat measured ~0.015 s per input image at 128 px)
 K_PRODUCTS = 2.0e-8     # s per pixel per channel: one read pass over the final cube
 
 # --- emission model -----------------------------------------------------------
@@ -137,7 +168,8 @@ PLANE_BYTES = 4         # float32
 WORK_PLANES = 10        # per channel in flight: residual, model, psf, pb, mask, weight, ... + FFT buffers
 CUBE_PLANES = 1.5       # cube planes tclean keeps cached over the chunk
 CHUNK_OUTPUT_CUBES = 8  # cubes a chunk leaves: dirty, nomask, image, residual, model, psf, pb, mask
-FINAL_OUTPUT_CUBES = 4  # concatenated image and pbcor cube, and their FITS
+POST_OUTPUT_CUBES = 3   # per chunk: image.pbcor, image.common, image.pbcor.common
+FINAL_OUTPUT_CUBES = 12  # the nine concatenated extensions and the three FITS cubes
 
 # --- nominal visibilities (when the MSs are not available) --------------------
 NOMINAL_EBS = {
@@ -304,9 +336,65 @@ def prepare_estimate(m: ImageModel) -> Estimate:
     return Estimate(cost, BASE_MEM_GB + m.rows * 12 * 2 / 1e9)
 
 
-def finalize_estimate(m: ImageModel) -> Estimate:
-    cost = m.calibrate("finalize", UNIT_OVERHEAD_S + m.nchan * (K_FINALIZE_CHAN + K_FINALIZE_PIX * m.npix))
-    return Estimate(cost, BASE_MEM_GB + _plane_gb(m.npix) * 8, _plane_gb(m.npix) * m.nchan * FINAL_OUTPUT_CUBES)
+FINISH_MEM_PLANES = 8   # planes a postprocess/concat child holds (input, output, kernel, FFT buffers)
+
+
+def _finish_mem_gb(m: ImageModel) -> float:
+    return BASE_MEM_GB + _plane_gb(m.npix) * FINISH_MEM_PLANES
+
+
+def beam_work_s(m: ImageModel, nchunks: int) -> float:
+    """Common beam across ``nchunks`` chunks, start-up aside."""
+    return nchunks * K_BEAM_CHUNK + m.nchan * K_BEAM_CHAN
+
+
+def post_work_s(m: ImageModel, nchan: float) -> float:
+    """Postprocessing ``nchan`` channels of chunks, start-up aside."""
+    return nchan * (K_POST_CHAN + POST_PIXEL_PASSES * K_PIXEL_PASS * m.npix)
+
+
+def concat_work_s(m: ImageModel, nchunks: int) -> float:
+    """Concatenating ``nchunks`` chunks into the full cube and exporting the FITS, start-up aside."""
+    return m.nchan * (K_CONCAT_CHAN + CONCAT_PIXEL_PASSES * K_PIXEL_PASS * m.npix) + nchunks * K_CONCAT_CHUNK
+
+
+def beam_estimate(m: ImageModel, nchunks: int) -> Estimate:
+    """The beam unit: reads the beams of all ``nchunks`` chunk images."""
+    return Estimate(m.calibrate("beam", UNIT_OVERHEAD_S + beam_work_s(m, nchunks)), BASE_MEM_GB)
+
+
+def post_estimate(m: ImageModel, nchan: int) -> Estimate:
+    """One post unit postprocessing chunks that hold ``nchan`` channels."""
+    return Estimate(m.calibrate("post", UNIT_OVERHEAD_S + post_work_s(m, nchan)), _finish_mem_gb(m),
+                    _plane_gb(m.npix) * nchan * POST_OUTPUT_CUBES)
+
+
+def concat_estimate(m: ImageModel, nchunks: int) -> Estimate:
+    """The finalize unit: concatenation of ``nchunks`` chunks and FITS export."""
+    return Estimate(m.calibrate("finalize", UNIT_OVERHEAD_S + concat_work_s(m, nchunks)), _finish_mem_gb(m),
+                    _plane_gb(m.npix) * m.nchan * FINAL_OUTPUT_CUBES)
+
+
+def finalize_estimate(m: ImageModel, nchunks: int = 1) -> Estimate:
+    """Beam, every chunk's postprocess and the concatenation as one serial step
+    (``ChunkedConfigSet.postprocess``): what the three kinds of unit cost together,
+    less the start-ups they do not share (the model's, never calibrated: a
+    learned correction is per unit kind)."""
+    cost = UNIT_OVERHEAD_S + beam_work_s(m, nchunks) + post_work_s(m, m.nchan) + concat_work_s(m, nchunks)
+    return Estimate(cost, _finish_mem_gb(m), _plane_gb(m.npix) * m.nchan * (FINAL_OUTPUT_CUBES + POST_OUTPUT_CUBES))
+
+
+def post_chunks_per_unit(m: ImageModel, nchunks: int) -> int:
+    """How many neighbouring chunks share one post unit: the fewest whose
+    postprocessing outweighs a unit's start-up (:data:`UNIT_OVERHEAD_S`; when
+    start-up gets cheaper, fewer chunks are merged). The one merge rule: it
+    reads only the model and the chunk count, never learned constants, so the
+    post units of an image are the same on any rank count and on resume."""
+    nchunks = max(1, int(nchunks))
+    share = post_work_s(m, m.nchan / nchunks)
+    if share <= 0:
+        return nchunks
+    return max(1, min(nchunks, math.ceil(UNIT_OVERHEAD_S / share - 1e-9)))
 
 
 def products_estimate(m: ImageModel) -> Estimate:

@@ -10,8 +10,15 @@ run`` and in the serial mode of ``faust-hpc image`` / ``moments`` / ``qa``
   ``info = {"nchunks": n, "chunks": [...]}`` lets the plan expand.
 - ``chunkNN``: dirty -> nomask -> seed mask -> clean (seed+multithresh) of
   that chunk only (its RMS from its own dirty cube, as the original).
-- ``finalize``: common beam across chunks, postprocess each chunk (residual
-  check, pbcor, common beam, PB mask), concatenation, FITS export.
+- ``beam``: the common beam across all chunks, recorded in
+  ``<imagebase>_<ext>.common_beam.json`` (exact floats).
+- ``postNN``: postprocess a group of chunks (residual check, pbcor,
+  smoothing to the recorded common beam, PB mask).
+- ``finalize``: concatenation of the postprocessed chunks, FITS export.
+  Together these are the three steps of ``ChunkedConfigSet.postprocess``
+  (the same methods), so the products are the serial finalize's, bit for bit.
+  Chunk images stay (as the original's): ``postprocess(use_existing_except=...)``
+  and ``faust-hpc rerun --chunk`` redo one chunk against the others' images.
 - ``moments`` / ``qa``: the products layer on the concatenated image.
 
 Every unit reads the frozen chunk list written by prepare, so chunk
@@ -33,13 +40,13 @@ import time
 from dataclasses import dataclass, field
 from glob import glob
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from faust_hpc.errors import PrerequisiteError, UserInputError
 from faust_hpc.imaging import ImageConfig
 from faust_hpc.imaging.dataset import visibility_rows
 from faust_hpc.imaging.image_tools import TEMP_PREFIX, glob_escape
-from faust_hpc.layout import CHUNK_PRODUCT_EXTS, FINAL_FITS_EXTS, FINAL_PRODUCT_EXTS, IMAGE_EXT, RunLayout
+from faust_hpc.layout import CHUNK_POST_EXTS, CHUNK_PRODUCT_EXTS, FINAL_FITS_EXTS, FINAL_PRODUCT_EXTS, IMAGE_EXT, RunLayout
 from faust_hpc.products import moments, qa
 from faust_hpc.run.records import COST_INFO_KEY, UnitCost
 from faust_hpc.units import ImageKey, Unit
@@ -169,16 +176,52 @@ def _run_chunk(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResult:
     return _with_cost(result, stages, int(cc.chunk.nchan), _npix(cc))
 
 
-def _run_finalize(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResult:
+def _frozen_chunks(spec: Any, config: Any, workdir: Path) -> Any:
     chunked = config.load_frozen_chunks(spec.ext)
     for cc in chunked:
         cc.workdir = workdir
-    report = chunked.postprocess(ext=spec.ext)
+    return chunked
+
+
+def _beam_info(beam: dict) -> dict[str, str]:
+    return {k: f"{float(v['value'])!r}{v['unit']}" for k, v in beam.items()}
+
+
+def _run_beam(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResult:
+    chunked = _frozen_chunks(spec, config, workdir)
+    beam = chunked.record_common_beam(ext=spec.ext)
+    return UnitResult(outputs=[chunked.common_beam_path(spec.ext)], info={"beam": _beam_info(beam)})
+
+
+def post_chunk_range(unit: Unit) -> range:
+    """The chunks a post unit postprocesses (its plan parameters)."""
+    params = dict(unit.params)
+    start = int(params["chunk_start"])
+    return range(start, start + int(params["chunk_count"]))
+
+
+def _run_post(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResult:
+    chunked = _frozen_chunks(spec, config, workdir)
+    indices = post_chunk_range(unit)
+    if indices.stop > chunked.nchunks:
+        raise PrerequisiteError(f"{unit.id}: chunks {indices.start}..{indices.stop - 1} are not all in the frozen "
+                                f"chunk list ({chunked.nchunks} chunks); re-plan from the prepare unit")
+    reports = chunked.postprocess_chunks(indices, chunked.recorded_common_beam(spec.ext), ext=spec.ext)
+    outputs = _existing([f"{chunked[i].get_imagebase(ext=spec.ext)}.{e}" for i in indices for e in CHUNK_POST_EXTS])
+    resid = {str(k): round(float(v["max_residual"]["max_sigma"]), 3) for k, v in reports.items()}
+    return UnitResult(outputs=outputs, info={"max_residual_sigma": resid})
+
+
+def _run_finalize(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResult:
+    chunked = _frozen_chunks(spec, config, workdir)
+    missing = chunked.unpostprocessed(ext=spec.ext)
+    if missing:
+        raise PrerequisiteError(f"{unit.id}: chunk(s) {', '.join(map(str, missing[:5]))} have no postprocessed "
+                                f"images ({', '.join(CHUNK_POST_EXTS)}): run the image's post units first")
+    chunked.concat_and_export(ext=spec.ext)
     base = chunked.get_imagebase(ext=spec.ext)
     outputs = _existing([f"{base}.{e}" for e in (*FINAL_FITS_EXTS, *FINAL_PRODUCT_EXTS)])
-    resid = {str(k): round(float(v["max_residual"]["max_sigma"]), 3) for k, v in report["chunks"].items()}
-    beam = {k: f"{float(v['value'])!r}{v['unit']}" for k, v in report["beam"].items()}
-    return UnitResult(outputs=outputs, info={"beam": beam, "max_residual_sigma": resid})
+    return UnitResult(outputs=outputs)
 
 
 def _final_image_path(spec: Any, config: Any) -> str:
@@ -223,6 +266,10 @@ def run_unit(spec: Any, unit: Unit, workdir: str | os.PathLike) -> UnitResult:
         result = _run_prepare(spec, unit, config)
     elif unit.kind == "chunk":
         result = _run_chunk(spec, unit, config, workdir)
+    elif unit.kind == "beam":
+        result = _run_beam(spec, unit, config, workdir)
+    elif unit.kind == "post":
+        result = _run_post(spec, unit, config, workdir)
     elif unit.kind == "finalize":
         result = _run_finalize(spec, unit, config, workdir)
     elif unit.kind == "moments":
@@ -248,15 +295,19 @@ def partial_outputs(spec: Any, unit: Unit) -> list[str]:
     key = unit.key
     full = config.layout.image_base(key.field, key.label, key.array, key.weighting)
     if unit.kind == "chunk" and unit.chunk_index is not None:
-        base = config.layout.image_base(key.field, key.label, key.array, key.weighting, chunk=unit.chunk_index)
-        stem = f"{base.name}_"
-    elif unit.kind in ("prepare", "finalize"):
-        stem = f"{full.name}_"
+        chunks: Iterable[int | None] = (unit.chunk_index,)
+    elif unit.kind == "post":
+        chunks = post_chunk_range(unit)
+    elif unit.kind in ("prepare", "beam", "finalize"):
+        chunks = (None,)
     else:
         return []
-    image_dir = str(full.parent)
-    found = glob(os.path.join(glob_escape(image_dir), f"{TEMP_PREFIX}*-{glob_escape(stem)}*"))
+    image_dir = glob_escape(str(full.parent))
+    found: set[str] = set()
+    for index in chunks:
+        base = config.layout.image_base(key.field, key.label, key.array, key.weighting, chunk=index)
+        found.update(glob(os.path.join(image_dir, f"{TEMP_PREFIX}*-{glob_escape(base.name)}_*")))
     return sorted(found)
 
 
-__all__ = ["UnitResult", "run_unit", "config_for", "partial_outputs", "weighting_value"]
+__all__ = ["UnitResult", "run_unit", "config_for", "partial_outputs", "post_chunk_range", "weighting_value"]

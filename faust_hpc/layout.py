@@ -43,6 +43,7 @@ TINYIMG_EXT = "tinyimg"             # the sum-of-weights stamp of a full SPW
 DIRTY_EXT = "dirty"
 NOMASK_EXT = "nomask"
 CHUNK_LIST_SUFFIX = ".chunks.json"
+COMMON_BEAM_SUFFIX = ".common_beam.json"   # the beam unit's record of the common beam across chunks
 QA_PLOT_TAG = "qa_plot"            # "<base>_qa_plot_<kind>.<png|pdf>"
 FITS_SUFFIX = ".fits"
 
@@ -55,6 +56,8 @@ FINAL_FITS_EXT = "image.pbcor.common.fits"
 # The FITS files postprocess exports for every final image, as the original delivers them.
 FINAL_FITS_EXTS = (FINAL_FITS_EXT, "mask.fits", "pb.fits")
 CHUNK_PRODUCT_EXTS = ("image", "residual", "model", "mask", "pb", "psf", "sumwt")
+# What postprocessing adds to each chunk (to the common beam across chunks): the concatenation's inputs.
+CHUNK_POST_EXTS = (PBCOR_EXT, COMMON_EXT, PBCOR_COMMON_EXT)
 FINAL_PRODUCT_EXTS = ("image", "image.common", "image.pbcor", "image.pbcor.common", "mask", "model", "pb",
                       "psf", "residual")
 
@@ -183,6 +186,12 @@ class RunLayout:
         """Frozen chunk list ``<imagebase>_<ext>.chunks.json`` of the full cube."""
         base = self.image_base(field, label, array, weighting, ext=ext)
         return base.with_name(base.name + CHUNK_LIST_SUFFIX)
+
+    def common_beam(self, field: str, label: str, array: str, weighting: str, ext: str) -> Path:
+        """The common beam across chunks ``<imagebase>_<ext>.common_beam.json``,
+        written by the image's beam unit and read by its postprocess units."""
+        base = self.image_base(field, label, array, weighting, ext=ext)
+        return base.with_name(base.name + COMMON_BEAM_SUFFIX)
 
     def final_fits(self, field: str, label: str, array: str, weighting: str, ext: str) -> Path:
         """The delivered cube ``<imagebase>_<ext>.image.pbcor.common.fits``."""
@@ -352,5 +361,5 @@ def parse(path: str | os.PathLike, require_image_ext: bool = False) -> ProductNa
 
 
 __all__ = ["RunLayout", "unit_slug", "image_stem_name", "chunk_stem_glob", "split_image_ext", "chunk_index_of",
-           "CHUNK_PRODUCT_EXTS", "FINAL_PRODUCT_EXTS", "FINAL_FITS_EXT", "FINAL_FITS_EXTS", "ProductName", "parse",
+           "CHUNK_PRODUCT_EXTS", "CHUNK_POST_EXTS", "FINAL_PRODUCT_EXTS", "FINAL_FITS_EXT", "FINAL_FITS_EXTS", "ProductName", "parse",
            "product_dir_of", "moment_map_name", "qa_plot_stem", "qa_plot_name", "qa_plot_prefix"]

@@ -2,13 +2,22 @@
 
 Per image key (field x SPW x array x weighting)::
 
-    <key>/prepare -> <key>/chunkNN (one per chunk) -> <key>/finalize -> <key>/moments
-                                                                    -> <key>/qa
+    <key>/prepare -> <key>/chunkNN (one per chunk) -> <key>/beam -> <key>/postNN (one per group of chunks)
+                  -> <key>/finalize -> <key>/moments, <key>/qa
 
 * prepare: sum-of-weights stamp -> common coverage -> the frozen chunk list;
 * chunkNN: dirty -> nomask -> seed mask -> clean of one channel range;
-* finalize: common beam across chunks, postprocess, concat, FITS;
+* beam: the common beam across all chunks, recorded for the post units;
+* postNN: residual check, pbcor, smoothing to the common beam, PB mask of a
+  group of neighbouring chunks (:func:`costmodel.post_chunks_per_unit`: as many
+  as make the work outweigh a unit's start-up);
+* finalize: concatenation of the chunks and FITS export (the final outputs);
 * moments, qa: the products layer.
+
+Links grow linearly with the chunks: every chunk -> beam, beam -> every post,
+every post -> finalize (the "all chunks done" barrier is the one beam unit,
+not chunks x posts links). The post units read their chunks' images, which
+the beam unit's dependency already waits for.
 
 The chunk units are a *prediction* until the prepare unit has run: it reports
 the real count, and :meth:`Plan.expand` replaces the predicted chunks (ids are
@@ -52,7 +61,8 @@ from faust_hpc.geometry import geometry_for, nominal_data_geometry
 from faust_hpc.runfile import RunSpec
 # "auto" chunking runs the policy; scheduler never imports plan
 from faust_hpc.scheduler import SimResult, simulate_schedule
-from faust_hpc.units import ImageKey, Unit, chunk_part
+from faust_hpc.spectral import split_channels  # the one contiguous-split rule (chunks, post groups)
+from faust_hpc.units import GROUPS, ImageKey, Unit, chunk_part, post_part
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +77,7 @@ mostly overhead), then refines around the best k."""
 @dataclass
 class Plan:
     """The unit graph of one run. ``units`` holds every unit (built key by key, each
-    as prepare, chunks, finalize, moments, qa, in the run file's order; an image
+    as prepare, chunks, beam, posts, finalize, moments, qa, in the run file's order; an image
     :meth:`expand` re-shapes gets its new units at the end of the table);
     :meth:`units_of` gives one image's units in graph order.
 
@@ -140,8 +150,8 @@ class Plan:
         return counts
 
     def count_by_group(self) -> dict[str, int]:
-        """Unit counts keyed prepare/chunk/finalize/products."""
-        counts = {"prepare": 0, "chunk": 0, "finalize": 0, "products": 0}
+        """Unit counts keyed by :data:`faust_hpc.units.GROUPS` (prepare/chunk/beam/post/finalize/products)."""
+        counts = dict.fromkeys(GROUPS, 0)
         for unit in self.units.values():
             counts[unit.group] += 1
         return counts
@@ -204,9 +214,10 @@ class Plan:
 
     # ------------------------------------------------------------- expansion
     def expand(self, prepare_id: str, nchunks: int) -> list[Unit]:
-        """Replace the chunk units of ``prepare_id``'s image by ``nchunks`` chunks
-        (as the prepare unit reported them) and re-wire finalize; returns the new
-        chunk units. Idempotent for the same count. O(units of that image)."""
+        """Replace the chunk, beam and post units of ``prepare_id``'s image by
+        those of ``nchunks`` chunks (as the prepare unit reported them) and
+        re-wire finalize; returns the new chunk units. Idempotent for the same
+        count. O(units of that image)."""
         prepare = self.units[prepare_id]
         if prepare.kind != "prepare":
             raise ValueError(f"{prepare_id} is not a prepare unit")
@@ -215,15 +226,17 @@ class Plan:
         key = prepare.key
         model = self.models[key.path]
         chunks = _chunk_units(key, model, int(nchunks), prepare_id)
-        # the image re-wired: its new chunks in place of the old, finalize waiting on them
+        # the image re-wired: its new chunks, beam and posts in place of the old, finalize waiting on the posts
+        middle = [*chunks, *_post_units(key, model, chunks)]
         finalize_id = key.unit_id("finalize")
         image: list[Unit] = []
         for unit in self.units_of(key):
-            if unit.kind == "chunk":
+            if unit.kind in _REPLANNED_KINDS:
                 continue
             if unit.id == finalize_id:
-                image.extend(chunks)
-                unit = replace(unit, deps=tuple(c.id for c in chunks))
+                image.extend(middle)
+                unit = replace(unit, deps=tuple(u.id for u in middle if u.kind == "post"),
+                               **_finalize_fields(model, len(chunks)))
             image.append(unit)
         self.replace_image(key, image)
         return chunks
@@ -328,18 +341,55 @@ def _chunk_units(key: ImageKey, model: ImageModel, nchunks: int, prepare_id: str
     return units
 
 
-def _key_units(key: ImageKey, model: ImageModel, nchunks: int) -> list[Unit]:
+_REPLANNED_KINDS = ("chunk", "beam", "post")   # what a prepare's real chunk count re-shapes
+
+
+def post_groups(nchunks: int, chunks_per_unit: int) -> list[tuple[int, int]]:
+    """``(first chunk, chunk count)`` of each post unit: ``nchunks`` chunks in
+    contiguous groups of about ``chunks_per_unit`` (the chunk split's own rule,
+    :func:`spectral.split_channels`, so group sizes differ by at most one)."""
+    ngroups = math.ceil(nchunks / max(1, min(int(chunks_per_unit), nchunks)))
+    return split_channels(nchunks, ngroups)
+
+
+def _post_units(key: ImageKey, model: ImageModel, chunks: list[Unit],
+                chunks_per_unit: int | None = None) -> list[Unit]:
+    """The beam unit (after every chunk) and one post unit per group of chunks
+    (after the beam). ``chunks_per_unit`` forces the grouping (tests); by
+    default :func:`costmodel.post_chunks_per_unit`."""
+    n = len(chunks)
+    est = costmodel.beam_estimate(model, n)
+    beam = Unit(id=key.unit_id("beam"), kind="beam", key=key, deps=tuple(c.id for c in chunks),
+                cost=est.cost, mem_gb=est.mem_gb, out_gb=est.out_gb, nchunks=n)
+    size = costmodel.post_chunks_per_unit(model, n) if chunks_per_unit is None else chunks_per_unit
+    groups = post_groups(n, size)
+    posts = []
+    for index, (first, count) in enumerate(groups):
+        nchan = sum(int(dict(c.params)["nchan"]) for c in chunks[first:first + count])
+        est = costmodel.post_estimate(model, nchan)
+        posts.append(Unit(id=key.unit_id(post_part(index, len(groups))), kind="post", key=key, deps=(beam.id,),
+                          cost=est.cost, mem_gb=est.mem_gb, out_gb=est.out_gb, chunk_index=first, nchunks=n,
+                          params=(("chunk_start", first), ("chunk_count", count))))
+    return [beam, *posts]
+
+
+def _finalize_fields(model: ImageModel, nchunks: int) -> dict[str, float]:
+    est = costmodel.concat_estimate(model, nchunks)
+    return {"cost": est.cost, "mem_gb": est.mem_gb, "out_gb": est.out_gb}
+
+
+def _key_units(key: ImageKey, model: ImageModel, nchunks: int, chunks_per_post: int | None = None) -> list[Unit]:
     prep = costmodel.prepare_estimate(model)
     prepare = Unit(id=key.unit_id("prepare"), kind="prepare", key=key, cost=prep.cost, mem_gb=prep.mem_gb,
                    nchunks=nchunks)
     chunks = _chunk_units(key, model, nchunks, prepare.id)
-    fin = costmodel.finalize_estimate(model)
-    finalize = Unit(id=key.unit_id("finalize"), kind="finalize", key=key, deps=tuple(c.id for c in chunks),
-                    cost=fin.cost, mem_gb=fin.mem_gb, out_gb=fin.out_gb)
+    finishing = _post_units(key, model, chunks, chunks_per_post)
+    finalize = Unit(id=key.unit_id("finalize"), kind="finalize", key=key,
+                    deps=tuple(u.id for u in finishing if u.kind == "post"), **_finalize_fields(model, len(chunks)))
     prod = costmodel.products_estimate(model)
     products = [Unit(id=key.unit_id(kind), kind=kind, key=key, deps=(finalize.id,), cost=prod.cost,
                      mem_gb=prod.mem_gb) for kind in ("moments", "qa")]
-    return [prepare, *chunks, finalize, *products]
+    return [prepare, *chunks, *finishing, finalize, *products]
 
 
 def fewest_chunks_within(model: ImageModel, target_cost: float, memory_gb: float = 0.0) -> int:

@@ -31,10 +31,11 @@ Policy:
   largest-cost-first; across images it starts the work that has the most
   waiting behind it (a heavy window's prepare before a light window's chunk),
   which keeps a large finalize from being left for the end.
-* **No barriers.** Readiness is tracked per unit: an image's finalize is
-  ready the moment its last chunk is done, its moments and QA right after,
-  and they run as soon as their priority comes up — never only at the end of
-  the run. ``finish_images_first=True`` goes further and runs a ready
+* **No barriers.** Readiness is tracked per unit: an image's beam unit is
+  ready the moment its last chunk is done, its post units right after it, its
+  finalize after its last post, its moments and QA right after that, and they
+  run as soon as their priority comes up — never only at the end of the run.
+  ``finish_images_first=True`` goes further and runs a ready beam/post/
   finalize/moments/QA before any chunk (products appear SPW by SPW); on a full
   FAUST field it costs <= 1.5 % of simulated makespan, so it is an option.
 * **Memory-aware.** Workers on one node never run units whose ``mem_gb``
@@ -69,7 +70,7 @@ from typing import Any, Hashable, Iterable, Mapping, Protocol
 from faust_hpc.units import ImageKey, Unit
 
 DEFAULT_NODE = "local"
-_FINISHING = ("finalize", "moments", "qa")
+_FINISHING = ("beam", "post", "finalize", "moments", "qa")
 
 
 class UnitGraph(Protocol):
@@ -407,22 +408,26 @@ def simulate_schedule(plan: UnitGraph, workers: int, *, workers_per_node: int | 
 
 def image_lower_bound(plan: UnitGraph, workers: int) -> float:
     """A tighter makespan bound no schedule can beat: the largest of the
-    critical path, total work / workers, and, per image, prepare + its chunk
-    work spread over all workers (but at least its largest chunk) + finalize +
-    its largest product (an image's chunks cannot start before its prepare,
-    nor its finalize before its last chunk)."""
+    critical path, total work / workers, and, per image, its own chain:
+    prepare + its chunk work spread over all workers (but at least its largest
+    chunk) + beam + its post work spread likewise + finalize + its largest
+    product (each step of an image waits for the one before it)."""
     total = plan.total_cost
     bound = max(plan.critical_path()[0], total / workers)
-    by_key: dict[Any, list[Unit]] = {}
+    by_key: dict[Any, dict[str, list[float]]] = {}
     for unit in plan.units.values():
-        by_key.setdefault(unit.key, []).append(unit)
-    for units in by_key.values():
-        chunks = [u.cost for u in units if u.kind == "chunk"]
-        before = sum(u.cost for u in units if u.kind == "prepare")
-        after = sum(u.cost for u in units if u.kind == "finalize") + \
-            max((u.cost for u in units if u.kind in ("moments", "qa")), default=0.0)
-        if chunks:
-            bound = max(bound, before + max(sum(chunks) / workers, max(chunks)) + after)
+        by_key.setdefault(unit.key, {}).setdefault(unit.kind, []).append(unit.cost)
+
+    def spread(costs: list[float]) -> float:
+        return max(sum(costs) / workers, max(costs)) if costs else 0.0
+
+    for kinds in by_key.values():
+        if not kinds.get("chunk"):
+            continue
+        chain = sum(kinds.get("prepare", ())) + spread(kinds["chunk"]) + sum(kinds.get("beam", ())) + \
+            spread(kinds.get("post", [])) + sum(kinds.get("finalize", ())) + \
+            max(kinds.get("moments", []) + kinds.get("qa", []), default=0.0)
+        bound = max(bound, chain)
     return bound
 
 

@@ -8,17 +8,21 @@ can be trusted by a resumed one:
     e.g. CB68/233.796GHz_cont/joint/0.5/chunk07
 
 PART is ``prepare``, ``chunkNN`` (zero-padded to two digits, or more when
-there are over 100 chunks), ``finalize``, ``moments`` or ``qa``.
+there are over 100 chunks), ``beam``, ``postNN`` (one per group of chunks,
+numbered and padded as the chunks), ``finalize``, ``moments`` or ``qa``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Iterable
 
-UNIT_KINDS = ("prepare", "chunk", "finalize", "moments", "qa")
-# `faust-hpc plan --json` groups moments and QA as "products".
-KIND_GROUP = {"prepare": "prepare", "chunk": "chunk", "finalize": "finalize",
+UNIT_KINDS = ("prepare", "chunk", "beam", "post", "finalize", "moments", "qa")
+# `faust-hpc plan --json` groups moments and QA as "products"; the groups in this order.
+KIND_GROUP = {"prepare": "prepare", "chunk": "chunk", "beam": "beam", "post": "post", "finalize": "finalize",
               "moments": "products", "qa": "products"}
+GROUPS = tuple(dict.fromkeys(KIND_GROUP.values()))
+IMAGE_STEP_KINDS = ("prepare", "chunk", "beam", "post", "finalize")
+"""The kinds that make an image's final cube (what ``faust-hpc image --no-products`` runs)."""
 
 
 def format_weighting(weighting: float | int | str) -> str:
@@ -29,9 +33,25 @@ def format_weighting(weighting: float | int | str) -> str:
     return f"{float(weighting):.1f}" if float(weighting).is_integer() else f"{float(weighting)}"
 
 
+def _numbered(stem: str, index: int, count: int) -> str:
+    width = max(2, len(str(max(count - 1, 0))))
+    return f"{stem}{index:0{width}d}"
+
+
 def chunk_part(index: int, nchunks: int) -> str:
-    width = max(2, len(str(max(nchunks - 1, 0))))
-    return f"chunk{index:0{width}d}"
+    return _numbered("chunk", index, nchunks)
+
+
+def post_part(index: int, ngroups: int) -> str:
+    """``postNN``: the postprocess unit of the ``index``-th group of chunks."""
+    return _numbered("post", index, ngroups)
+
+
+def kind_of_id(unit_id: str) -> str:
+    """The kind a unit id names (``.../chunk07`` -> ``chunk``, ``.../post03`` -> ``post``)."""
+    part = unit_id.rsplit("/", 1)[-1]
+    stem = part.rstrip("0123456789")
+    return stem if stem in ("chunk", "post") and stem != part else part
 
 
 @dataclass(frozen=True, order=True)

@@ -36,7 +36,7 @@ def test_diverged_chunk_is_flagged_not_retried_and_the_rest_of_the_run_goes_on(t
     # that image cannot be finished; every other image is
     started = {r["unit"] for r in recs if r.get("event") == "started"}
     done = {r["unit"] for r in recs if r.get("event") == "done"}
-    assert not {f"{KEY_CS}/finalize", f"{KEY_CS}/moments", f"{KEY_CS}/qa"} & started
+    assert not {f"{KEY_CS}/beam", f"{KEY_CS}/finalize", f"{KEY_CS}/moments", f"{KEY_CS}/qa"} & started
     assert f"{KEY_CS}/chunk00" in done
     assert {f"{KEY_CONT}/finalize", f"{KEY_CONT}/moments", f"{KEY_CONT}/qa"} <= done
     assert finish_record(runfile)["failed"] == [bad]
@@ -56,9 +56,10 @@ def test_diverged_chunk_is_flagged_not_retried_and_the_rest_of_the_run_goes_on(t
     lines = status.stdout.splitlines()
     (flag,) = [ln for ln in lines if ln.startswith(f"DIVERGED: {bad} (attempt 1, flagged, not retried): ")]
     assert DIVERGE_REASON in flag and "traceback: " in flag
-    assert f"  blocked by it: {KEY_CS}/finalize, {KEY_CS}/moments, {KEY_CS}/qa" in lines
+    blocked = [f"{KEY_CS}/{p}" for p in ("beam", "finalize", "moments", "post00", "post01", "qa")]
+    assert f"  blocked by it: {', '.join(blocked)}" in lines
     status = subprocess.run(cli + ["--json"], cwd=REPO, capture_output=True, text=True, env=env)
     (entry,) = json.loads(status.stdout)["failed"]
     assert entry["unit"] == bad and entry["error_type"] == "DivergenceError"
     assert entry["diverged"]["reason"] == DIVERGE_REASON and entry["diverged"]["channels"] == [0]
-    assert entry["blocked"] == [f"{KEY_CS}/finalize", f"{KEY_CS}/moments", f"{KEY_CS}/qa"]
+    assert entry["blocked"] == blocked

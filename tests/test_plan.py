@@ -42,7 +42,9 @@ def setup1_plan():
 
 def test_setup1_graph_shape(setup1_plan):
     plan = setup1_plan
-    assert plan.count_by_group() == {"prepare": 13, "chunk": 12 * 4 + 40, "finalize": 13, "products": 26}
+    # FAUST-size chunks each outweigh a unit's start-up: one post unit per chunk
+    assert plan.count_by_group() == {"prepare": 13, "chunk": 12 * 4 + 40, "beam": 13, "post": 12 * 4 + 40,
+                                     "finalize": 13, "products": 26}
     assert not plan.data_available
     key = ImageKey("CB68", "233.796GHz_cont", "joint", "0.5")
     units = plan.units_of(key)
@@ -52,7 +54,10 @@ def test_setup1_graph_shape(setup1_plan):
     chunks = [u for u in units if u.kind == "chunk"]
     assert len(chunks) == 40 and chunks[7].id == "CB68/233.796GHz_cont/joint/0.5/chunk07"
     assert all(c.deps == (key.unit_id("prepare"),) for c in chunks)
-    assert plan.units[key.unit_id("finalize")].deps == tuple(c.id for c in chunks)
+    assert plan.units[key.unit_id("beam")].deps == tuple(c.id for c in chunks)
+    posts = [u for u in units if u.kind == "post"]
+    assert all(p.deps == (key.unit_id("beam"),) for p in posts)
+    assert plan.units[key.unit_id("finalize")].deps == tuple(p.id for p in posts)
     assert plan.units[key.unit_id("qa")].deps == (key.unit_id("finalize"),)
     assert sum(dict(c.params)["nchan"] for c in chunks) == 3840
     assert [dict(c.params)["chan_start"] for c in chunks[:3]] == [0, 96, 192]
@@ -68,8 +73,9 @@ def test_critical_path_and_total(setup1_plan):
     key = plan.keys[-1]
     units = plan.units_of(key)
     chain = units[0].cost + max(u.cost for u in units if u.kind == "chunk") + \
+        plan.units[key.unit_id("beam")].cost + max(u.cost for u in units if u.kind == "post") + \
         plan.units[key.unit_id("finalize")].cost + max(plan.units[key.unit_id(k)].cost for k in ("moments", "qa"))
-    assert cost >= chain
+    assert cost >= chain * (1 - 1e-12)   # (summed in another order)
     assert plan.total_cost == pytest.approx(sum(u.cost for u in plan.units.values()))
 
 
@@ -80,7 +86,7 @@ def test_expand_replaces_predicted_chunks(setup1_plan):
     new = plan.expand(prepare, 7)
     assert [u.id.rsplit("/", 1)[1] for u in new] == [f"chunk{i:02d}" for i in range(7)]
     assert plan.nchunks(key) == 7
-    assert plan.units[key.unit_id("finalize")].deps == tuple(u.id for u in new)
+    assert plan.units[key.unit_id("beam")].deps == tuple(u.id for u in new)
     assert plan.count_by_group()["chunk"] == 88 - 4 + 7
     before = dict(plan.units)
     plan.expand(prepare, 7)                                   # idempotent
@@ -117,7 +123,9 @@ def test_auto_chunking_balances_for_the_worker_hint(tmp_path):
     spec = spec_for(tmp_path, 1, 'nchunks = "auto"\n[scheduler]\nworkers = 24\n')
     plan = build_plan(spec)
     sim = simulate_schedule(plan, 24, timeline=False)
-    assert sim.makespan <= 1.10 * sim.total_cost / 24
+    # within 10 % of the best any schedule can do: total/P, or (the continuum cube's
+    # concatenation + FITS being one step of ~5,000 s) the longest image chain
+    assert sim.makespan <= 1.10 * max(sim.total_cost / 24, sim.tight_lower_bound)
     default = build_plan(spec_for(tmp_path, 1, name="d.toml"))
     assert sim.makespan < simulate_schedule(default, 24, timeline=False).makespan
     again = build_plan(spec)                                            # deterministic
@@ -207,7 +215,8 @@ def test_plan_cli_json_setup1():
     proc = cli("plan", str(CONFIGS / "setup1.toml"), "--ranks", "8,64", "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["units_by_kind"] == {"prepare": 13, "chunk": 88, "finalize": 13, "products": 26}
+    assert out["units_by_kind"] == {"prepare": 13, "chunk": 88, "beam": 13, "post": 88, "finalize": 13,
+                                    "products": 26}
     assert len(out["spws"]) == 13 and {s["field"] for s in out["spws"]} == {"CB68"}
     assert sum(s["nchunks"] for s in out["spws"]) == 88
     assert set(out["spws"][0]) >= {"field", "label", "nchunks", "cost"}

@@ -38,6 +38,12 @@ def _rerun_started(runfile: Path, env: dict) -> list[str]:
 AFTER_FINALIZE = sorted(f"{KEY_CS}/{p}" for p in ("finalize", "moments", "qa"))
 
 
+def _finishing(runfile: Path) -> list[str]:
+    """The image's beam and post units (as many posts as the plan groups its chunks into)."""
+    return sorted({r["unit"] for r in records(runfile) if r.get("event") == "done"
+                   and r["unit"].rsplit("/", 1)[1].startswith(("beam", "post"))})
+
+
 def test_deleted_final_cube_is_remade_with_its_moments_and_qa(tmp_path):
     """Item 1: the finalize product deleted after moments and QA are done is
     remade (it used to count as a consumed intermediate), its dependents are
@@ -54,8 +60,11 @@ def test_deleted_prepare_output_redoes_everything_downstream(tmp_path):
     runfile, env = _finished(tmp_path)
     before = products(runfile)
     _product(runfile, "prepare").unlink()
-    assert _rerun_started(runfile, env) == sorted(f"{KEY_CS}/{p}" for p in
-                                                  ("prepare", "chunk00", "chunk01", "finalize", "moments", "qa"))
+    finishing = _finishing(runfile)
+    assert f"{KEY_CS}/beam" in finishing and len(finishing) >= 2
+    assert _rerun_started(runfile, env) == sorted([*(f"{KEY_CS}/{p}" for p in
+                                                   ("prepare", "chunk00", "chunk01", "finalize", "moments", "qa")),
+                                                   *finishing])
     assert products(runfile) == before
 
 
@@ -97,17 +106,19 @@ def test_done_records_carry_the_checks_and_old_records_stay_readable(tmp_path):
 
 
 def test_chunk_images_removed_by_finalize_do_not_make_chunks_rerun(tmp_path):
-    """The consumed-intermediate rule: once every dependent of a chunk is done,
-    its lost or changed images do not count; when its finalize must run again
-    they do, and the chunk is redone first."""
+    """The consumed-intermediate rule: once every unit that reads a chunk's
+    images (beam, posts, finalize) is done, its lost or changed images do not
+    count; when its finalize must run again they do, and the chunk is redone
+    first (and with it the beam and posts made from it)."""
     runfile, env = _finished(tmp_path)
     before = products(runfile)
     c0 = _product(runfile, "chunk00")
-    c0.unlink()  # as the imaging finalize does without preserve_all_intermediate_products
+    c0.unlink()  # as a user clearing an image's intermediates does
     _product(runfile, "chunk01").write_text("damaged\n")
     assert _rerun_started(runfile, env) == []
     _product(runfile, "finalize").unlink()  # now finalize needs its chunks again
-    assert _rerun_started(runfile, env) == sorted([f"{KEY_CS}/chunk00", f"{KEY_CS}/chunk01", *AFTER_FINALIZE])
+    assert _rerun_started(runfile, env) == sorted([f"{KEY_CS}/chunk00", f"{KEY_CS}/chunk01", *_finishing(runfile),
+                                                   *AFTER_FINALIZE])
     assert products(runfile) == before
 
 

@@ -80,8 +80,11 @@ def test_finalize_starts_while_other_chunks_still_run(tmp_path):
         assert start[CS + "/finalize"] < last_cont_chunk
         assert start[CS + "/qa"] < last_cont_chunk
         assert sim.lower_bound <= sim.tight_lower_bound <= sim.makespan + 1e-6
-    # finishing first: finalize the moment the last chunk is done, products right after
-    assert start[CS + "/finalize"] == pytest.approx(max(end[u] for u in end if u.startswith(CS + "/chunk")))
+    # finishing first: the beam the moment the last chunk is done, finalize the moment the
+    # last post is done, products right after
+    assert start[CS + "/beam"] == pytest.approx(max(end[u] for u in end if u.startswith(CS + "/chunk")))
+    assert min(start[u] for u in start if u.startswith(CS + "/post")) == pytest.approx(end[CS + "/beam"])
+    assert start[CS + "/finalize"] == pytest.approx(max(end[u] for u in end if u.startswith(CS + "/post")))
     assert start[CS + "/moments"] == pytest.approx(end[CS + "/finalize"])
 
 
@@ -135,8 +138,10 @@ def test_scheduler_expansion_fail_retry_and_blocking(tmp_path):
     first, second = picks[0][1].id, picks[1][1].id
     sched.fail(first, retry=True)                              # back to ready
     assert first in sched.ready_ids() and 1 not in sched.running
-    sched.fail(second, retry=False)                            # dead: finalize and products blocked
-    assert sched.blocked_ids() == [CS + "/finalize", CS + "/moments", CS + "/qa"]
+    sched.fail(second, retry=False)                            # dead: beam, posts, finalize, products blocked
+    posts = [uid for uid, u in plan.units.items() if u.kind == "post"]
+    assert posts and sched.blocked_ids() == sorted([CS + "/beam", CS + "/finalize", CS + "/moments", CS + "/qa",
+                                                    *posts])
     while not sched.finished:
         for _, unit in sched.assign([1, 2]):
             sched.complete(unit.id)
@@ -150,7 +155,7 @@ def test_resume_with_done_units(tmp_path):
     sched = Scheduler(plan, done=done)
     assert sched.ready_ids() == [CS + "/chunk01"]
     [(_, unit)] = sched.assign([0])
-    assert sched.complete(unit.id) == [CS + "/finalize"]
+    assert sched.complete(unit.id) == [CS + "/beam"]
 
 
 def test_simulation_is_deterministic_and_bounded(tmp_path):

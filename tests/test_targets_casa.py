@@ -69,7 +69,7 @@ def test_ngc5921_from_the_run_file(ngc5921, tmp_path):
     runfile = _runfile(tmp_path, ngc5921.ms)
     plan = _cli_run(tmp_path, "plan", str(runfile), "--json")
     assert plan.returncode == 0, plan.stderr[-2000:]
-    assert json.loads(plan.stdout)["units"] == 5     # prepare, 1 chunk, finalize, moments, qa
+    assert json.loads(plan.stdout)["units"] == 7     # prepare, 1 chunk, beam, 1 post, finalize, moments, qa
 
     image = _cli_run(tmp_path, "image", str(runfile))
     assert image.returncode == 0, image.stderr[-3000:]

@@ -1,7 +1,7 @@
 """``faust-hpc image RUNFILE``: the whole pipeline serially in this process (no MPI).
 
 For users without MPI or a cluster: the run file's units (prepare -> chunks
--> finalize -> moments, qa) run one after another through the launcher's
+-> beam -> posts -> finalize -> moments, qa) run one after another through the launcher's
 serial mode -- the same executor, unit children, manifest, resume and run
 claim as ``faust-hpc run`` -- so the products are identical to an MPI run's,
 and an interrupted ``image`` resumes where it stopped. Each unit's CASA log is
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from faust_hpc.launcher import run_serial
     from faust_hpc.layout import FINAL_FITS_EXT
     from faust_hpc.run.records import UnitStatus
-    from faust_hpc.run.select import PRODUCT_KINDS, Selection
+    from faust_hpc.run.select import IMAGE_KINDS, PRODUCT_KINDS, Selection
     from faust_hpc.runfile import load_runfile
 
     spec = load_runfile(args.runfile, check_paths=True)
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
                              f"e.g. {spec.image_keys()[0].path}")
     # Bad input (every MS opens, holds the field and every SPW) is refused by the
     # launcher's input check before the run is claimed: nothing written.
-    kinds = frozenset({"prepare", "chunk", "finalize"} | (set() if args.no_products else set(PRODUCT_KINDS)))
+    kinds = IMAGE_KINDS | (frozenset() if args.no_products else PRODUCT_KINDS)
     t0 = time.time()
     result = run_serial(spec, Selection(kinds=kinds, only=args.only), command="faust-hpc image",
                         break_lock=args.break_lock)

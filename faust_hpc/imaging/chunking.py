@@ -29,7 +29,7 @@ from faust_hpc import spectral
 from faust_hpc.catalog import imaging_defaults, parse_frequency_hz
 from faust_hpc.errors import PrerequisiteError
 from faust_hpc.imaging.image_tools import ImageManager, log_post, publish, temp_name
-from faust_hpc.layout import FINAL_PRODUCT_EXTS
+from faust_hpc.layout import CHUNK_POST_EXTS, FINAL_PRODUCT_EXTS
 from faust_hpc.spectral import split_channels  # the one chunk-split rule (the cost model uses it too)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 CHUNKS_JSON_VERSION = 1
+COMMON_BEAM_JSON_VERSION = 1
 
 
 def format_hz(value: float) -> str:
@@ -216,6 +217,12 @@ def write_chunk_list(path: str, selection: SpectralSelection, chunks: list[Chunk
            "chunks": [c.to_dict() for c in chunks]}
     if extra:
         doc.update(extra)
+    return _write_json(path, doc)
+
+
+def _write_json(path: str, doc: dict[str, Any]) -> str:
+    """Write a small JSON record under a temporary name, fsync, rename into place.
+    Floats are written as ``repr`` (Python's json): they read back bit-identical."""
     tmp = temp_name(path)
     with open(tmp, "w") as fh:
         json.dump(doc, fh, indent=1, sort_keys=True)
@@ -333,30 +340,58 @@ class ChunkedConfigSet:
             written.append(concat_images(infiles, f"{imagebase}.{im_ext}"))
         return written
 
-    def postprocess(self, ext: str = "clean", use_existing_except: Iterable[int] | None = None,
-                    make_hanning: bool = False, make_fits: bool = True) -> dict[str, Any]:
-        """Postprocess every chunk (or only ``use_existing_except``) to the
-        common beam across chunks, concatenate, optionally Hanning smooth,
+    # -- finalize, in three steps: common beam -> per-chunk postprocess -> concatenation + FITS.
+    # The serial postprocess() below and the run's beam / postNN / finalize units call the
+    # same three methods, so both give the same bytes.
+    def common_beam_path(self, ext: str = "clean") -> str:
+        """Where the beam unit records the common beam (:meth:`RunLayout.common_beam`)."""
+        full = self.configs[0]
+        return str(full.layout.common_beam(full.dset.field, full.spw.label, full.dset.kind,
+                                           full.weighting_label, ext))
+
+    def record_common_beam(self, ext: str = "clean") -> dict[str, Any]:
+        """Step 1 as a unit: :meth:`get_common_beam`, written to
+        :meth:`common_beam_path` (JSON floats: exact) for the postprocess units."""
+        beam = self.get_common_beam(ext=ext)
+        _write_json(self.common_beam_path(ext), {"version": COMMON_BEAM_JSON_VERSION, "nchunks": self.nchunks,
+                                                  "beam": beam})
+        return beam
+
+    def recorded_common_beam(self, ext: str = "clean") -> dict[str, Any]:
+        """The beam :meth:`record_common_beam` wrote for this chunk set."""
+        path = self.common_beam_path(ext)
+        if not os.path.exists(path):
+            raise PrerequisiteError(f"{path} not found: run the image's beam unit "
+                                    f"(ChunkedConfigSet.record_common_beam) first")
+        with open(path) as fh:
+            doc = json.load(fh)
+        if doc.get("version") != COMMON_BEAM_JSON_VERSION or doc.get("nchunks") != self.nchunks:
+            raise PrerequisiteError(f"{path} is for {doc.get('nchunks')} chunks (version {doc.get('version')}), "
+                                    f"not these {self.nchunks}: run the image's beam unit again")
+        return doc["beam"]
+
+    def postprocess_chunks(self, indices: Iterable[int], beam: dict[str, Any],
+                           ext: str = "clean") -> dict[int, dict[str, Any]]:
+        """Step 2: postprocess the chunks ``indices`` to ``beam`` (residual
+        check, pbcor, smoothing to the common beam, PB mask); no FITS."""
+        return {int(ix): self.configs[int(ix)].postprocess(ext=ext, make_fits=False, make_hanning=False, beam=beam)
+                for ix in indices}
+
+    def unpostprocessed(self, ext: str = "clean") -> list[int]:
+        """Chunks without every postprocessed image (:data:`~faust_hpc.layout.CHUNK_POST_EXTS`)."""
+        missing = []
+        for config in self.configs:
+            base = config.get_imagebase(ext=ext)
+            if not all(os.path.exists(f"{base}.{e}") for e in CHUNK_POST_EXTS):
+                missing.append(config.chunk.index)
+        return missing
+
+    def concat_and_export(self, ext: str = "clean", make_hanning: bool = False,
+                          make_fits: bool = True) -> list[str]:
+        """Step 3: concatenate the chunks' images, optionally Hanning smooth,
         and export the final FITS (``.image.pbcor.common``, ``.mask``, ``.pb``)."""
         from faust_hpc.imaging.postprocess import export_final_products, hanning_smooth_image
 
-        beam = self.get_common_beam(ext=ext)
-        if use_existing_except is None:
-            indices = list(range(self.nchunks))
-        else:
-            indices = sorted({int(i) % self.nchunks for i in use_existing_except})
-            # chunks never postprocessed cannot be "existing": do them too
-            for config in self.configs:
-                base = config.get_imagebase(ext=ext)
-                if config.chunk.index not in indices and not all(
-                        os.path.exists(f"{base}.{e}") for e in ("image.common", "image.pbcor", "image.pbcor.common")):
-                    log_post(f"-- chunk {config.chunk.index} has no postprocessed products: postprocessing it too")
-                    indices.append(config.chunk.index)
-            indices.sort()
-        reports = {}
-        for ix in indices:
-            reports[int(ix)] = self.configs[ix].postprocess(ext=ext, make_fits=False, make_hanning=False,
-                                                            beam=beam)
         imagebase = self.get_imagebase(ext=ext)
         with self.configs[0].stage_workdir("concat"):
             written = self.concat_cubes(ext=ext)
@@ -364,4 +399,25 @@ class ChunkedConfigSet:
                 written.append(hanning_smooth_image(f"{imagebase}.image.common"))
             if make_fits:
                 written += export_final_products(imagebase, object_name=self.configs[0].dset.field)
+        return written
+
+    def postprocess(self, ext: str = "clean", use_existing_except: Iterable[int] | None = None,
+                    make_hanning: bool = False, make_fits: bool = True) -> dict[str, Any]:
+        """Postprocess every chunk (or only ``use_existing_except``) to the
+        common beam across chunks, concatenate, optionally Hanning smooth,
+        and export the final FITS (``.image.pbcor.common``, ``.mask``, ``.pb``):
+        :meth:`get_common_beam`, :meth:`postprocess_chunks`, :meth:`concat_and_export`."""
+        beam = self.get_common_beam(ext=ext)
+        if use_existing_except is None:
+            indices = list(range(self.nchunks))
+        else:
+            indices = sorted({int(i) % self.nchunks for i in use_existing_except})
+            # chunks never postprocessed cannot be "existing": do them too
+            for index in self.unpostprocessed(ext=ext):
+                if index not in indices:
+                    log_post(f"-- chunk {index} has no postprocessed products: postprocessing it too")
+                    indices.append(index)
+            indices.sort()
+        reports = self.postprocess_chunks(indices, beam, ext=ext)
+        written = self.concat_and_export(ext=ext, make_hanning=make_hanning, make_fits=make_fits)
         return {"beam": beam, "chunks": reports, "outputs": written}

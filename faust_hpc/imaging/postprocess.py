@@ -47,10 +47,8 @@ def export_fits(imagename: str, velocity: bool = False, overwrite: bool = True,
     if_exists_remove(tmp)
     tasks().exportfits(imagename=imagename, fitsimage=tmp, dropstokes=False, velocity=velocity,
                        overwrite=True)
-    stats = tasks().imstat(imagename=imagename)
-    datamin = float(stats["min"][0]) if len(stats.get("min", [])) else float("nan")
-    datamax = float(stats["max"][0]) if len(stats.get("max", [])) else float("nan")
-    set_archive_keywords(tmp, object_name or _field_of(imagename), datamin, datamax)
+    # DATAMIN/DATAMAX from the FITS itself (masked pixels are NaN there): one read pass
+    set_archive_keywords(tmp, object_name or _field_of(imagename))
     return publish(tmp, final)
 
 

@@ -34,17 +34,14 @@ from faust_hpc.layout import RunLayout
 from faust_hpc.run.manifest import Manifest
 from faust_hpc.run.records import END_EVENTS, UnitEvent, UnitRecord, UnitStatus
 from faust_hpc.run.view import fmt_duration
-from faust_hpc.units import ImageKey
+from faust_hpc.units import UNIT_KINDS, ImageKey, kind_of_id
 
 log = logging.getLogger(__name__)
 
-KIND_ORDER = ("prepare", "chunk", "finalize", "moments", "qa")
-KIND_HATCH = {"prepare": "////", "chunk": "", "finalize": "", "moments": "....", "qa": "xxxx"}
-
-
-def unit_kind(unit_id: str) -> str:
-    part = unit_id.rsplit("/", 1)[-1]
-    return "chunk" if part.startswith("chunk") else part
+KIND_ORDER = UNIT_KINDS
+KIND_HATCH = {"prepare": "////", "chunk": "", "beam": "\\\\", "post": "||", "finalize": "", "moments": "....",
+              "qa": "xxxx"}
+unit_kind = kind_of_id
 
 
 @dataclass

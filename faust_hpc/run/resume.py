@@ -11,14 +11,18 @@ The rule (one for every unit, final or not):
 - A done unit whose outputs fail the check is redone, and so is everything
   that depends on it, transitively (their products were made from what is now
   gone, and a remade input may differ).
-- The one exception is what a later unit legitimately consumes: a chunk's
-  images are removed by its finalize (unless
-  ``preserve_all_intermediate_products``). A chunk's outputs are therefore
-  checked only while one of its dependents still has to run: lost or damaged
-  then, the chunk is redone first; once every dependent is done, the chunk is
-  done whatever is left of its outputs. So a finished run never reruns
-  chunks for images its finalize removed, and a lost final cube (finalize)
-  is remade together with its moments and QA.
+- The one exception is an image's intermediates (:data:`CONSUMED_KINDS`: the
+  chunk images, the recorded common beam, the postprocessed chunk images):
+  once the image's final cube exists they may go (a user clearing disk, the
+  original's ``remove_all_files``) without making the finished image redo.
+  Their outputs are therefore checked only while a unit that reads them still
+  has to run -- a reader being any dependent, followed through the
+  intermediates to the image's finalize (a chunk's images are read by the
+  beam, the post units and, concatenated, by finalize): lost or damaged then,
+  the unit is redone first; once all its readers are done, it is done
+  whatever is left of its outputs. So a finished run never reruns chunks for
+  images it no longer needs, and a lost final cube (finalize) is remade
+  together with its moments and QA -- with the chunks whose images are gone.
 - A unit that started and never finished (its launcher died), or failed, or
   was interrupted, may have left partial products: its working directory and
   any outputs the executor can name for it are deleted before it runs again.
@@ -44,7 +48,7 @@ log = logging.getLogger(__name__)
 
 _UNFINISHED = (UnitStatus.RUNNING, UnitStatus.FAILED, UnitStatus.INTERRUPTED)
 CHECK_THREADS = 8             # outputs checked concurrently on resume
-CONSUMED_KINDS = ("chunk",)   # outputs a dependent may remove once it is done (see the rule above)
+CONSUMED_KINDS = ("chunk", "beam", "post")   # an image's intermediates (see the rule above)
 
 
 @dataclass
@@ -131,13 +135,24 @@ def resume(plan: Any, manifest: Manifest, records: list[dict], spec: Any, produc
         if uid in done and (why := damage(uid)) is not None:
             redo(uid, why)
     changed = True
-    while changed:  # consumed outputs matter only while a dependent still has to run
+    while changed:  # consumed outputs matter only while a unit that reads them still has to run
         changed = False
+        needed: dict[str, bool] = {}
+
+        def read_later(uid: str) -> bool:
+            """Does a reader of ``uid``'s outputs still have to run? (memoised:
+            the chunks of one image share their beam's answer, links stay linear)"""
+            if uid not in needed:
+                needed[uid] = any(s not in done or (units[s].kind in CONSUMED_KINDS and read_later(s))
+                                  for s in succ.get(uid, ()))
+            return needed[uid]
+
         for uid in sorted(recorded_done & done):
-            if (units[uid].kind in CONSUMED_KINDS and any(s not in done for s in succ.get(uid, ()))
-                    and (why := damage(uid)) is not None):
+            if uid in done and units[uid].kind in CONSUMED_KINDS and read_later(uid) \
+                    and (why := damage(uid)) is not None:
                 redo(uid, why)
                 changed = True
+                needed.clear()
     state.done = done
 
     finder = partial_output_finder(getattr(spec.scheduler, "executor", "")) if spec is not None else None

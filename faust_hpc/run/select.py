@@ -15,9 +15,10 @@ from typing import Any, Iterable
 
 from faust_hpc.plan import Plan
 from faust_hpc.run.images import run_images
-from faust_hpc.units import Unit
+from faust_hpc.units import IMAGE_STEP_KINDS, Unit
 
 PRODUCT_KINDS = frozenset({"moments", "qa"})
+IMAGE_KINDS = frozenset(IMAGE_STEP_KINDS)     # what makes the final cube: `faust-hpc image` runs them
 DATA_KINDS = frozenset({"prepare", "chunk"})   # the units that read the measurement sets
 
 
@@ -86,4 +87,4 @@ def restrict(plan: Plan, selection: Selection, done: Iterable[str], spec: Any) -
     return Restricted(sub, unready)
 
 
-__all__ = ["Selection", "Restricted", "restrict", "input_cube_exists", "PRODUCT_KINDS"]
+__all__ = ["Selection", "Restricted", "restrict", "input_cube_exists", "PRODUCT_KINDS", "IMAGE_KINDS"]
