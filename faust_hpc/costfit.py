@@ -149,7 +149,9 @@ class Learned:
         the caller has not counted them itself) and the calibration."""
         sizes = {k: float(v) if k == "rows" else int(v) for k, v in self.sizes.get(key_path, {}).items()
                  if not (counted_rows and k == "rows")}
-        return dataclasses.replace(model, **sizes, calibration=self.calibration) if sizes or self.fits else model
+        if not (sizes or self.fits):
+            return model
+        return dataclasses.replace(model, **sizes, calibration=self.calibration, nominal=model.as_planned)
 
 
 NOTHING = Learned()

@@ -246,6 +246,15 @@ class ImageModel:
     clean_sigma: float = 3.0
     nomask_sigma: float = 4.5
     calibration: Calibration = ()
+    nominal: "ImageModel | None" = None
+    """The run file's model before :mod:`faust_hpc.costfit` put measured sizes
+    and a calibration in (None: this is it). What must not move with history --
+    the post grouping, :func:`post_chunks_per_unit` -- reads it."""
+
+    @property
+    def as_planned(self) -> "ImageModel":
+        """The model from the run file alone (see :attr:`nominal`)."""
+        return self.nominal or self
 
     def calibrate(self, kind: str, seconds: float) -> float:
         """The model's cost of a unit of ``kind`` (overhead included) as the
@@ -388,8 +397,11 @@ def post_chunks_per_unit(m: ImageModel, nchunks: int) -> int:
     """How many neighbouring chunks share one post unit: the fewest whose
     postprocessing outweighs a unit's start-up (:data:`UNIT_OVERHEAD_S`; when
     start-up gets cheaper, fewer chunks are merged). The one merge rule: it
-    reads only the model and the chunk count, never learned constants, so the
-    post units of an image are the same on any rank count and on resume."""
+    reads only the run file's model (:attr:`ImageModel.as_planned`) and the
+    chunk count, never learned sizes or constants, so the post units of an
+    image are the same on any rank count, on resume, and after more history
+    (a resume that regrouped would redo posts whose chunks are gone)."""
+    m = m.as_planned
     nchunks = max(1, int(nchunks))
     share = post_work_s(m, m.nchan / nchunks)
     if share <= 0:
