@@ -32,14 +32,9 @@ N2HP_NCHUNKS = 6
 
 
 @pytest.fixture(scope="module")
-def casa_log(tmp_path_factory) -> Path:
-    """CASA in this process; its log (the tclean calls) in the test's temporary directory."""
-    from faust_hpc import casa_env
-
-    path = tmp_path_factory.mktemp("cookbook_casalog") / "casa.log"
-    casa_env.configure(log_path=path)
-    casa_env.casatools()
-    return path
+def casa_log(casa) -> Path:
+    """This module's CASA log (the tclean calls; conftest's ``casa`` fixture)."""
+    return casa.log_path()
 
 
 @pytest.fixture
