@@ -34,6 +34,11 @@
     parsed ``ngc5921.json``: channels, rest frequency, calibrator fluxes).
     Read-only, like ``sim_tiny``: image into ``tmp_path``.
 
+``casa`` (module scope)
+    CASA in the test process (:mod:`faust_hpc.casa_env`, returned), configured
+    and imported once per test module, its log in a temporary directory of
+    that module (``casa.log_path()``), so a module can read its own tclean calls.
+
 Truth helpers for image comparisons live in :mod:`faust_hpc.simulate.truth`
 (``truth_convolved_peak(fits, bmaj, bmin, bpa)``, ``model_cube_from_fits``).
 """
@@ -70,6 +75,16 @@ def build_simulation(outdir: Path, size: str = "tiny", spws: tuple[str, ...] = T
 @pytest.fixture(scope="session")
 def sim_tiny(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return build_simulation(tmp_path_factory.mktemp("sim") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def casa(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from faust_hpc import casa_env
+
+    module = request.module.__name__.rsplit(".", 1)[-1]
+    casa_env.configure(log_path=tmp_path_factory.mktemp(f"{module}_casa_log") / "casa.log")
+    casa_env.casatools()
+    return casa_env
 
 
 @dataclass(frozen=True)

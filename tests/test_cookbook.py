@@ -5,8 +5,12 @@ Only what tiny data forces is changed from the documented code: the data and
 product directories (``set_paths``), the image geometry (``imsize``,
 ``cell_arcsec``: the FAUST defaults are ~1500-3500 px) and single-scale
 clean (``config.scales = [0]``), the number of chunks, and the catalog's
-N2H+ label (the documentation writes ``93.181GHz_N2Hp``). Everything asserted
-is what the original pipeline gives for the same calls.
+N2H+ label (the documentation writes ``93.181GHz_N2Hp``). For CI time the
+restart recipe images the 12m data alone (``kind="12m"``: the standard
+gridder instead of the joint data's mosaic one); nothing in that recipe
+depends on the array, and the same restart of a joint (documented default)
+image is tests/test_imaging_casa.py's ``test_restart_one_chunk_rebuilds_full_cube``.
+Everything asserted is what the original pipeline gives for the same calls.
 """
 from __future__ import annotations
 
@@ -32,14 +36,9 @@ N2HP_NCHUNKS = 6
 
 
 @pytest.fixture(scope="module")
-def casa_log(tmp_path_factory) -> Path:
-    """CASA in this process; its log (the tclean calls) in the test's temporary directory."""
-    from faust_hpc import casa_env
-
-    path = tmp_path_factory.mktemp("cookbook_casalog") / "casa.log"
-    casa_env.configure(log_path=path)
-    casa_env.casatools()
-    return path
+def casa_log(casa) -> Path:
+    """This module's CASA log (the tclean calls; conftest's ``casa`` fixture)."""
+    return casa.log_path()
 
 
 @pytest.fixture
@@ -160,7 +159,7 @@ def test_restart_one_chunk_recipe_as_documented(sim_tiny, casa_log, api_paths, t
     from faust_hpc.imaging import ImageConfig, set_paths
 
     set_paths(prod_dir=tmp_path / "products", data_dir=sim_tiny.data_dir)
-    config = ImageConfig.from_name(FIELD, CS, weighting=0.5, **TINY)
+    config = ImageConfig.from_name(FIELD, CS, kind="12m", weighting=0.5, **TINY)   # documented: joint
     config.scales = [0]
     config.run_pipeline(ext="clean")
 
@@ -174,7 +173,7 @@ def test_restart_one_chunk_recipe_as_documented(sim_tiny, casa_log, api_paths, t
     chunk = chunked.get_chunk_from_channel(channel)
     k = chunk.chunk.index
     assert k == 2
-    assert os.path.basename(chunk.get_imagebase("clean")) == f"{FIELD}_{CS}_chunk2_joint_0.5_clean"
+    assert os.path.basename(chunk.get_imagebase("clean")) == f"{FIELD}_{CS}_chunk2_12m_0.5_clean"
 
     products = ("image", "model", "residual", "mask", "image.pbcor", "image.common", "image.pbcor.common")
     before = {(c.chunk.index, e): _image_state(f"{c.get_imagebase('clean')}.{e}")

@@ -32,15 +32,6 @@ CHUNK_NCHAN = 2
 NORMAL_CHUNK_START = 20   # HI emission, ordinary noise
 
 
-@pytest.fixture(scope="module")
-def casa(tmp_path_factory):
-    from faust_hpc import casa_env
-
-    casa_env.configure(log_path=tmp_path_factory.mktemp("guard_casa_log") / "casa.log")
-    casa_env.casatools()
-    return casa_env
-
-
 @dataclass
 class RealDataStage:
     """What the stages read from an ImageConfig (documented defaults), for NGC 5921."""

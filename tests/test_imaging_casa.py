@@ -25,16 +25,6 @@ C_KMS = 299_792.458
 
 
 @pytest.fixture(scope="module")
-def casa(tmp_path_factory):
-    """CASA in this process, its log in the test's temporary directory."""
-    from faust_hpc import casa_env
-
-    casa_env.configure(log_path=tmp_path_factory.mktemp("imaging_casa_log") / "casa.log")
-    casa_env.casatools()
-    return casa_env
-
-
-@pytest.fixture(scope="module")
 def chunked_run(sim_tiny, tmp_path_factory, casa):
     """The default pipeline (joint, Briggs 0.5, chunked as the demo run file
     says) for one narrow SPW, through ``faust-hpc image``."""

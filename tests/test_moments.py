@@ -30,14 +30,6 @@ BASE = "CB68_244.936GHz_CS_joint_0.5_clean"
 
 
 @pytest.fixture(scope="module")
-def casa(tmp_path_factory: pytest.TempPathFactory):
-    from faust_hpc import casa_env
-
-    casa_env.configure(log_path=tmp_path_factory.mktemp("casalog") / "casa.log")
-    return casa_env
-
-
-@pytest.fixture(scope="module")
 def disk(casa, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Analytic disk products + their moment maps (made once for the module)."""
     from faust_hpc.products.moments import make_moments_from_image

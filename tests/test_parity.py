@@ -176,14 +176,12 @@ BASE = "CB68_244.936GHz_CS_joint_0.5_clean"
 
 
 @pytest.fixture(scope="module")
-def one_channel_cube(tmp_path_factory):
+def one_channel_cube(casa, tmp_path_factory):
     """A 32 x 32 x 21 cube: noise everywhere except an empty 4 x 4 patch, in
     which pixel (5, 5) has emission in one channel only (3 channels above
     vsys) and pixel (6, 6) none at all; mask and PB are 1."""
-    from faust_hpc import casa_env
     from faust_hpc.products.synthcube import CubeGrid, write_cube
 
-    casa_env.configure(log_path=tmp_path_factory.mktemp("parity_casalog") / "casa.log")
     root = tmp_path_factory.mktemp("parity_moments") / "products" / "images" / "CB68"
     root.mkdir(parents=True)
     grid = CubeGrid(nx=32, ny=32, nchan=21, cell_arcsec=0.1)

@@ -33,13 +33,11 @@ def _gauss(east: np.ndarray, north: np.ndarray, e0: float, n0: float, fwhm: floa
 
 
 @pytest.fixture(scope="module")
-def qa_cube(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def qa_cube(casa, tmp_path_factory: pytest.TempPathFactory) -> dict:
     from scipy.ndimage import gaussian_filter
 
-    from faust_hpc import casa_env
     from faust_hpc.products.synthcube import CubeGrid, primary_beam, write_cube
 
-    casa_env.configure(log_path=tmp_path_factory.mktemp("casalog") / "casa.log")
     prod = tmp_path_factory.mktemp("qa") / "products"
     stem = prod / "images" / "CB68" / BASE
     stem.parent.mkdir(parents=True)

@@ -20,15 +20,6 @@ pytestmark = pytest.mark.casa
 SHORT_BASELINE_M = 300.0
 
 
-@pytest.fixture(scope="module")
-def casa(tmp_path_factory):
-    from faust_hpc import casa_env
-
-    casa_env.configure(log_path=tmp_path_factory.mktemp("realdata_casa_log") / "casa.log")
-    casa_env.casatools()
-    return casa_env
-
-
 def _channel_ranges(text: str) -> list[int]:
     chans: list[int] = []
     for part in text.split(";"):

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faust_hpc import casa_env
 from faust_hpc.catalog import C_KMS, get_spw, load_catalog
 from faust_hpc.errors import UserInputError
 from faust_hpc.simulate import simulate
@@ -25,9 +24,8 @@ CONT = "246.700GHz_cont"
 
 
 @pytest.fixture(scope="module")
-def tools(tmp_path_factory):
-    casa_env.configure(log_path=tmp_path_factory.mktemp("casa-log") / "test_simulate.casa.log")
-    return casa_env.casatools()
+def tools(casa):
+    return casa.casatools()
 
 
 def test_ms_layout_follows_the_data_layout(sim_tiny):
