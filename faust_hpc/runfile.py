@@ -66,7 +66,7 @@ _IMAGING_KEYS = ("fields", "setup", "spws", "weightings", "arrays", "fullcube", 
 _SPW_KEYS = ("nchunks", "rms", "gain", "cyclefactor", "scales", "mask_ang_scales",
              "smallscalebias", "uvtaper", "automask", "moments_vwin_kms")
 _SCHEDULER_KEYS = ("retries", "unit_timeout_s", "node_memory_gb", "workers", "threads_per_unit",
-                   "executor")
+                   "executor", "lease_s")
 # Bounds of numbers (see the module doc): what makes sense, so that nothing absurd reaches CASA.
 MAX_RETRIES = 100
 """More attempts than this repeat one failure for hours; fix the cause instead."""
@@ -167,6 +167,8 @@ class SchedulerSettings:
     # 0 = node cores / ranks on that node (fewer ranks, more threads each).
     threads_per_unit: int = 1
     executor: str = IMAGING_EXECUTOR
+    # a launcher that stops renewing its claims for this long is dead: others take its units
+    lease_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -802,6 +804,7 @@ def _parse_scheduler(ck: _Checker, raw: dict[str, Any]) -> SchedulerSettings:
                                     sch.get("threads_per_unit", d.threads_per_unit), minimum=0,
                                     maximum=MAX_THREADS_PER_UNIT),
         executor=executor,
+        lease_s=ck.number(where, "lease_s", sch.get("lease_s", d.lease_s), minimum=3.0),
     )
 
 
