@@ -75,6 +75,12 @@ class Claims:
         self.lease_s = float(launcher.lease_s)
         self.until = float(launcher.until)
         self._last_heartbeat = time.time()
+        manifest.lock.owner_gone = self._owner_gone   # a strict soft lock held by a dead launcher
+
+    def _owner_gone(self, host: str, pid: int) -> bool:
+        """Is the launcher process ``pid`` on ``host`` dead by the records (its lease ran out)?"""
+        mine = [ls for ls in self.state.launchers.values() if ls.host == host and ls.pid == pid]
+        return bool(mine) and not any(ls.alive() for ls in mine)
 
     @classmethod
     def join(cls, manifest: Manifest, state: Any, launcher: Any, records: Callable[[Any], Iterable[Any]] | None = None,
