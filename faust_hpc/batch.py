@@ -406,7 +406,7 @@ def _finishes_since(product_dir: str | os.PathLike, since: float) -> list[dict]:
     from faust_hpc.run.manifest import Manifest
     from faust_hpc.run.snapshot import load_state
 
-    return [r for r in load_state(Manifest(product_dir)).finishes if float(r.get("time") or 0) >= since]
+    return [r for r in load_state(Manifest(product_dir), outputs=False).finishes if float(r.get("time") or 0) >= since]
 
 
 def _own(finishes: list[dict], job: str | None) -> list[dict]:

@@ -36,6 +36,7 @@ STATE_DIRNAME = ".faust-hpc"
 MANIFEST_NAME = "manifest.jsonl"
 MANIFEST_LOCK_NAME = "manifest.lock"
 SNAPSHOT_NAME = "snapshot.json"     # the folded manifest up to a byte offset (faust_hpc.run.snapshot)
+SNAPSHOT_OUTPUTS_NAME = "snapshot.outputs.json"   # its units' outputs, checks and info (resume reads them)
 
 CHUNK_TAG = "chunk"                 # "_chunk<N>" in chunk product names
 TINYIMG_EXT = "tinyimg"             # the sum-of-weights stamp of a full SPW
@@ -237,6 +238,10 @@ class RunLayout:
     @property
     def snapshot_path(self) -> Path:
         return self.state_dir / SNAPSHOT_NAME
+
+    @property
+    def snapshot_outputs_path(self) -> Path:
+        return self.state_dir / SNAPSHOT_OUTPUTS_NAME
 
 
 # --------------------------------------------------------------------------- the inverse

@@ -21,6 +21,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
 from faust_hpc.run.leases import LauncherState, fold_launcher
@@ -29,13 +30,15 @@ from faust_hpc.run.records import RunEvent, UnitStatus
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 DIGEST_BYTES = 256                 # bytes before the offset whose digest identifies the manifest
-SNAPSHOT_EVERY_RECORDS = 20_000    # rank 0 rewrites the snapshot after this many new records ...
-SNAPSHOT_EVERY_S = 300.0           # ... or this long, whichever comes first (and at finish)
+SNAPSHOT_EVERY_RECORDS = 100_000   # rank 0 rewrites the snapshot after this many new records ...
+SNAPSHOT_EVERY_S = 900.0           # ... or this long, whichever comes first (and at finish): a few s each
 
 _RUN, _FREEZE, _FINISH = RunEvent.RUN.value, RunEvent.FREEZE.value, RunEvent.FINISH.value
-_UNIT_DEFAULTS = {k: v for k, v in UnitState("").__dict__.items() if k != "unit"}
+_STATUS_CODES = tuple(s.value for s in UnitStatus)
+_STATUS_CODE = {s: i for i, s in enumerate(UnitStatus)}
+_SPARSE = ("error", "error_type", "traceback", "diverged", "final")   # set for few units
 _OFFSET_RE = re.compile(rb'^\{"version":\s*\d+,\s*"offset":\s*(\d+)')
 
 
@@ -51,6 +54,7 @@ class RunState:
     finishes: list[dict] = field(default_factory=list)     # every ``finish`` record, as stored
     offset: int = 0                                        # manifest bytes folded in
     records_folded: int = 0
+    partial: bool = False   # loaded without the snapshot's outputs part: units lack outputs/checks/info
 
     def fold(self, records: Iterable[dict]) -> set[str]:
         """Fold records in order; the unit ids they touched."""
@@ -95,32 +99,68 @@ class RunState:
     def last_finish(self) -> dict | None:
         return self.finishes[-1] if self.finishes else None
 
-    # ---- (de)serialisation
-    def to_json(self, digest: str) -> dict:
-        units = {}
-        for uid, st in self.units.items():
-            units[uid] = {k: (str(v) if k == "status" else v) for k, v in st.__dict__.items()
-                          if k != "unit" and v != _UNIT_DEFAULTS.get(k, _MISSING)}
-        return {"version": SNAPSHOT_VERSION, "offset": self.offset, "digest": digest,
+    # ---- (de)serialisation: columns for what every unit has, a sparse table for the rest,
+    # and outputs / checks / info (the bulk, needed by resume only) in a file of their own
+    def to_json(self, digest: str) -> tuple[dict, dict]:
+        """(the snapshot, its outputs part)."""
+        ids = list(self.units)
+        sts = [self.units[u] for u in ids]
+        lids = sorted({st.launcher for st in sts if st.launcher}) if sts else []
+        lidx = {lid: i for i, lid in enumerate(lids)}
+        hosts = sorted({st.host or "" for st in sts})
+        hidx = {h: i for i, h in enumerate(hosts)}
+        cols = {"id": ids, "status": [_STATUS_CODE[st.status] for st in sts],
+                "attempt": [st.attempt for st in sts], "failures": [st.failures for st in sts],
+                "launcher": [lidx.get(st.launcher, -1) for st in sts], "launcher_ids": lids,
+                "rank": [st.rank for st in sts], "host": [hidx[st.host or ""] for st in sts], "hosts": hosts,
+                "pid": [st.pid for st in sts], "started": [st.started for st in sts],
+                "finished": [st.finished for st in sts]}
+        sparse = {}
+        heavy = {}
+        for st in sts:
+            extra = {k: getattr(st, k) for k in _SPARSE if getattr(st, k)}
+            if st.status != UnitStatus.DONE and st.log:
+                extra["log"] = st.log
+            if st.info and "nchunks" in st.info:
+                extra["info"] = st.info   # prepare units: the plan grows by them (status, rerun)
+            if extra:
+                sparse[st.unit] = extra
+            if st.outputs or st.checks or st.info or st.log:
+                heavy[st.unit] = [st.outputs, st.checks, st.info, st.log]
+        head = {"version": SNAPSHOT_VERSION, "offset": self.offset, "digest": digest,
                 "records_folded": self.records_folded, "frozen": self.frozen, "spec_hash": self.spec_hash,
                 "last_run": self.last_run, "finishes": self.finishes,
-                "launchers": {lid: ls.to_json() for lid, ls in self.launchers.items()}, "units": units}
+                "launchers": {lid: ls.to_json() for lid, ls in self.launchers.items()},
+                "units": cols, "sparse": sparse}
+        return head, {"offset": self.offset, "digest": digest, "units": heavy}
 
     @classmethod
-    def from_json(cls, data: dict) -> "RunState":
-        units = {}
-        for uid, d in data["units"].items():
-            st = UnitState(uid, **{k: v for k, v in d.items() if k != "status"})
-            st.status = UnitStatus(d.get("status", UnitStatus.PENDING))
-            st.outputs = list(st.outputs)
-            units[uid] = st
+    def from_json(cls, data: dict, heavy: dict | None = None) -> "RunState":
+        """The state of a snapshot; without its outputs part (``heavy``) the
+        units carry no outputs / checks / info (but prepare units' info) and
+        the state is ``partial`` (never written back)."""
+        cols = data["units"]
+        statuses = [UnitStatus(v) for v in _STATUS_CODES]
+        lids, hosts = cols["launcher_ids"], cols["hosts"]
+        units: dict[str, UnitState] = {}
+        for uid, code, att, fails, li, rank, hi, pid, t0, t1 in zip(
+                cols["id"], cols["status"], cols["attempt"], cols["failures"], cols["launcher"], cols["rank"],
+                cols["host"], cols["pid"], cols["started"], cols["finished"]):
+            units[uid] = UnitState(uid, statuses[code], att, fails, rank=rank, host=hosts[hi], pid=pid,
+                                   started=t0, finished=t1, launcher=lids[li] if li >= 0 else None)
+        for uid, extra in data["sparse"].items():
+            st = units[uid]
+            for k, v in extra.items():
+                setattr(st, k, v)
+        if heavy is not None:
+            for uid, (outputs, checks, info, log_path) in heavy["units"].items():
+                st = units[uid]
+                st.outputs, st.checks, st.info, st.log = outputs, checks, info, log_path
         return cls(units=units, launchers={lid: LauncherState.from_json(d) for lid, d in data["launchers"].items()},
                    frozen={k: int(v) for k, v in data["frozen"].items()}, spec_hash=data.get("spec_hash"),
                    last_run=data.get("last_run"), finishes=list(data.get("finishes") or []),
-                   offset=int(data["offset"]), records_folded=int(data.get("records_folded") or 0))
-
-
-_MISSING = object()
+                   offset=int(data["offset"]), records_folded=int(data.get("records_folded") or 0),
+                   partial=heavy is None)
 
 
 def manifest_digest(manifest: Manifest, offset: int) -> str:
@@ -145,11 +185,13 @@ def _snapshot_offset(path: os.PathLike) -> int:
     return int(m.group(1)) if m else 0
 
 
-def read_snapshot(manifest: Manifest) -> RunState | None:
-    """The snapshot, if there is one that matches this manifest."""
+def read_snapshot(manifest: Manifest, outputs: bool = True) -> RunState | None:
+    """The snapshot, if there is one that matches this manifest (``outputs``:
+    with its outputs part, as resume needs; status does without)."""
     path = manifest.layout.snapshot_path
     try:
         data = json.loads(path.read_bytes())
+        heavy = json.loads(manifest.layout.snapshot_outputs_path.read_bytes()) if outputs else None
     except (OSError, ValueError):
         return None
     try:
@@ -159,34 +201,46 @@ def read_snapshot(manifest: Manifest) -> RunState | None:
         if offset > manifest.size() or data.get("digest") != manifest_digest(manifest, offset):
             log.info("%s does not match %s (replaced or truncated): reading every record", path, manifest.path)
             return None
-        return RunState.from_json(data)
-    except (KeyError, TypeError, ValueError) as exc:
+        if heavy is not None and (heavy.get("offset") != offset or heavy.get("digest") != data["digest"]):
+            return None   # a writer died between the two files: read every record
+        return RunState.from_json(data, heavy)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         log.warning("ignoring unreadable snapshot %s: %s", path, exc)
         return None
 
 
-def load_state(manifest: Manifest, use_snapshot: bool = True) -> RunState:
-    """The run's state: the snapshot plus the records after it (or every record)."""
-    state = (read_snapshot(manifest) if use_snapshot else None) or RunState()
+def load_state(manifest: Manifest, use_snapshot: bool = True, outputs: bool = True) -> RunState:
+    """The run's state: the snapshot plus the records after it (or every
+    record). ``outputs=False`` (status): units from the snapshot carry no
+    outputs, checks or info (but prepare units' info)."""
+    state = (read_snapshot(manifest, outputs) if use_snapshot else None) or RunState()
     records, end = manifest.read_from(state.offset)
     state.fold(records)
     state.offset = end
     return state
 
 
-def write_snapshot(manifest: Manifest, state: RunState) -> bool:
-    """Write ``state`` as the snapshot if it covers more than the one on disk."""
-    path = manifest.layout.snapshot_path
-    if state.offset <= _snapshot_offset(path):
-        return False
-    body = json.dumps(state.to_json(manifest_digest(manifest, state.offset)), separators=(",", ":"), default=str)
+def _write_atomic(path: Path, body: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(body)
         os.replace(tmp, path)
-    except OSError as exc:  # a snapshot is an optimisation: never fail a run for it
-        log.warning("could not write the snapshot %s: %s", path, exc)
+    finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_snapshot(manifest: Manifest, state: RunState) -> bool:
+    """Write ``state`` as the snapshot if it covers more than the one on disk
+    (its outputs part first: a reader never pairs a new snapshot with an old part)."""
+    layout = manifest.layout
+    if state.partial or state.offset <= _snapshot_offset(layout.snapshot_path):
+        return False
+    head, heavy = state.to_json(manifest_digest(manifest, state.offset))
+    try:
+        _write_atomic(layout.snapshot_outputs_path, json.dumps(heavy, separators=(",", ":")))
+        _write_atomic(layout.snapshot_path, json.dumps(head, separators=(",", ":")))
+    except (OSError, TypeError, ValueError) as exc:  # a snapshot is an optimisation: never fail a run for it
+        log.warning("could not write the snapshot %s: %s", layout.snapshot_path, exc)
         return False
     return True
 

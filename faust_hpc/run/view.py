@@ -129,7 +129,7 @@ class RunView:
 def load_view(runfile: str) -> RunView:
     spec = load_runfile(runfile, check_paths=False)
     manifest = Manifest(spec.product_dir)
-    state = load_state(manifest)
+    state = load_state(manifest, outputs=False)   # status needs no outputs: the snapshot's small part
     plan = build_state_plan(spec, manifest, state)
     apply_done_prepares(plan, state.units)
     return RunView(spec, plan, manifest, state, state.units)
