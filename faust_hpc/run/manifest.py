@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from faust_hpc.layout import RunLayout
 from faust_hpc.run.locks import RobustLock
@@ -227,6 +227,30 @@ class Manifest:
             return self.path.stat().st_size
         except FileNotFoundError:
             return 0
+
+    READ_CHUNK_BYTES = 32 << 20
+
+    def iter_from(self, offset: int, chunk_bytes: int = READ_CHUNK_BYTES) -> Iterator[tuple[list[dict], int]]:
+        """:meth:`read_from` in pieces of about ``chunk_bytes``: (records, offset
+        after them) per piece, so a full scan of a big manifest never holds all
+        of its bytes and parsed records at once."""
+        try:
+            fh = open(self.path, "rb")
+        except FileNotFoundError:
+            return
+        with fh:
+            fh.seek(offset)
+            carry = b""
+            while True:
+                data = fh.read(chunk_bytes)
+                if not data:
+                    return
+                data = carry + data
+                cut = data.rfind(b"\n") + 1
+                carry = data[cut:]
+                if cut:
+                    offset += cut
+                    yield _parse_lines(data[:cut], self.path), offset
 
     def read_from(self, offset: int) -> tuple[list[dict], int]:
         """The complete records appended at or after byte ``offset``, and the

@@ -214,9 +214,9 @@ def load_state(manifest: Manifest, use_snapshot: bool = True, outputs: bool = Tr
     record). ``outputs=False`` (status): units from the snapshot carry no
     outputs, checks or info (but prepare units' info)."""
     state = (read_snapshot(manifest, outputs) if use_snapshot else None) or RunState()
-    records, end = manifest.read_from(state.offset)
-    state.fold(records)
-    state.offset = end
+    for records, end in manifest.iter_from(state.offset):
+        state.fold(records)
+        state.offset = end
     return state
 
 
