@@ -84,6 +84,21 @@ def test_slurm_options_without_mem_partition_signal(runfile: Path) -> None:
     assert "LAUNCHER=mpirun" in text and "STAGE_TO_SHM=1" in text
 
 
+def test_slurm_job_array_runs_one_launcher_per_task_on_the_same_run(runfile: Path, tmp_path: Path) -> None:
+    """``--array N``: N tasks, each the same job script (one launcher each on
+    one run file), logs per task, the requeue logic unchanged."""
+    text = _slurm(runfile, array=4)
+    header = _header(text, "#SBATCH")
+    products = runfile.parent / "products"
+    assert "#SBATCH --array=0-3" in header and "#SBATCH --requeue" in header
+    assert f"#SBATCH --output={products}/logs/jobs/slurm-%x-%A_%a.out" in header
+    assert text.count("-m faust_hpc run") == 2 and "scontrol requeue" in text
+    assert "owner-left-by-earlier-run" not in text and "--break-lock" not in text.split("RUN_ARGS=(")[1]
+    _bash_syntax_ok(text, tmp_path)
+    with pytest.raises(UserInputError, match="--array 0: must be a whole number >= 1"):
+        _slurm(runfile, array=0)
+
+
 def test_torque_header_and_body(runfile: Path, tmp_path: Path) -> None:
     text = _torque(runfile, mem="64G", queue="batch", extra=("#PBS -m abe",))
     header = _header(text, "#PBS")

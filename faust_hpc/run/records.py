@@ -1,4 +1,4 @@
-"""The run's records: one schema for every line of the manifest and the owner record.
+"""The run's records: one schema for every line of the manifest.
 
 Why typed records: the launcher writes them, and ``status``, ``rerun``,
 ``report``, resume and the batch scripts read them back; when each spelled the
@@ -270,22 +270,6 @@ class RevokeRecord(_Record):
     extra: dict = field(default_factory=dict)
 
 
-@dataclass
-class OwnerRecord(_Record):
-    """``owner.json``: the launcher that claims the run (host, pid, process start)."""
-
-    host: str | None = None
-    pid: int = -1
-    start_ticks: int | None = None
-    time: float | None = None
-    command: str | None = None
-    extra: dict = field(default_factory=dict)
-
-    def describe(self) -> str:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.time)) if self.time else "?"
-        return f"host {self.host} pid {self.pid} (started {when})"
-
-
 _BY_EVENT = {RunEvent.RUN.value: RunRecord, RunEvent.FREEZE.value: FreezeRecord,
              RunEvent.FINISH.value: FinishRecord, RunEvent.LAUNCHER.value: LauncherRecord,
              RunEvent.LEASE.value: LeaseRecord, RunEvent.REVOKE.value: RevokeRecord}
@@ -316,5 +300,5 @@ def parse_record(data: dict) -> Any:
 
 
 __all__ = ["UnitStatus", "UnitEvent", "RunEvent", "UnitRecord", "RunRecord", "FreezeRecord", "FinishRecord",
-           "OwnerRecord", "LauncherRecord", "LeaseRecord", "RevokeRecord", "unit_record", "end_record", "parse_record", "hostname", "now", "UNIT_EVENTS", "RUN_EVENTS",
+           "LauncherRecord", "LeaseRecord", "RevokeRecord", "unit_record", "end_record", "parse_record", "hostname", "now", "UNIT_EVENTS", "RUN_EVENTS",
            "END_EVENTS"]
