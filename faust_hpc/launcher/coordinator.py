@@ -222,7 +222,7 @@ class Coordinator:
                     to_clean.append(unit.id)
             return ahead
 
-        wanted = bool(free) and (self._changed or self.manifest.size() != self.state.offset
+        wanted = bool(free) and (self._changed or self.claims.unseen or self.manifest.size() != self.state.offset
                                  or self._dead_elsewhere())
         self._changed = False
         try:
@@ -347,7 +347,14 @@ class Coordinator:
 
     def finish(self, record: Any) -> None:
         """Commit what is still buffered, then the ``finish`` record; write the snapshot."""
-        self.claims.step(lambda _touched: [record], force=True)
+        try:
+            self.claims.step(lambda _touched: [record], force=True)
+        except OSError as exc:
+            if not space.exception_is_enospc(exc):
+                raise
+            # unrecorded, this launcher's last units read as started by a dead launcher: cleaned and redone
+            log.error("%s: cannot record how this launcher ended", space.no_space_message(self.manifest.path))
+            return
         if self.snapshots is not None:
             self.snapshots.maybe_write(self.manifest, self.state, force=True)
 

@@ -75,6 +75,7 @@ class Claims:
         self.lease_s = float(launcher.lease_s)
         self.until = float(launcher.until)
         self._last_heartbeat = time.time()
+        self._touched: set[str] = set()   # units others' records touched, not yet shown to a decision
         manifest.lock.owner_gone = self._owner_gone   # a strict soft lock held by a dead launcher
 
     def _owner_gone(self, host: str, pid: int) -> bool:
@@ -105,6 +106,11 @@ class Claims:
         self.state.offset = end
         return touched
 
+    @property
+    def unseen(self) -> bool:
+        """Were others' records folded that no decision has seen yet?"""
+        return bool(self._touched)
+
     def heartbeat_due(self) -> bool:
         return time.time() - self._last_heartbeat >= self.lease_s / 3
 
@@ -116,8 +122,12 @@ class Claims:
         if decide is None and not force and not self.journal.due() and not self.heartbeat_due():
             return []
         with self.manifest.lock:
-            touched = self.sync_locked()
-            ahead = list(decide(touched)) if decide is not None else []
+            touched = self._touched | self.sync_locked()
+            if decide is not None:
+                ahead = list(decide(touched))
+                self._touched = set()
+            else:   # kept for the next decision: the caller has not seen them yet
+                ahead, self._touched = [], touched
             beat = []
             t = time.time()
             if self.heartbeat_due():
