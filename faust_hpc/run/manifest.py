@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 
 from faust_hpc.layout import RunLayout
 from faust_hpc.run.locks import RobustLock
-from faust_hpc.run.records import FreezeRecord, RunEvent, RunRecord, UnitEvent, UnitStatus
+from faust_hpc.run.records import FreezeRecord, RunEvent, UnitEvent, UnitStatus
 
 log = logging.getLogger(__name__)
 
@@ -277,11 +277,7 @@ class Manifest:
     def states(self, records: list[dict] | None = None) -> dict[str, UnitState]:
         return derive_states(self.records() if records is None else records)
 
-    # ---- run-level records
-    def run_records(self, records: list[dict] | None = None) -> list[RunRecord]:
-        recs = self.records() if records is None else records
-        return [RunRecord.from_json(r) for r in recs if r.get("event") == RunEvent.RUN]
-
+    # ---- run-level records (the folded view of every record kind is faust_hpc.run.snapshot.RunState)
     def frozen_nchunks(self, records: list[dict] | None = None) -> dict[str, int]:
         """Chunk counts per image key path, as frozen by the first run
         (later freeze records only add keys the first did not know)."""
@@ -292,17 +288,6 @@ class Manifest:
                 for key, n in FreezeRecord.from_json(rec).nchunks.items():
                     frozen.setdefault(key, int(n))
         return frozen
-
-    def first_spec_hash(self, records: list[dict] | None = None) -> str | None:
-        for rec in self.run_records(records):
-            if rec.spec_hash:
-                return rec.spec_hash
-        return None
-
-    def last_finish(self, records: list[dict] | None = None) -> dict | None:
-        """The latest ``finish`` record (as stored), if any."""
-        recs = self.records() if records is None else records
-        return next((r for r in reversed(recs) if r.get("event") == RunEvent.FINISH), None)
 
 
 __all__ = ["Manifest", "UnitState", "derive_states"]
