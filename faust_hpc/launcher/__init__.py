@@ -82,7 +82,6 @@ class RunStart:
     plan: Any
     digest: str
     command: str
-    break_lock: bool = False
 
 
 def _open_run(spec: Any, break_lock: bool, allow_changed_spec: bool, command: str,
@@ -105,7 +104,7 @@ def _open_run(spec: Any, break_lock: bool, allow_changed_spec: bool, command: st
     if break_lock:
         break_lock_now(manifest, state)   # refused (exit 2, nothing written) beside a live launcher here
     plan = build_state_plan(spec, manifest, state)
-    return RunStart(spec, manifest, state, plan, digest, command, break_lock)
+    return RunStart(spec, manifest, state, plan, digest, command)
 
 
 def launch(runfile: str | os.PathLike, *, break_lock: bool = False, allow_changed_spec: bool = False,
