@@ -207,6 +207,12 @@ class Coordinator:
             ahead: list[dict] = []
             for rank, unit in self.sched.assign(free) if free else []:
                 st = self.state.units.get(unit.id)
+                if self.state.claimed_elsewhere(unit.id, self.me):
+                    # the records say a live launcher holds it (e.g. it took it over while our lease
+                    # had lapsed): never claim it twice
+                    self.sched.fail(unit.id, retry=True)
+                    self.sched.claim_elsewhere(unit.id)
+                    continue
                 if st is not None and st.status == UnitStatus.RUNNING and st.launcher != self.me:
                     ahead.append(unit_record(unit.id, UnitEvent.INTERRUPTED, attempt=st.attempt, rank=0,
                                              error=f"its launcher {st.launcher} stopped before it finished",
