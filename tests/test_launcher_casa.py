@@ -131,11 +131,11 @@ def test_three_launchers_one_killed_give_one_launchers_products(sim_tiny, make_r
     a serial one drain one run; one MPI launcher is SIGKILLed (its whole tree)
     while it images a chunk. The survivors finish: every unit done exactly
     once, and the science products equal a single launcher's pixel for pixel."""
+    from faust_hpc.run.manifest import Manifest
     from tests.launcher_helpers import descendants, kill_tree, reaped, wait_for
 
     single = make_runfile(sim_tiny, tmp_path / "single", imaging=IMAGING, spw=SPW_SETTINGS)
     shared = make_runfile(sim_tiny, tmp_path / "shared", imaging=IMAGING, spw=SPW_SETTINGS)
-    manifest = tmp_path / "shared" / "products" / ".faust-hpc" / "manifest.jsonl"
     mpirun = str(Path(sys.executable).with_name("mpirun"))
 
     def launcher(ranks: int | None) -> subprocess.Popen:
@@ -145,16 +145,7 @@ def test_three_launchers_one_killed_give_one_launchers_products(sim_tiny, make_r
         return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
 
-    def recs() -> list[dict]:
-        if not manifest.exists():
-            return []
-        out = []
-        for line in manifest.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-        return out
+    recs = Manifest(tmp_path / "shared" / "products").records   # a torn last line while they write: skipped
 
     with reaped(launcher(2)) as victim, reaped(launcher(2)) as b, reaped(launcher(None)) as c:
         def victim_on_a_chunk() -> bool:
