@@ -245,10 +245,13 @@ def main() -> int:
     for key in ("baseline", "full", "snapshot", "snapshot_with_outputs"):
         r = big[key]
         print(f"  {key:<9} {r['wall_s']:7.3f} s wall {r['cpu_s']:7.3f} s CPU, peak {r['peak_mb']:7.1f} MB")
+    # Goals on CPU time (as bench/manifest_scan.py): wall time on a shared, loaded box mostly
+    # measures the neighbours (and the disk's fsync latency, shown above).
     goal_ms, goal_s, goal_mb = 0.5, 2.0, 500.0
-    amortised = min(r["ms_per_unit"] for r in per_unit if r["batch"] >= 16)
-    met = amortised < goal_ms and big["snapshot"]["wall_s"] < goal_s and big["snapshot"]["peak_mb"] < goal_mb
-    print(f"goals: < {goal_ms} ms/unit amortised, status < {goal_s} s and < {goal_mb} MB: "
+    amortised = min(r["cpu_ms_per_unit"] for r in per_unit if r["batch"] >= 16)
+    met = amortised < goal_ms and big["snapshot"]["cpu_s"] < goal_s and big["snapshot"]["peak_mb"] < goal_mb
+    print(f"goals (CPU time): < {goal_ms} ms/unit amortised ({amortised:.3f}), status < {goal_s} s "
+          f"({big['snapshot']['cpu_s']:.2f}) and < {goal_mb} MB ({big['snapshot']['peak_mb']:.0f}): "
           f"{'met' if met else 'NOT met'}")
     print(json.dumps({"bench": "records", "load_average": round(load, 2), "rank0_per_unit": per_unit,
                       "concurrent": conc, "big_manifest": big, "goals_met": met}))
