@@ -114,3 +114,24 @@ def test_a_launcher_elsewhere_holds_its_units_until_its_lease_ends_or_break_lock
     assert res.returncode == 0, res.stderr
     restart = [r for r in records(later) if r.get("unit") == f"{KEY_CS}/prepare" and r.get("event") == "started"]
     assert restart[-1]["attempt"] == 2 and restart[-1]["time"] >= t0 + 3   # only once the lease had run out
+
+
+def test_rerun_is_refused_while_a_live_launcher_runs_a_unit_it_would_invalidate(tmp_path):
+    """``rerun`` writes its records under the lock, and never invalidates a
+    unit a live launcher is running (one line, exit 2, nothing written)."""
+    runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,))
+    assert run(runfile, env).returncode == 0
+    manifest = Manifest(runfile.parent / "products")
+    other = LauncherRecord(id="node-elsewhere-17:4242:abcd", host="node-elsewhere-17", pid=4242, lease_s=600,
+                           until=time.time() + 600)
+    manifest.append(other, unit_record(f"{KEY_CS}/chunk01", "started", attempt=2, host="node-elsewhere-17",
+                                       pid=4242, launcher=other.id))
+    n = len(records(runfile))
+    res = _cli("rerun", str(runfile), "--spw", CS, "--chunk", "1", env=env)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert f"{KEY_CS}/chunk01" in res.stderr and "host node-elsewhere-17 pid 4242" in res.stderr
+    assert len(records(runfile)) == n
+    ok = _cli("rerun", str(runfile), "--spw", CS, "--chunk", "0", env=env)   # a unit nobody runs
+    assert ok.returncode == 0, ok.stderr
+    assert [r["unit"] for r in records(runfile)[n:]] == [f"{KEY_CS}/chunk00", f"{KEY_CS}/finalize",
+                                                          f"{KEY_CS}/moments", f"{KEY_CS}/qa"]
