@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ from faust_hpc.run.fingerprint import fingerprints  # noqa: E402
 from faust_hpc.run.manifest import Manifest  # noqa: E402
 from faust_hpc.run.records import unit_record  # noqa: E402
 from faust_hpc.run.resume import resume  # noqa: E402
+from faust_hpc.run.snapshot import load_state  # noqa: E402
 from faust_hpc.units import ImageKey, Unit  # noqa: E402
 
 TARGETS, SPWS, CHUNKS = 13, 33, 20
@@ -139,7 +139,7 @@ def build(root: Path, images: int) -> tuple[SyntheticPlan, list[dict], int, floa
 
 def timed_resume(plan: SyntheticPlan, manifest: Manifest, root: Path) -> tuple[float, float, int]:
     t0, c0 = time.perf_counter(), time.process_time()
-    state = resume(plan, manifest, manifest.records(), None, root, socket.gethostname(), write=False)
+    state = resume(plan, load_state(manifest, use_snapshot=False), None, root)
     return time.perf_counter() - t0, time.process_time() - c0, len(state.done)
 
 

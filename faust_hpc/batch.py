@@ -253,6 +253,7 @@ class SlurmOptions:
     launcher: str = "srun"          # srun --mpi=pmix | mpirun
     stage_to_shm: bool = False
     job_name: str | None = None
+    array: int | None = None        # N: a job array of N tasks, each one launcher on the same run
 
 
 def slurm_header(opts: SlurmOptions, target: RunTarget) -> list[str]:
@@ -278,9 +279,12 @@ def slurm_header(opts: SlurmOptions, target: RunTarget) -> list[str]:
         lines.append(f"{d} --mem={amount}{unit}")
     if opts.partition is not None:
         lines.append(f"{d} --partition={_queue_name('--partition', opts.partition)}")
+    if opts.array is not None:
+        _positive("--array", opts.array)
+        lines.append(f"{d} --array=0-{opts.array - 1}")
     lines += [f"{d} --requeue",
               f"{d} --open-mode=append",
-              f"{d} --output={target.log_dir}/slurm-%x-%j.out",
+              f"{d} --output={target.log_dir}/slurm-%x-{'%A_%a' if opts.array is not None else '%j'}.out",
               f"{d} --chdir={target.runfile.parent}"]
     if opts.signal_before:
         lines.append(f"{d} --signal=B:USR1@{opts.signal_before}")
@@ -393,113 +397,84 @@ def submit(kind: str, script: Path) -> str:
 
 
 # ----------------------------------------------------------------------------
-# Requeued jobs: the run's owner record left by this job's earlier incarnation
+# What the manifest says about this job's launcher
 # ----------------------------------------------------------------------------
+# A requeued job needs no help to take over from its earlier incarnation: its
+# launcher record names the same Slurm job, and a later incarnation of a job
+# makes the earlier one dead at once (faust_hpc.run.leases).
 
-def _short(host: str) -> str:
-    return host.split(".")[0]
+def _finishes_since(product_dir: str | os.PathLike, since: float) -> list[dict]:
+    from faust_hpc.run.manifest import Manifest
+    from faust_hpc.run.snapshot import load_state
+
+    return [r for r in load_state(Manifest(product_dir), outputs=False).finishes if float(r.get("time") or 0) >= since]
 
 
-def owner_left_by_earlier_run(product_dir: str | os.PathLike, hosts_file: str | os.PathLike,
-                              current_host: str) -> dict | None:
-    """The owner record, if it names a host this job ran on in an earlier incarnation.
-
-    Why: after a node failure Slurm requeues the job, often onto another node.
-    The launcher refuses an owner record from another host (it cannot check
-    that process from here), which is right for a stranger but wrong for this
-    job's own earlier run: Slurm starts a requeued job only once the old one is
-    gone. The job script records its nodes per incarnation in ``hosts_file``
-    (lines ``<restart count> host...``) and passes ``--break-lock`` when this
-    returns a record. An owner on the current host is left to the launcher,
-    which checks the pid itself.
-    """
-    from faust_hpc.run.claim import RunClaim
-
-    owner = RunClaim(product_dir).read_owner()
-    if not owner or not owner.get("host"):
-        return None
-    host = _short(str(owner["host"]))
-    if host == _short(current_host):
-        return None
-    try:
-        lines = Path(hosts_file).read_text().splitlines()
-    except OSError:
-        return None
-    earlier = {_short(h) for line in lines for h in line.split()[1:]}
-    return owner if host in earlier else None
+def _own(finishes: list[dict], job: str | None) -> list[dict]:
+    """The finish records of this Slurm job's launchers (all of them outside Slurm)."""
+    return [r for r in finishes if r.get("slurm_job") == job] if job else finishes
 
 
 def finished_since(product_dir: str | os.PathLike, since: float) -> dict | None:
-    """The launcher's ``finish`` record of a complete run written after ``since``, if any.
+    """A ``finish`` record of a complete run written after ``since``, if any:
+    this job's launcher's, or any launcher's of the same run (with several
+    launchers on one run, the last one to finish records the run complete).
 
     Why: the launcher's exit status can lie on a cluster -- after a node failure
     srun has been seen to return 0 -- so the job script only reports "run
     complete" when the manifest says so.
     """
-    from faust_hpc.run.manifest import Manifest
     from faust_hpc.run.records import FinishRecord
 
-    raw = Manifest(product_dir).last_finish()
-    if raw is None:
-        return None
-    rec = FinishRecord.from_json(raw)
-    return raw if rec.exit_status == 0 and float(rec.time or 0) >= since else None
+    for raw in reversed(_finishes_since(product_dir, since)):
+        rec = FinishRecord.from_json(raw)
+        if rec.exit_status == 0 and rec.total and rec.done == rec.total:
+            return raw
+    return None
 
 
-def finish_status_since(product_dir: str | os.PathLike, since: float) -> int | None:
-    """The exit status rank 0 recorded in its ``finish`` record after ``since``, if any.
+def finish_status_since(product_dir: str | os.PathLike, since: float, job: str | None = None) -> int | None:
+    """The exit status rank 0 of this job (``job``: its Slurm job id; the
+    latest launcher outside Slurm) recorded in its ``finish`` record after ``since``.
 
     Why: ``mpirun`` answers SIGTERM with status 1 whatever rank 0 did, even
     when rank 0 drained cleanly (status 3, "re-run to finish"); a script that
     started the launcher reports what the manifest says instead."""
-    from faust_hpc.run.manifest import Manifest
     from faust_hpc.run.records import FinishRecord
 
-    raw = Manifest(product_dir).last_finish()
-    if raw is None:
+    own = _own(_finishes_since(product_dir, since), job)
+    if not own:
         return None
-    rec = FinishRecord.from_json(raw)
-    if rec.exit_status is None or float(rec.time or 0) < since:
-        return None
-    return int(rec.exit_status)
+    rec = FinishRecord.from_json(own[-1])
+    return None if rec.exit_status is None else int(rec.exit_status)
 
 
-_USAGE = ("usage: python -m faust_hpc.batch owner-left-by-earlier-run RUNFILE HOSTS_FILE\n"
-          "       python -m faust_hpc.batch finished-since RUNFILE EPOCH_SECONDS\n"
+_USAGE = ("usage: python -m faust_hpc.batch finished-since RUNFILE EPOCH_SECONDS\n"
           "       python -m faust_hpc.batch finish-status RUNFILE EPOCH_SECONDS")
 
 
 def _main(argv: list[str]) -> int:
     """Helpers for the job templates; exit 0 = yes (and print why), 1 = no, 2 = usage.
 
-    ``owner-left-by-earlier-run RUNFILE HOSTS_FILE``: ``--break-lock`` is safe;
     ``finished-since RUNFILE EPOCH``: the manifest records a complete run after EPOCH;
     ``finish-status RUNFILE EPOCH``: print the exit status rank 0 recorded after EPOCH.
     """
-    import socket
-
-    if len(argv) != 3 or argv[0] not in ("owner-left-by-earlier-run", "finished-since", "finish-status"):
+    if len(argv) != 3 or argv[0] not in ("finished-since", "finish-status"):
         print(_USAGE, file=sys.stderr)
         return 2
     from faust_hpc.runfile import load_runfile
 
     spec = load_runfile(argv[1], check_paths=False)
     if argv[0] == "finish-status":
-        status = finish_status_since(spec.product_dir, float(argv[2]))
+        status = finish_status_since(spec.product_dir, float(argv[2]), os.environ.get("SLURM_JOB_ID"))
         if status is None:
             return 1
         print(status)
         return 0
-    if argv[0] == "finished-since":
-        rec = finished_since(spec.product_dir, float(argv[2]))
-        if rec is None:
-            return 1
-        print(f"{rec.get('done')}/{rec.get('total')} units done")
-        return 0
-    owner = owner_left_by_earlier_run(spec.product_dir, argv[2], socket.gethostname())
-    if owner is None:
+    rec = finished_since(spec.product_dir, float(argv[2]))
+    if rec is None:
         return 1
-    print(f"host {owner.get('host')} pid {owner.get('pid')}")
+    print(f"{rec.get('done')}/{rec.get('total')} units done")
     return 0
 
 

@@ -35,8 +35,8 @@ REPORT_DIRNAME = "report"
 STATE_DIRNAME = ".faust-hpc"
 MANIFEST_NAME = "manifest.jsonl"
 MANIFEST_LOCK_NAME = "manifest.lock"
-RUN_LOCK_NAME = "run.lock"
-OWNER_NAME = "owner.json"
+SNAPSHOT_NAME = "snapshot.json"     # the folded manifest up to a byte offset (faust_hpc.run.snapshot)
+SNAPSHOT_OUTPUTS_NAME = "snapshot.outputs.json"   # its units' outputs, checks and info (resume reads them)
 
 CHUNK_TAG = "chunk"                 # "_chunk<N>" in chunk product names
 TINYIMG_EXT = "tinyimg"             # the sum-of-weights stamp of a full SPW
@@ -245,12 +245,12 @@ class RunLayout:
         return self.state_dir / MANIFEST_LOCK_NAME
 
     @property
-    def run_lock_path(self) -> Path:
-        return self.state_dir / RUN_LOCK_NAME
+    def snapshot_path(self) -> Path:
+        return self.state_dir / SNAPSHOT_NAME
 
     @property
-    def owner_path(self) -> Path:
-        return self.state_dir / OWNER_NAME
+    def snapshot_outputs_path(self) -> Path:
+        return self.state_dir / SNAPSHOT_OUTPUTS_NAME
 
 
 # --------------------------------------------------------------------------- the inverse

@@ -80,7 +80,7 @@ _IMAGING_KEYS = ("fields", "setup", "spws", "weightings", "arrays", "fullcube", 
 _SPW_KEYS = ("nchunks", "rms", "gain", "cyclefactor", "scales", "mask_ang_scales",
              "smallscalebias", "uvtaper", "automask", "moments_vwin_kms")
 _SCHEDULER_KEYS = ("retries", "unit_timeout_s", "node_memory_gb", "workers", "threads_per_unit",
-                   "executor", "learn_costs", "learn_from")
+                   "executor", "learn_costs", "learn_from", "lease_s")
 # Bounds of numbers (see the module doc): what makes sense, so that nothing absurd reaches CASA.
 MAX_RETRIES = 100
 """More attempts than this repeat one failure for hours; fix the cause instead."""
@@ -181,10 +181,7 @@ class SchedulerSettings:
     # 0 = node cores / ranks on that node (fewer ranks, more threads each).
     threads_per_unit: int = 1
     executor: str = IMAGING_EXECUTOR
-    # costs learned from earlier runs (faust_hpc.costfit): this product dir's history, and
-    # the product dirs of ``learn_from`` (absolute paths)
-    learn_costs: bool = True
-    learn_from: tuple[Path, ...] = ()
+                   "executor", "learn_costs", "learn_from", "lease_s")
 
 
 @dataclass(frozen=True)
@@ -908,8 +905,7 @@ def _parse_scheduler(ck: _Checker, raw: dict[str, Any]) -> SchedulerSettings:
                                     sch.get("threads_per_unit", d.threads_per_unit), minimum=0,
                                     maximum=MAX_THREADS_PER_UNIT),
         executor=executor,
-        learn_costs=ck.boolean(where, "learn_costs", sch.get("learn_costs", d.learn_costs)),
-        learn_from=_parse_learn_from(ck, where, sch.get("learn_from", [])),
+                   "executor", "learn_costs", "learn_from", "lease_s")
     )
 
 

@@ -328,6 +328,37 @@ class Scheduler:
             self._ready.discard(unit_id)
             self.dead.add(unit_id)
 
+    # ------------------------------------------------------------ units another launcher runs
+    # (added for several launchers on one run, faust_hpc.run.claim; kept apart from the policy)
+    def claim_elsewhere(self, unit_id: str) -> bool:
+        """Another launcher holds a live lease on ``unit_id``: not assignable
+        here (out of the ready set, as a running unit is, on no worker of ours)
+        until :meth:`release_elsewhere` or :meth:`complete`."""
+        if unit_id not in self.plan.units or unit_id in self.done or unit_id in self._where:
+            return False
+        self._ready.discard(unit_id)
+        self._where[unit_id] = _Elsewhere(unit_id)
+        return True
+
+    def release_elsewhere(self, unit_id: str) -> None:
+        """The other launcher died or gave ``unit_id`` back: assignable here
+        again once its dependencies are done. Call before :meth:`complete` /
+        :meth:`fail` of a unit claimed elsewhere."""
+        if isinstance(self._where.get(unit_id), _Elsewhere):
+            del self._where[unit_id]
+            if self._missing.get(unit_id) == 0 and unit_id not in self.done and unit_id not in self.dead:
+                self._push(unit_id)
+
+    def elsewhere_ids(self) -> list[str]:
+        return sorted(u for u, w in self._where.items() if isinstance(w, _Elsewhere))
+
+
+@dataclass(frozen=True)
+class _Elsewhere:
+    """Where a unit claimed by another launcher runs (never one of our workers)."""
+
+    unit: str
+
 
 # ----------------------------------------------------------------------------
 # Simulated clock

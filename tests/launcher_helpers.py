@@ -126,6 +126,23 @@ def kill_tree(pid: int, settle_s: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def unit_child_pid(runfile: Path, unit_id: str) -> int | None:
+    """The pid of the process running ``unit_id`` now: the one whose working
+    directory is the unit's (the started record names the launcher, which
+    writes it before the child exists)."""
+    from faust_hpc.layout import RunLayout
+
+    workdir = str(RunLayout(runfile.parent / "products").unit_workdir(unit_id))
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/cwd") == workdir:
+                    return int(entry)
+            except OSError:
+                continue
+    return None
+
+
 def products(runfile: Path) -> dict[str, bytes]:
     root = runfile.parent / "products" / "cheap"
     return {p.name: p.read_bytes() for p in sorted(root.glob("*.txt"))}

@@ -84,6 +84,21 @@ def test_slurm_options_without_mem_partition_signal(runfile: Path) -> None:
     assert "LAUNCHER=mpirun" in text and "STAGE_TO_SHM=1" in text
 
 
+def test_slurm_job_array_runs_one_launcher_per_task_on_the_same_run(runfile: Path, tmp_path: Path) -> None:
+    """``--array N``: N tasks, each the same job script (one launcher each on
+    one run file), logs per task, the requeue logic unchanged."""
+    text = _slurm(runfile, array=4)
+    header = _header(text, "#SBATCH")
+    products = runfile.parent / "products"
+    assert "#SBATCH --array=0-3" in header and "#SBATCH --requeue" in header
+    assert f"#SBATCH --output={products}/logs/jobs/slurm-%x-%A_%a.out" in header
+    assert text.count("-m faust_hpc run") == 2 and "scontrol requeue" in text
+    assert "owner-left-by-earlier-run" not in text and "--break-lock" not in text.split("RUN_ARGS=(")[1]
+    _bash_syntax_ok(text, tmp_path)
+    with pytest.raises(UserInputError, match="--array 0: must be a whole number >= 1"):
+        _slurm(runfile, array=0)
+
+
 def test_torque_header_and_body(runfile: Path, tmp_path: Path) -> None:
     text = _torque(runfile, mem="64G", queue="batch", extra=("#PBS -m abe",))
     header = _header(text, "#PBS")
@@ -291,24 +306,22 @@ def test_local_launcher_per_rank_logs_drain_and_resume(tmp_path: Path) -> None:
     assert len(done) == len(set(done)) == 13  # prepare, 4 chunks, beam, 4 posts, finalize, moments, qa
 
 
-def test_owner_left_by_this_jobs_earlier_run_is_taken_over_only_then(tmp_path: Path) -> None:
-    """After a node failure the requeued job may run elsewhere; only an owner record from a
-    node this job used before (per the job's hosts file) may be broken."""
-    import json
+def test_finish_status_is_this_jobs_own_launchers(tmp_path: Path) -> None:
+    """Several launchers on one run: the job script reports its own launcher's
+    exit status (its Slurm job id), not another job's that finished later."""
+    import time
+
+    from faust_hpc.run.manifest import Manifest
 
     product_dir = tmp_path / "products"
-    state = product_dir / ".faust-hpc"
-    state.mkdir(parents=True)
-    hosts = tmp_path / "slurm-7.hosts"
-    assert batch.owner_left_by_earlier_run(product_dir, hosts, "node02") is None  # no owner
-    (state / "owner.json").write_text(json.dumps({"host": "node01.cluster", "pid": 4242}))
-    assert batch.owner_left_by_earlier_run(product_dir, hosts, "node02") is None  # no hosts file
-    hosts.write_text("0 node05 node06\n")
-    assert batch.owner_left_by_earlier_run(product_dir, hosts, "node02") is None  # a stranger
-    hosts.write_text("0 node01 node03\n")
-    assert batch.owner_left_by_earlier_run(product_dir, hosts, "node02")["pid"] == 4242
-    # on the same host the launcher checks the pid itself
-    assert batch.owner_left_by_earlier_run(product_dir, hosts, "node01") is None
+    manifest = Manifest(product_dir)
+    t0 = time.time()
+    manifest.append({"event": "finish", "time": t0, "done": 4, "total": 8, "exit_status": 3, "slurm_job": "7"},
+                    {"event": "finish", "time": t0 + 1, "done": 4, "total": 8, "exit_status": 1, "slurm_job": "8"})
+    assert batch.finish_status_since(product_dir, t0 - 10, "7") == 3
+    assert batch.finish_status_since(product_dir, t0 - 10, "8") == 1
+    assert batch.finish_status_since(product_dir, t0 - 10, "9") is None
+    assert batch.finish_status_since(product_dir, t0 - 10) == 1   # outside Slurm: the latest
 
 
 def test_run_complete_only_when_the_manifest_says_so(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ import subprocess
 import pytest
 
 from tests.launcher_helpers import (CONT, CS, KEY_CONT, KEY_CS, REPO, VENV_BIN, finish_record, kill_tree,
-                                    open_gate, products, reaped, records, run, start, wait_for, write_run)
+                                    open_gate, products, reaped, records, run, start, unit_child_pid, wait_for,
+                                    write_run)
 
 
 def _events(recs: list[dict], event: str) -> list[dict]:
@@ -97,10 +98,8 @@ def test_killed_or_crashing_unit_children_are_retried(tmp_path):
                                                 "fail": {f"{KEY_CS}/chunk01": {"mode": "segfault", "attempts": [1]}}})
     proc = start(runfile, env, 3)
     try:
-        rec = wait_for(lambda: next((r for r in records(runfile)
-                                     if r.get("unit") == victim and r.get("event") == "started"), None),
-                       what="the victim unit to start")
-        os.kill(rec["pid"], signal.SIGKILL)
+        pid = wait_for(lambda: unit_child_pid(runfile, victim), what="the victim unit to start")
+        os.kill(pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -185,7 +184,11 @@ def test_serial_and_four_rank_runs_give_identical_products(tmp_path):
     assert ranks == {1, 2, 3}
 
 
-def test_second_launcher_refused_and_status_shows_the_live_run(tmp_path):
+def test_second_launcher_joins_and_status_shows_both(tmp_path):
+    """Several launchers on one run (issue 12; this replaced "a second launcher
+    is refused"): a second ``faust-hpc run`` beside a live one joins it, takes
+    no unit the first holds, and both finish with every unit done once;
+    ``status`` shows each launcher, its host, pid and running units."""
     gate = tmp_path / "open-the-gate"
     runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,), control={"gate": {"*chunk*": str(gate)}})
     with reaped(start(runfile, env)) as proc:
@@ -194,15 +197,26 @@ def test_second_launcher_refused_and_status_shows_the_live_run(tmp_path):
         status = subprocess.run([str(VENV_BIN / "faust-hpc"), "status", str(runfile), "--json"], cwd=REPO,
                                 capture_output=True, text=True, env=env)
         st = json.loads(status.stdout)
-        assert st["live"] is True and st["owner"]["pid"] == proc.pid
-        assert st["totals"]["running"] == 1
-        second = run(runfile, env)
-        assert second.returncode == 2
-        assert "another launcher is running this run now (host" in second.stderr
-        assert f"pid {proc.pid}" in second.stderr
-        out = open_gate(proc, gate)
+        (first,) = [ls for ls in st["launchers"] if ls["alive"]]
+        assert st["live"] is True and first["pid"] == proc.pid and first["host"]
+        assert st["totals"]["running"] == 1 and first["running"] == [f"{KEY_CS}/chunk00"]
+        with reaped(start(runfile, env)) as second:
+            # the second claims the other chunk, then waits at the same gate
+            wait_for(lambda: len([r for r in records(runfile) if r.get("event") == "started"]) >= 3,
+                     what="the second launcher to claim the other chunk")
+            text = subprocess.run([str(VENV_BIN / "faust-hpc"), "status", str(runfile)], cwd=REPO,
+                                  capture_output=True, text=True, env=env).stdout
+            assert f"pid {proc.pid}," in text and f"pid {second.pid}," in text and "running (2 launcher(s))" in text
+            out = open_gate(proc, gate)
+            out2, _ = second.communicate(timeout=120)
     assert proc.returncode == 0, out
+    assert second.returncode == 0, out2
     assert "progress: 6/6 units done" in out and "ETA" in out
+    started = [r["unit"] for r in records(runfile) if r.get("event") == "started"]
+    assert sorted(started) == sorted(set(started)) and len(started) == 6
+    done = [r["unit"] for r in records(runfile) if r.get("event") == "done"]
+    assert len(done) == len(set(done)) == 6
+    assert len({r["launcher"] for r in records(runfile) if r.get("event") == "started"}) == 2
 
 
 # ---------------------------------------------------------------------------- drain (walltime)

@@ -124,3 +124,54 @@ def test_serial_image_and_mpi_run_give_identical_products(sim_tiny, make_runfile
     assert _science_products(mpi_dir).keys() == mpi_products.keys()
     for name, data in _science_products(mpi_dir).items():
         assert np.array_equal(data, mpi_products[name], equal_nan=True), f"{name} differs after the remake"
+
+
+@pytest.mark.casa
+@pytest.mark.mpi
+def test_three_launchers_one_killed_give_one_launchers_products(sim_tiny, make_runfile, tmp_path):
+    """Issue 12, item 4, on real CASA units: two ``mpirun -n 2`` launchers and
+    a serial one drain one run; one MPI launcher is SIGKILLed (its whole tree)
+    while it images a chunk. The survivors finish: every unit done exactly
+    once, and the science products equal a single launcher's pixel for pixel."""
+    from faust_hpc.run.manifest import Manifest
+    from tests.launcher_helpers import descendants, kill_tree, reaped, wait_for
+
+    single = make_runfile(sim_tiny, tmp_path / "single", imaging=IMAGING, spw=SPW_SETTINGS)
+    shared = make_runfile(sim_tiny, tmp_path / "shared", imaging=IMAGING, spw=SPW_SETTINGS)
+    mpirun = str(Path(sys.executable).with_name("mpirun"))
+
+    def launcher(ranks: int | None) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "faust_hpc", "run", str(shared)]
+        if ranks:
+            cmd = [mpirun, "-n", str(ranks), "--oversubscribe", *cmd]
+        return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+
+    recs = Manifest(tmp_path / "shared" / "products").records   # a torn last line while they write: skipped
+
+    with reaped(launcher(2)) as victim, reaped(launcher(2)) as b, reaped(launcher(None)) as c:
+        def victim_on_a_chunk() -> bool:
+            pids = set(descendants(victim.pid))
+            ids = {r["id"] for r in recs() if r.get("event") == "launcher" and r["pid"] in pids}
+            ended = {(r["unit"], r["attempt"]) for r in recs() if r.get("event") in ("done", "failed")}
+            return any(r.get("event") == "started" and r.get("launcher") in ids and "/chunk" in r["unit"]
+                       and (r["unit"], r["attempt"]) not in ended for r in recs())
+        wait_for(victim_on_a_chunk, timeout=600, what="the victim launcher to image a chunk")
+        kill_tree(victim.pid)
+        victim.wait()
+        out_b, _ = b.communicate(timeout=900)
+        out_c, _ = c.communicate(timeout=900)
+    assert b.returncode == 0, out_b[-3000:]
+    assert c.returncode == 0, out_c[-3000:]
+    done = [r["unit"] for r in recs() if r.get("event") == "done"]
+    assert sorted(done) == sorted(set(done))
+    assert {u.rsplit("/", 1)[1] for u in done} == {"prepare", "chunk00", "chunk01", "finalize", "moments", "qa"}
+
+    res = subprocess.run([sys.executable, "-m", "faust_hpc", "run", str(single)], capture_output=True, text=True,
+                         env=_env(), timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    reference = _science_products(tmp_path / "single" / "products")
+    products = _science_products(tmp_path / "shared" / "products")
+    assert reference and reference.keys() == products.keys()
+    for name, data in reference.items():
+        assert np.array_equal(data, products[name], equal_nan=True), f"{name} differs"

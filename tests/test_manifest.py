@@ -1,5 +1,6 @@
 """Manifest: concurrent appends under the real filelock, torn lines, derived
-states, run ownership (second launcher, stale owner, other host), ENOSYS fallback."""
+states, leases of several launchers, --break-lock, snapshot + tail, group
+commit, ENOSYS fallback."""
 from __future__ import annotations
 
 import errno
@@ -8,14 +9,16 @@ import multiprocessing as mp
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from faust_hpc.layout import RunLayout
 from faust_hpc.run import locks
-from faust_hpc.run.claim import RunBusyError, RunClaim
+from faust_hpc.run.claim import RunBusyError, break_lock, proc_start_ticks
+from faust_hpc.run.journal import Journal
 from faust_hpc.run.manifest import Manifest, derive_states
-from faust_hpc.run.records import hostname, unit_record
+from faust_hpc.run.records import FinishRecord, LauncherRecord, LeaseRecord, RevokeRecord, hostname, unit_record
+from faust_hpc.run.snapshot import RunState, load_state, write_snapshot
 
 
 def _append_many(product_dir: str, proc: int, n: int) -> None:
@@ -76,36 +79,88 @@ def test_scan_of_many_records_is_one_pass(tmp_path):
     assert len(m.states()) == 500
 
 
-def test_second_claim_refused_with_owner_named(tmp_path):
-    first = RunClaim(tmp_path).acquire()
-    try:
-        with pytest.raises(RunBusyError, match=rf"another launcher is running this run now \(host .* pid {os.getpid()}"):
-            RunClaim(tmp_path).acquire()
-    finally:
-        first.release()
-    RunClaim(tmp_path).acquire().release()  # free again once released
+def _launcher(host: str = "node-elsewhere-17", pid: int = 4242, until_in: float = 60.0, **kw) -> LauncherRecord:
+    t = time.time()
+    return LauncherRecord(id=f"{host}:{pid}:{kw.pop('tag', 'x')}", host=host, pid=pid, time=t, until=t + until_in, **kw)
 
 
-def test_stale_owner_on_this_host_is_taken_over(tmp_path):
+def test_a_launcher_is_alive_while_its_lease_lasts_and_not_after_finish_or_revoke():
+    """Replaces "a second launcher is refused": launchers are alive while
+    their lease lasts; finish, revoke, a lapsed lease, a dead process on this
+    host and a later incarnation of the same Slurm job each end it."""
+    state = RunState()
+    a, b = _launcher(tag="a"), _launcher(tag="b", until_in=1.0)
+    state.fold([a.to_json(), b.to_json()])
+    assert state.alive(a.id) and state.alive(b.id)
+    assert not state.alive(b.id, at=time.time() + 2)                    # its lease ran out
+    state.fold([LeaseRecord(launcher=b.id, until=time.time() + 60).to_json()])
+    assert state.alive(b.id, at=time.time() + 2)                        # ... unless renewed
+    state.fold([FinishRecord(launcher=a.id).to_json()])
+    assert not state.alive(a.id)
+    state.fold([RevokeRecord(launchers=[b.id]).to_json()])
+    assert not state.alive(b.id)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
-    d = RunLayout(tmp_path).state_dir
-    d.mkdir(parents=True)
-    (d / "owner.json").write_text(json.dumps({"host": hostname(), "pid": int(dead), "time": 0}))
-    claim = RunClaim(tmp_path).acquire()
-    assert claim.took_over["pid"] == int(dead)
-    assert json.loads((d / "owner.json").read_text())["pid"] == os.getpid()
-    claim.release()
-    assert not (d / "owner.json").exists()
+    here = _launcher(host=hostname(), pid=int(dead), tag="here")
+    state.fold([here.to_json()])
+    assert not state.alive(here.id)                                     # same host, process gone
+    job1 = _launcher(tag="j1", slurm_job="77")
+    job2 = _launcher(host="node02", tag="j2", slurm_job="77")
+    state.fold([job1.to_json()])
+    assert state.alive(job1.id)
+    state.fold([job2.to_json()])                                        # the requeued job's next run
+    assert not state.alive(job1.id) and state.alive(job2.id)
 
 
-def test_owner_on_another_host_refused_until_break_lock(tmp_path):
-    d = RunLayout(tmp_path).state_dir
-    d.mkdir(parents=True)
-    (d / "owner.json").write_text(json.dumps({"host": "node-elsewhere-17", "pid": 4242, "time": 0}))
-    with pytest.raises(RunBusyError, match=r"another host \(host node-elsewhere-17 pid 4242.*--break-lock"):
-        RunClaim(tmp_path).acquire()
-    RunClaim(tmp_path).acquire(break_lock=True).release()
+def test_break_lock_revokes_launchers_elsewhere_but_not_one_alive_here(tmp_path):
+    m = Manifest(tmp_path)
+    away = _launcher()
+    mine = LauncherRecord(id="me", pid=os.getpid(), start_ticks=proc_start_ticks(os.getpid()),
+                          until=time.time() + 60)
+    m.append(away)
+    assert break_lock(m, RunState()) == [away.id]
+    assert not load_state(m).alive(away.id)
+    m.append(mine)
+    n = len(m.records())
+    with pytest.raises(RunBusyError, match=rf"--break-lock refused: .* pid {os.getpid()}"):
+        break_lock(m, RunState())
+    assert len(m.records()) == n
+
+
+def test_snapshot_plus_tail_equals_a_full_scan_and_a_replaced_manifest_is_read_in_full(tmp_path):
+    m = Manifest(tmp_path)
+    uid = "F/L/joint/0.5/chunk01"
+    m.append(_launcher(), {"event": "freeze", "nchunks": {"F/L/joint/0.5": 3}},
+             unit_record(uid, "started", attempt=1), unit_record(uid, "failed", attempt=1, error="boom"))
+    assert write_snapshot(m, load_state(m, use_snapshot=False))
+    assert not write_snapshot(m, load_state(m))            # covers no more than the one on disk
+    m.append(unit_record(uid, "started", attempt=2), unit_record(uid, "done", attempt=2, outputs=["o"]))
+    snap, full = load_state(m), load_state(m, use_snapshot=False)
+    assert snap.records_folded == full.records_folded == 6
+    assert snap.units[uid] == full.units[uid] and snap.units[uid].status == "done"
+    assert snap.frozen == full.frozen == {"F/L/joint/0.5": 3} and set(snap.launchers) == set(full.launchers)
+    # a new manifest under the old snapshot (product_dir reused): the snapshot must not be trusted
+    m.path.unlink()
+    m.append(unit_record("G/L/joint/0.5/qa", "started", attempt=1), unit_record(uid, "started", attempt=1),
+             unit_record(uid, "done", attempt=1), unit_record("G/L/joint/0.5/qa", "done", attempt=1),
+             unit_record("G/L/joint/0.5/moments", "started", attempt=1))
+    fresh = load_state(m)
+    assert set(fresh.units) == {uid, "G/L/joint/0.5/qa", "G/L/joint/0.5/moments"} and not fresh.frozen
+
+
+def test_group_commit_writes_a_batch_with_one_fsync_and_keeps_order(tmp_path, monkeypatch):
+    m = Manifest(tmp_path)
+    journal = Journal(m, "me", max_delay_s=60, max_batch=3)
+    fsyncs = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
+    journal.add(unit_record("a", "done", attempt=1), unit_record("b", "done", attempt=1))
+    assert not journal.due() and not m.path.exists()
+    journal.add(unit_record("c", "done", attempt=1))
+    assert journal.due()                                     # the buffer is full
+    journal.commit(unit_record("d", "started", attempt=1))
+    assert len(fsyncs) == 1 and [r["unit"] for r in m.records()] == ["a", "b", "c", "d"]
+    assert journal.pending == 0
 
 
 def test_flock_enosys_falls_back_to_strict_soft_lock(tmp_path, monkeypatch):
@@ -125,14 +180,7 @@ def test_flock_enosys_falls_back_to_strict_soft_lock(tmp_path, monkeypatch):
     assert isinstance(m.lock._make(), locks.StrictSoftFileLock)
     m.append(unit_record("F/L/joint/0.5/qa", "done", attempt=1))
     assert m.states()["F/L/joint/0.5/qa"].status == "done"
-    # Without flock the live-owner record alone keeps a second launcher out.
-    other = subprocess.Popen(["sleep", "30"])
-    try:
-        (m.dir / "owner.json").write_text(json.dumps({"host": hostname(), "pid": other.pid, "time": 0}))
-        with pytest.raises(RunBusyError, match=f"pid {other.pid}"):
-            RunClaim(tmp_path).acquire()
-    finally:
-        other.kill()
-        other.wait()
-    RunClaim(tmp_path).acquire().release()  # its owner is gone now: taken over
+    # Without flock the claim step and --break-lock take the strict soft lock too.
+    m.append(_launcher())
+    assert break_lock(m, RunState()) and isinstance(m.lock._make(), locks.StrictSoftFileLock)
     monkeypatch.setattr(fcntl, "flock", real_flock)

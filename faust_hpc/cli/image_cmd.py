@@ -25,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", metavar="UNIT_ID_PREFIX", default=None,
                         help="run only units whose id starts with this (e.g. CB68/244.936GHz_CS)")
     parser.add_argument("--break-lock", action="store_true",
-                        help="take over a run whose owner record names a launcher on another host "
-                             "(only when that launcher is surely gone)")
+                        help="declare the run's other launchers dead now (their units are cleaned and redone); "
+                             "refused while one runs on this host: for launchers that are surely gone "
+                             "but whose lease has not run out yet")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """The moments / qa units of a run, for ``faust-hpc moments`` and ``faust-hpc qa``.
 
 Both commands run just those units of the run's plan through the launcher's
-serial mode (same executor, manifest, resume and run claim as ``faust-hpc
+serial mode (same executor, manifest, resume and leases as ``faust-hpc
 run``), so one run file gives the same maps from either path. A unit runs
 when its finalize is done (recorded in the manifest, or its cube is on disk);
 if none can, the command says so in one line and exits 2.

@@ -11,8 +11,9 @@ HELP = "run (or resume) a run file: alone, or under mpirun/srun with rank 0 sche
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runfile", help="the run file (TOML)")
     parser.add_argument("--break-lock", action="store_true",
-                        help="take over a run whose owner record names a launcher on another host "
-                             "(only when that launcher is surely gone)")
+                        help="declare the run's other launchers dead now (their units are cleaned and redone); "
+                             "refused while one runs on this host: for launchers that are surely gone "
+                             "but whose lease has not run out yet")
     parser.add_argument("--allow-changed-spec", action="store_true",
                         help="resume although the imaging settings changed since the run started")
     parser.add_argument("--drain-grace", type=seconds(minimum=0.0), default=60.0, metavar="S",

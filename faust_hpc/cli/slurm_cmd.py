@@ -27,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage-to-shm", action="store_true",
                         help="copy the run's measurement sets into /dev/shm on every node first "
                              "(removed on exit)")
+    parser.add_argument("--array", type=int, metavar="N",
+                        help="a job array of N tasks, each with --nodes/--ntasks-per-node of its own, all "
+                             "draining the same run together (each task is one launcher; a task that dies "
+                             "loses its units to the others when its lease runs out)")
     parser.add_argument("--job-name", metavar="NAME", help="job name (default: the run name)")
     parser.add_argument("--template", metavar="PATH",
                         help="a site copy of slurm/faust_hpc.sbatch to render instead")
@@ -39,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
                               time=args.time, mem=args.mem, partition=args.partition,
                               extra=tuple(args.extra), signal_before=args.signal_before,
                               launcher=args.launcher, stage_to_shm=args.stage_to_shm,
-                              job_name=args.job_name)
+                              job_name=args.job_name, array=args.array)
     target = batch.run_target(args.runfile)
     text = batch.render_slurm(target, opts, template=args.template)
     if not args.submit:  # printing writes nothing
@@ -47,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     script = batch.write_script("slurm", target, text)
     jobid = batch.submit("slurm", script)
+    logname = f"{jobid}_*" if args.array is not None else jobid
     print(f"submitted Slurm job {jobid}: script {script}, "
-          f"log {target.log_dir}/slurm-{batch.job_name(args.job_name or target.name)}-{jobid}.out")
+          f"log {target.log_dir}/slurm-{batch.job_name(args.job_name or target.name)}-{logname}.out")
     return 0

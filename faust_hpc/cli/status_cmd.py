@@ -23,14 +23,23 @@ def run(args: argparse.Namespace) -> int:
     for f in failed:   # what cannot run until this unit is done (a diverged chunk: its image's finalize, ...)
         f["blocked"] = sorted(u for u in view.dependents({f["unit"]}) - {f["unit"]}
                               if view.status_of(u) != UnitStatus.DONE)
+    launchers = view.launcher_rows()
+    live = [ls for ls in launchers if ls["alive"]]
     if args.json:
         print(json.dumps({"run": view.spec.name, "product_dir": str(view.spec.product_dir),
-                          "live": view.live, "owner": view.owner, "totals": totals, "spws": rows,
+                          "live": view.live, "launchers": launchers, "totals": totals, "spws": rows,
                           "failed": failed}, indent=2))
         return 0
-    state = (f"running (host {view.owner.get('host')} pid {view.owner.get('pid')})"
-             if view.live and view.owner else "not running")
+    state = (f"running ({len(live)} launcher(s))" if live else "not running")
     print(f"run {view.spec.name}: {totals['done']}/{totals['total']} units done, {state}")
+    for ls in launchers:
+        if not ls["alive"] and ls["state"] == "finished":
+            continue   # finished launchers are history; `faust-hpc report` has them
+        job = f" job {ls['slurm_job']}" + (f"[{ls['slurm_array_task']}]" if ls["slurm_array_task"] else "") \
+            if ls["slurm_job"] else ""
+        units = f": {', '.join(ls['running'][:3])}{' ...' if len(ls['running']) > 3 else ''}" if ls["running"] else ""
+        print(f"launcher {ls['state']:<7} host {ls['host']} pid {ls['pid']}{job}, {ls['workers']} worker(s), "
+              f"lease renewed {fmt_duration(ls['lease_age_s'])} ago, {len(ls['running'])} running{units}")
     header = f"{'image':<46} {'done':>5} {'run':>4} {'fail':>4} {'pend':>5} {'elapsed':>9} {'ETA':>9}"
     print(header)
     for r in rows:

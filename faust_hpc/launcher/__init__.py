@@ -1,9 +1,12 @@
 """The launcher: ``faust-hpc run`` on one rank, N MPI ranks, or resumed; and
 the serial commands (``image``, ``moments``, ``qa``) on the same path.
 
-Rank 0 validates the run file, claims the run (one launcher per product
-directory), reads the manifest, builds the plan, cleans what a crashed run
-left, and coordinates; every other rank is a worker that runs the units it is
+Rank 0 validates the run file, reads the run's state (snapshot + the records
+after it), builds the plan, joins the run as one of any number of launchers
+(a ``launcher`` record and a lease, :mod:`faust_hpc.run.leases`), and
+coordinates: it claims units under the manifest lock, cleans what a dead
+launcher's attempt left before it reruns a unit, and is the only writer of
+its records (workers never touch the manifest); every other rank is a worker that runs the units it is
 sent, each in a child process. Without mpirun (or with ``-n 1``) the same
 coordinator drives local worker slots (:class:`~.transport.LocalTransport`):
 same children, logs and records. :func:`run_serial` is that serial mode for a
@@ -31,11 +34,14 @@ from faust_hpc.launcher import transport as tr
 from faust_hpc.launcher.coordinator import (EXIT_DRAINED, EXIT_FAILED, EXIT_OK, Coordinator, DrainSignals,
                                             RunSummary, make_scheduler)
 from faust_hpc.launcher.worker import WorkerContext, thread_budget
-from faust_hpc.run.claim import RunClaim
-from faust_hpc.run.frozen import build_run_plan, planned_nchunks, spec_hash
+from faust_hpc.run.claim import Claims
+from faust_hpc.run.claim import break_lock as break_lock_now
+from faust_hpc.run.frozen import planned_nchunks, spec_hash
+from faust_hpc.run.leases import DEFAULT_LEASE_S, new_launcher, slurm_identity
 from faust_hpc.run.manifest import Manifest
-from faust_hpc.run.records import FinishRecord, FreezeRecord, RunRecord, UnitStatus, hostname
-from faust_hpc.run.resume import resume
+from faust_hpc.run.records import FinishRecord, FreezeRecord, RunRecord, UnitStatus
+from faust_hpc.run.resume import make_cleaner, resume
+from faust_hpc.run.snapshot import RunState, SnapshotPolicy, build_state_plan, load_state
 from faust_hpc.run.select import Restricted, Selection, restrict
 from faust_hpc.runfile import load_runfile
 
@@ -68,48 +74,43 @@ def _make_context_factory(spec: Any) -> Any:
 
 @dataclass
 class RunStart:
-    """What rank 0 knows once it owns the run."""
+    """What rank 0 knows before it joins the run."""
 
     spec: Any
     manifest: Manifest
-    claim: RunClaim
-    records: list[dict]
+    state: RunState
     plan: Any
-    frozen: dict[str, int]
     digest: str
     command: str
 
 
 def _open_run(spec: Any, break_lock: bool, allow_changed_spec: bool, command: str,
               check_data: bool = True) -> RunStart:
-    """Claim the run and read what the manifest froze; refuse a changed spec.
-    ``check_data``: the units to run read the measurement sets (moments and QA
-    of finished cubes do not, and run where the data are gone)."""
+    """Read the run's state and what it froze; refuse a changed spec (before
+    anything is written). ``check_data``: the units to run read the
+    measurement sets (moments and QA of finished cubes do not, and run where
+    the data are gone)."""
     check_executor(spec.scheduler.executor)
     if check_data:
-        check_inputs(spec)  # bad measurement sets: one line, exit 2, before the claim writes anything
+        check_inputs(spec)  # bad measurement sets: one line, exit 2, before anything is written
     manifest = Manifest(spec.product_dir)
-    claim = RunClaim(spec.product_dir).acquire(break_lock=break_lock, command=command)
-    try:
-        records = manifest.records()
-        digest = spec_hash(spec)
-        first = manifest.first_spec_hash(records)
-        if first is not None and first != digest and not allow_changed_spec:
-            raise UserInputError(
-                f"{spec.path.name}: the imaging settings changed since this run started in {spec.product_dir} "
-                f"(its products would mix both); use a new product_dir, or pass --allow-changed-spec "
-                f"after `faust-hpc rerun` has invalidated what must be redone")
-        plan, frozen = build_run_plan(spec, manifest, records)
-    except BaseException:
-        claim.release()
-        raise
-    return RunStart(spec, manifest, claim, records, plan, frozen, digest, command)
+    state = load_state(manifest)
+    digest = spec_hash(spec)
+    if state.spec_hash is not None and state.spec_hash != digest and not allow_changed_spec:
+        raise UserInputError(
+            f"{spec.path.name}: the imaging settings changed since this run started in {spec.product_dir} "
+            f"(its products would mix both); use a new product_dir, or pass --allow-changed-spec "
+            f"after `faust-hpc rerun` has invalidated what must be redone")
+    if break_lock:
+        break_lock_now(manifest, state)   # refused (exit 2, nothing written) beside a live launcher here
+    plan = build_state_plan(spec, manifest, state)
+    return RunStart(spec, manifest, state, plan, digest, command)
 
 
 def launch(runfile: str | os.PathLike, *, break_lock: bool = False, allow_changed_spec: bool = False,
            drain_grace_s: float = 60.0, term_grace_s: float = 10.0, progress_interval_s: float = 5.0,
            local_slots: int = 1) -> int:
-    """Run (or resume) a run file; the exit status of ``faust-hpc run``."""
+    """Run (or resume, or join) a run file; the exit status of ``faust-hpc run``."""
     comm = tr.mpi_comm() if tr.in_mpi_job() else None
     rank = comm.Get_rank() if comm is not None else 0
     if rank != 0:
@@ -144,41 +145,69 @@ def launch(runfile: str | os.PathLike, *, break_lock: bool = False, allow_change
         raise
     finally:
         signals.__exit__()
-        start.claim.release()
+
+
+def _join(start: RunStart, ranks: int, workers: int) -> Claims:
+    """Write this launcher's ``launcher`` and ``run`` records (and a ``freeze``
+    of chunk counts no launcher froze yet) under the lock. If another launcher
+    froze other chunk counts meanwhile, the plan is rebuilt with theirs."""
+    spec = start.spec
+    launcher = new_launcher(float(getattr(spec.scheduler, "lease_s", DEFAULT_LEASE_S)), ranks=ranks,
+                            workers=workers, command=start.command)
+    planned = planned_nchunks(start.plan)
+    conflict: list[bool] = []
+
+    def records(state: RunState) -> list[Any]:
+        conflict.append(any(state.frozen.get(k, n) != n for k, n in planned.items()))
+        new_freeze = {k: n for k, n in planned.items() if k not in state.frozen}
+        return [RunRecord(spec_hash=start.digest, runfile=str(spec.path), workers=workers, ranks=ranks,
+                          command=start.command, launcher=launcher.id),
+                *([FreezeRecord(nchunks=new_freeze)] if new_freeze else [])]
+
+    claims = Claims.join(start.manifest, start.state, launcher, records)
+    if conflict and conflict[0]:
+        log.info("another launcher froze the chunk counts first: planning with theirs")
+        start.plan = build_state_plan(spec, start.manifest, start.state)
+    return claims
 
 
 def _drive(start: RunStart, transport: Any, ranks: int, signals: DrainSignals, drain_grace_s: float,
            term_grace_s: float, progress_interval_s: float,
            selection: Selection | None = None) -> tuple[RunSummary, Restricted | None]:
-    """Resume, record the start, run the coordinator (over the selected units,
-    if a selection is given), record the finish."""
-    spec, manifest, plan = start.spec, start.manifest, start.plan
+    """Join, resume, run the coordinator (over the selected units, if a
+    selection is given), record the finish."""
+    spec, manifest = start.spec, start.manifest
     try:
-        state = resume(plan, manifest, start.records, spec, Path(spec.product_dir), hostname())
+        claims = _join(start, ranks, len(transport.workers))
+        plan = start.plan
+        state = resume(plan, start.state, spec, Path(spec.product_dir), me=claims.me)
         run_plan, done, restricted = plan, state.done, None
         if selection is not None:
             restricted = restrict(plan, selection, state.done, spec)
             run_plan = restricted.plan
             done = set() if selection.redo else state.done
-        new_freeze = {k: n for k, n in planned_nchunks(plan).items() if k not in start.frozen}
-        manifest.append(RunRecord(spec_hash=start.digest, runfile=str(spec.path), workers=len(transport.workers),
-                                  ranks=ranks, command=start.command),
-                        *([FreezeRecord(nchunks=new_freeze)] if new_freeze else []))
         sched = make_scheduler(run_plan, transport.workers, done=done,
                                node_memory_gb=float(spec.scheduler.node_memory_gb or 0))
-        log.info("%s %s: %d units, %d already done, %d worker(s)", start.command, spec.name, len(run_plan.units),
-                 len(sched.done), len(transport.workers))
+        for uid in state.claimed:
+            sched.claim_elsewhere(uid)
+        log.info("%s %s: %d units, %d already done, %d running elsewhere, %d worker(s); launcher %s",
+                 start.command, spec.name, len(run_plan.units), len(sched.done), len(state.claimed),
+                 len(transport.workers), claims.me)
         coordinator = Coordinator(sched, transport, manifest, product_dir=Path(spec.product_dir),
                                   retries=spec.scheduler.retries, attempts=state.attempts,
                                   drain_grace_s=drain_grace_s, term_grace_s=term_grace_s,
-                                  progress_interval_s=progress_interval_s, signals=signals)
+                                  progress_interval_s=progress_interval_s, signals=signals, claims=claims,
+                                  dirty=state.dirty, clean=make_cleaner(plan, start.state, spec,
+                                                                        Path(spec.product_dir)),
+                                  snapshots=SnapshotPolicy())
         summary = coordinator.run()
     finally:
         transport.shutdown()
-    manifest.append(FinishRecord(done=summary.done, total=summary.total, failed=sorted(summary.failed),
-                                 drained=summary.drained or bool(summary.no_space), exit_status=summary.exit_status,
-                                 loop_wall_s=round(summary.elapsed, 3), loop_cpu_s=round(summary.loop_cpu_s, 3),
-                                 extra={"no_space": summary.no_space} if summary.no_space else {}))
+    coordinator.finish(FinishRecord(
+        done=summary.done, total=summary.total, failed=sorted(summary.failed),
+        drained=summary.drained or bool(summary.no_space), exit_status=summary.exit_status,
+        loop_wall_s=round(summary.elapsed, 3), loop_cpu_s=round(summary.loop_cpu_s, 3), launcher=claims.me,
+        slurm_job=slurm_identity()["slurm_job"], extra={"no_space": summary.no_space} if summary.no_space else {}))
     for line in summary.lines():
         (log.error if line.startswith(("FAILED", "DIVERGED")) else log.info)(line)
     return summary, restricted
@@ -198,7 +227,7 @@ class SerialRun:
 def run_serial(spec: Any, selection: Selection, *, command: str, break_lock: bool = False,
                allow_changed_spec: bool = False, progress_interval_s: float = 10.0) -> SerialRun:
     """Run the selected units of a run in one local worker slot (no MPI),
-    with the manifest, resume and run claim of ``faust-hpc run``.
+    as one more launcher of the run (manifest, resume, leases of ``faust-hpc run``).
 
     Raises :class:`PrerequisiteError` (exit 2) before anything is written
     when no selected unit can run because its dependencies are not done."""
@@ -206,11 +235,8 @@ def run_serial(spec: Any, selection: Selection, *, command: str, break_lock: boo
     signals = DrainSignals().__enter__()
     try:
         start = _open_run(spec, break_lock, allow_changed_spec, command, check_data=selection.reads_data)
-        try:
-            transport = tr.LocalTransport(_make_context_factory(spec), 1)
-            summary, restricted = _drive(start, transport, 1, signals, 60.0, 10.0, progress_interval_s, selection)
-        finally:
-            start.claim.release()
+        transport = tr.LocalTransport(_make_context_factory(spec), 1)
+        summary, restricted = _drive(start, transport, 1, signals, 60.0, 10.0, progress_interval_s, selection)
     finally:
         signals.__exit__()
     assert restricted is not None
@@ -221,9 +247,9 @@ def _check_ready(spec: Any, selection: Selection) -> None:
     """Read-only: refuse (one line, exit 2) when no selected unit can run
     (recorded done units, or input cubes on disk, count as done)."""
     manifest = Manifest(spec.product_dir)
-    records = manifest.records()
-    plan, _frozen = build_run_plan(spec, manifest, records)
-    done = {uid for uid, st in manifest.states(records).items() if st.status == UnitStatus.DONE}
+    state = load_state(manifest)
+    plan = build_state_plan(spec, manifest, state)
+    done = {uid for uid, st in state.units.items() if st.status == UnitStatus.DONE}
     restricted = restrict(plan, selection, done, spec)
     if restricted.unready and not restricted.plan.units:
         first = restricted.unready[0]

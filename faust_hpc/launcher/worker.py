@@ -1,4 +1,4 @@
-"""Running one unit on this rank: a child process, its log, its manifest records.
+"""Running one unit on this rank: a child process, its log, its outcome.
 
 A worker (an MPI rank, or the serial launcher's local slot) never runs CASA in
 its own process: each unit runs in ``python -m faust_hpc.launcher.unit_child``
@@ -12,9 +12,11 @@ with
   ranks sharing a node never oversubscribe it,
 - an optional timeout.
 
-The worker appends the unit's ``started`` and ``done``/``failed``/
-``interrupted`` records itself (under the manifest lock), so a record is
-durable before the scheduler hears of the result.
+The worker never writes the manifest (nor takes its lock): rank 0 commits
+the unit's ``started`` record before it sends the unit, and turns the
+:class:`Outcome` the worker reports into the end record
+(:func:`faust_hpc.run.records.end_record`), committed in groups by
+:class:`faust_hpc.run.journal.Journal`.
 """
 from __future__ import annotations
 
@@ -32,8 +34,7 @@ from typing import Any
 
 from faust_hpc.launcher import space
 from faust_hpc.layout import RunLayout
-from faust_hpc.run.manifest import Manifest
-from faust_hpc.run.records import UnitEvent, UnitStatus, hostname, unit_record
+from faust_hpc.run.records import UnitStatus, hostname
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,9 @@ class Outcome:
     log: str | None = None
     out: str | None = None      # the child's stdout/stderr
     elapsed: float = 0.0
+    pid: int = 0                # the unit's child process
+    host: str = ""              # where it ran
+    threads: int | None = None  # its thread budget
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -117,7 +121,7 @@ class WorkerContext:
     """Everything a rank needs to start units (built once per rank)."""
 
     def __init__(self, spec: Any, runfile: Path | None, rank: int, threads: int,
-                 executor: str, timeout_s: float, manifest: Manifest | None = None,
+                 executor: str, timeout_s: float,
                  python: str | None = None, import_root: str | None = None) -> None:
         self.spec = spec
         self.runfile = runfile
@@ -126,7 +130,6 @@ class WorkerContext:
         self.executor = executor
         self.timeout_s = float(timeout_s or 0)
         self.product_dir = Path(spec.product_dir)
-        self.manifest = manifest or Manifest(self.product_dir)
         self.python = python or sys.executable
         self.host = hostname()
         self.env = child_environment(threads, import_root or os.getcwd())
@@ -173,12 +176,10 @@ class RunningUnit:
             self.proc = subprocess.Popen([ctx.python, "-m", "faust_hpc.launcher.unit_child", str(self.task_path)],
                                          cwd=self.workdir, env=ctx.env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
-        ctx.manifest.append(unit_record(unit.id, UnitEvent.STARTED, attempt=attempt, rank=ctx.rank, host=ctx.host,
-                                        pid=self.proc.pid, log=str(self.log_path), threads=ctx.threads))
 
     # ------------------------------------------------------------------ control
     def poll(self) -> "Outcome | None":
-        """The outcome once the child has ended (and its record is written), else None."""
+        """The outcome once the child has ended, else None."""
         if self.proc.poll() is None:
             if self.ctx.timeout_s and time.time() - self.t0 > self.ctx.timeout_s and not self.timed_out:
                 self.timed_out = True
@@ -267,23 +268,7 @@ class RunningUnit:
             if outcome.no_space:
                 outcome.error = f"{space.no_space_message(outcome.no_space)}: {outcome.error}"
                 shutil.rmtree(self.workdir, ignore_errors=True)  # its scratch: room for the records
-        failed = outcome.status == UnitStatus.FAILED
-        record = unit_record(
-            self.unit.id, UnitEvent(str(outcome.status)), attempt=self.attempt, rank=self.ctx.rank,
-            host=self.ctx.host, pid=self.proc.pid, outputs=outcome.outputs, error=outcome.error,
-            info=outcome.info, log=outcome.log, elapsed=round(elapsed, 3),
-            error_type=outcome.error_type, traceback=outcome.traceback,
-            retry=None if not failed or outcome.retry else False, checks=outcome.checks or None,
-            no_space=outcome.no_space, diverged=outcome.diverged)
-        try:
-            self.ctx.manifest.append(record)
-        except OSError as exc:
-            if not space.exception_is_enospc(exc):
-                raise
-            # Unrecorded, the unit reads as started-not-finished: the next run cleans and redoes it.
-            log.error("%s: cannot record %s of %s", space.no_space_message(self.ctx.manifest.path), outcome.status,
-                      self.unit.id)
-            outcome.status, outcome.no_space = UnitStatus.FAILED, str(self.ctx.product_dir)
+        outcome.pid, outcome.host, outcome.threads = self.proc.pid, self.ctx.host, self.ctx.threads
         for scratch in (self.task_path, self.result_path):
             scratch.unlink(missing_ok=True)
         self.outcome = outcome

@@ -1,39 +1,37 @@
-"""Who owns a run: one launcher (or serial command) per product directory.
+"""Claiming units: several launchers on one run, decided under the manifest lock.
 
-Two layers, because either alone fails somewhere: a kernel ``flock`` on
-``run.lock`` held for the life of the owner (released by the kernel if it
-dies; but not visible across nodes on every cluster filesystem) and an
-``owner.json`` record naming host, pid and process start (visible
-everywhere; but it survives a crash). A record left by a dead process on this
-host is taken over; one from another host cannot be checked from here and is
-refused with the way to break it.
+Why under the lock: two launchers must never claim the same unit. Each claim
+step of a launcher (:meth:`Claims.step`) takes the manifest lock, reads the
+records the others appended since its last step (it keeps a byte offset and
+parses only that tail), folds them into its :class:`~.snapshot.RunState`,
+lets the caller decide what to run (the coordinator folds the others'
+records into its scheduler and assigns), appends the decision -- the
+``started`` records, write-ahead, with any buffered end records and a
+heartbeat if one is due -- with one fsync, and releases the lock. Only then
+are the units sent to workers. Who is alive is :mod:`.leases`.
 
-``--break-lock`` is for owners that are gone: it is refused while the owner
-record names a live process on this host whose start time matches (the
-launcher is running; stop it first). A record without a start time (written by
-something else, or by hand) cannot tell a live owner from a reused pid and is
-refused with a message that names ``--break-lock``.
+``--break-lock`` (:func:`break_lock`) is for launchers that are gone but
+whose leases have not run out (a node that died with its job): it declares
+every other launcher dead now (a ``revoke`` record), and is refused while a
+launcher named in the records is verifiably alive on this host.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
+import time
 from pathlib import Path
-
-from filelock import BaseFileLock, FileLock, Timeout
+from typing import Any, Callable, Iterable
 
 from faust_hpc.errors import UserInputError
-from faust_hpc.layout import RunLayout
-from faust_hpc.run import locks
 from faust_hpc.run.manifest import Manifest
-from faust_hpc.run.records import OwnerRecord, hostname, now
+from faust_hpc.run.records import LeaseRecord, RevokeRecord, now
 
 log = logging.getLogger(__name__)
 
 
 class RunBusyError(UserInputError):
-    """Another launcher owns this run (product directory)."""
+    """A launcher that is alive holds what was asked for (``--break-lock``, ``rerun``)."""
 
 
 def proc_start_ticks(pid: int) -> int | None:
@@ -66,108 +64,107 @@ def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
     return True
 
 
-def owner_alive(owner: dict | OwnerRecord) -> bool:
-    """Is the launcher an owner record names still running? (One on another
-    host cannot be checked from here and counts as alive.)"""
-    rec = owner if isinstance(owner, OwnerRecord) else OwnerRecord.from_json(owner)
-    if rec.host != hostname():
-        return True
-    return pid_alive(int(rec.pid if rec.pid is not None else -1), rec.start_ticks)
+class Claims:
+    """One launcher's claim steps: read the others' tail, decide, commit, under one lock hold."""
 
+    def __init__(self, manifest: Manifest, state: Any, journal: Any, launcher: Any) -> None:
+        self.manifest = manifest
+        self.state = state          # RunState, folded up to state.offset
+        self.journal = journal
+        self.me = launcher.id
+        self.lease_s = float(launcher.lease_s)
+        self.until = float(launcher.until)
+        self._last_heartbeat = time.time()
+        self._touched: set[str] = set()   # units others' records touched, not yet shown to a decision
+        manifest.lock.owner_gone = self._owner_gone   # a strict soft lock held by a dead launcher
 
-def _busy(directory: Path, owner: OwnerRecord) -> RunBusyError:
-    if owner.host == hostname() and owner.start_ticks is None and owner.pid not in (None, -1):
-        return RunBusyError(f"{directory.parent}: the owner record names pid {owner.pid} on this host without "
-                            f"its start time, so a reused pid cannot be told from a live launcher "
-                            f"({owner.describe()}); if no launcher runs this run, re-run with --break-lock")
-    return RunBusyError(f"{directory.parent}: another launcher is running this run now "
-                        f"({owner.describe()}); wait for it, or stop it first")
+    def _owner_gone(self, host: str, pid: int) -> bool:
+        """Is the launcher process ``pid`` on ``host`` dead by the records (its lease ran out)?"""
+        mine = [ls for ls in self.state.launchers.values() if ls.host == host and ls.pid == pid]
+        return bool(mine) and not any(ls.alive() for ls in mine)
 
+    @classmethod
+    def join(cls, manifest: Manifest, state: Any, launcher: Any, records: Callable[[Any], Iterable[Any]] | None = None,
+             journal: Any = None) -> "Claims":
+        """Join the run: under the lock, fold the tail, then write the
+        ``launcher`` record and ``records(state)`` (the run / freeze records,
+        decided on the state as it is under the lock)."""
+        from faust_hpc.run.journal import Journal
 
-def _live_here(owner: OwnerRecord) -> bool:
-    """A launcher on this host that is verifiably running (pid and start time match)."""
-    return (owner.host == hostname() and owner.start_ticks is not None
-            and pid_alive(int(owner.pid), owner.start_ticks))
+        manifest.ensure_dir()
+        claims = cls(manifest, state, journal or Journal(manifest, launcher.id), launcher)
+        with manifest.lock:
+            claims.sync_locked()
+            manifest.write_locked([launcher, *(records(state) if records is not None else ())])
+            claims.sync_locked()
+        return claims
 
+    def sync_locked(self) -> set[str]:
+        """Fold the records appended since the last step (caller holds the lock)."""
+        records, end = self.manifest.read_from(self.state.offset)
+        touched = self.state.fold(records)
+        self.state.offset = end
+        return touched
 
-class RunClaim:
-    """Exclusive ownership of a run by one launcher (rank 0) or serial command."""
+    @property
+    def unseen(self) -> bool:
+        """Were others' records folded that no decision has seen yet?"""
+        return bool(self._touched)
 
-    def __init__(self, product_dir: str | os.PathLike) -> None:
-        self.layout = RunLayout(product_dir)
-        self.dir = self.layout.state_dir
-        self.owner_path = self.layout.owner_path
-        self.manifest = Manifest(product_dir)
-        self._run_lock: BaseFileLock | None = None
-        self.took_over: dict | None = None
+    def heartbeat_due(self) -> bool:
+        return time.time() - self._last_heartbeat >= self.lease_s / 3
 
-    def read_owner(self) -> dict | None:
-        try:
-            return json.loads(self.owner_path.read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def acquire(self, break_lock: bool = False, command: str = "faust-hpc run") -> "RunClaim":
-        self.dir.mkdir(parents=True, exist_ok=True)
-        lock_path = self.layout.run_lock_path
-        if break_lock:
-            raw = self.read_owner()
-            if raw and _live_here(owner := OwnerRecord.from_json(raw)):
-                raise RunBusyError(f"{self.dir.parent}: --break-lock refused: the launcher that owns this run "
-                                   f"is alive on this host ({owner.describe()}); --break-lock is for owners "
-                                   f"that are gone: wait for it, or stop it first")
-            for stale in (lock_path, self.owner_path):
-                stale.unlink(missing_ok=True)
-        if not locks.is_soft(self.dir):
-            lock = FileLock(str(lock_path), timeout=0, fallback_to_soft=False)
-            try:
-                lock.acquire(timeout=0)
-                self._run_lock = lock
-            except Timeout:
-                raise _busy(self.dir, OwnerRecord.from_json(self.read_owner() or {})) from None
-            except OSError as exc:
-                if not locks.flock_unsupported(exc):
-                    raise
-                locks.mark_soft(self.dir)
-        me = OwnerRecord(host=hostname(), pid=os.getpid(), start_ticks=proc_start_ticks(os.getpid()),
-                         time=now(), command=command)
+    def step(self, decide: Callable[[set[str]], Iterable[Any]] | None = None, force: bool = False) -> list[Any]:
+        """One claim step: sync, ``decide(touched unit ids)`` -> records to
+        write ahead, commit them with the buffered end records and a heartbeat
+        if due. Returns what ``decide`` returned. Without a decision, nothing
+        buffered and no heartbeat due, the lock is not taken (unless ``force``)."""
+        if decide is None and not force and not self.journal.due() and not self.heartbeat_due():
+            return []
         with self.manifest.lock:
-            raw = self.read_owner()
-            owner = OwnerRecord.from_json(raw) if raw else None
-            if owner and not (owner.host == me.host and owner.pid == me.pid):
-                if owner.host == me.host:
-                    if owner_alive(owner):
-                        self._release_lock()
-                        raise _busy(self.dir, owner)
-                    log.warning("taking over from a launcher that is gone (%s)", owner.describe())
-                    self.took_over = raw
-                else:
-                    self._release_lock()
-                    raise RunBusyError(
-                        f"{self.dir.parent}: this run is owned by a launcher on another host "
-                        f"({owner.describe()}); if it is no longer running there, "
-                        f"re-run with --break-lock")
-            tmp = self.owner_path.with_name(f".owner.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(me.to_json()))
-            os.replace(tmp, self.owner_path)
-        return self
+            touched = self._touched | self.sync_locked()
+            if decide is not None:
+                ahead = list(decide(touched))
+                self._touched = set()
+            else:   # kept for the next decision: the caller has not seen them yet
+                ahead, self._touched = [], touched
+            beat = []
+            t = time.time()
+            if self.heartbeat_due():
+                self.until = round(t + self.lease_s, 6)
+                beat = [LeaseRecord(launcher=self.me, until=self.until, time=now())]
+                self._last_heartbeat = t
+            if ahead or beat or self.journal.pending:
+                self.journal.commit_locked([*ahead, *beat])
+                self.sync_locked()   # our own records: the state stays whole (snapshots are written from it)
+        return ahead
 
-    def _release_lock(self) -> None:
-        if self._run_lock is not None:
-            self._run_lock.release()
-            self._run_lock = None
-
-    def release(self) -> None:
-        owner = self.read_owner()
-        if owner and owner.get("pid") == os.getpid() and owner.get("host") == hostname():
-            self.owner_path.unlink(missing_ok=True)
-        self._release_lock()
-
-    def __enter__(self) -> "RunClaim":
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def lease_lapsed(self) -> bool:
+        """Did our own lease run out (a heartbeat could not be written in time)?"""
+        return time.time() > self.until
 
 
-__all__ = ["RunClaim", "RunBusyError", "pid_alive", "owner_alive", "proc_start_ticks"]
+def break_lock(manifest: Manifest, state: Any, by: str | None = None) -> list[str]:
+    """Declare every launcher that still holds a lease dead (a ``revoke`` record).
+
+    Refused (:class:`RunBusyError`, nothing written) while one of them is
+    verifiably running on this host: stop it first. Returns the revoked ids."""
+    manifest.ensure_dir()
+    with manifest.lock:
+        records, end = manifest.read_from(state.offset)
+        state.fold(records)
+        state.offset = end
+        here = [ls for ls in state.launchers.values() if ls.verifiably_alive_here() and ls.id != by]
+        if here:
+            ls = here[0]
+            raise RunBusyError(f"{manifest.product_dir}: --break-lock refused: a launcher of this run is alive on "
+                               f"this host ({ls.describe()}); --break-lock is for launchers that are gone: "
+                               f"wait for it, or stop it first")
+        gone = sorted(lid for lid, ls in state.launchers.items() if ls.alive() and lid != by)
+        if gone:
+            manifest.write_locked([RevokeRecord(launchers=gone, by=by)])
+            log.warning("--break-lock: declared %d launcher(s) dead: %s", len(gone), ", ".join(gone))
+    return gone
+
+
+__all__ = ["Claims", "RunBusyError", "break_lock", "pid_alive", "proc_start_ticks"]

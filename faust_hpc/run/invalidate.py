@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from faust_hpc.errors import UserInputError
-from faust_hpc.run.claim import RunClaim
+from faust_hpc.run.claim import RunBusyError
 from faust_hpc.run.records import UnitEvent, UnitStatus, hostname, unit_record
 from faust_hpc.run.view import RunView
 from faust_hpc.units import ImageKey
@@ -79,18 +79,26 @@ def select_units(view: RunView, spw: str, *, field: str | None = None, array: st
     return sorted(view.dependents(targets))
 
 
-def invalidate(view: RunView, unit_ids: list[str], reason: str = "faust-hpc rerun",
-               command: str = "faust-hpc rerun") -> None:
-    """Append an ``invalidated`` record per unit, holding the run claim (so no
-    launcher is running it meanwhile)."""
-    claim = RunClaim(view.spec.product_dir).acquire(command=command)
-    try:
-        view.manifest.append(*[
-            unit_record(uid, UnitEvent.INVALIDATED, attempt=view.states[uid].attempt if uid in view.states else 0,
+def invalidate(view: RunView, unit_ids: list[str], reason: str = "faust-hpc rerun") -> None:
+    """Append an ``invalidated`` record per unit under the manifest lock;
+    refused (nothing written) while a launcher that is alive runs one of them."""
+    manifest, state = view.manifest, view.state
+    manifest.ensure_dir()
+    with manifest.lock:
+        records, end = manifest.read_from(state.offset)
+        state.fold(records)
+        state.offset = end
+        busy = [uid for uid in unit_ids if (st := state.units.get(uid)) is not None
+                and st.status == UnitStatus.RUNNING and state.alive(st.launcher)]
+        if busy:
+            ls = state.launchers[state.units[busy[0]].launcher]
+            more = f" (and {len(busy) - 1} more)" if len(busy) > 1 else ""
+            raise RunBusyError(f"{busy[0]}{more} is running now under a launcher of this run ({ls.describe()}); "
+                               f"wait for it to finish, or stop that launcher first")
+        manifest.write_locked([
+            unit_record(uid, UnitEvent.INVALIDATED, attempt=state.units[uid].attempt if uid in state.units else 0,
                         host=hostname(), pid=os.getpid(), error=reason)
             for uid in unit_ids])
-    finally:
-        claim.release()
 
 
 __all__ = ["chunk_bounds", "select_units", "invalidate"]

@@ -4,16 +4,26 @@ Why not filelock alone: on Lustre mounted without ``-o flock`` the kernel
 answers ``flock`` with ENOSYS, and filelock's own fallback (the plain
 SoftFileLock) would break a live owner's lock on an age-based guess. Here the
 fallback is the strict soft lock, remembered per directory so every later
-lock in that directory (the manifest's, the run claim's) uses it too.
+lock in that directory uses it too.
+
+A strict soft lock is never broken by age, so a holder killed while it held
+the lock (kill -9 in the middle of a group commit) would block every other
+launcher for good. While waiting, :class:`RobustLock` therefore looks at the
+claims that block it and removes those whose owner is verifiably gone: a
+process on this host that no longer exists, or one ``owner_gone(host, pid)``
+says is dead (the launchers' leases, :mod:`faust_hpc.run.leases`).
 """
 from __future__ import annotations
 
 import errno
 import logging
 import os
+import socket
+import time
 from pathlib import Path
+from typing import Callable
 
-from filelock import BaseFileLock, FileLock, StrictSoftFileLock
+from filelock import BaseFileLock, FileLock, StrictSoftFileLock, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +52,13 @@ class RobustLock:
     never lets an age-based guess break a live owner's claim.
     """
 
-    def __init__(self, path: str | os.PathLike, timeout: float = -1) -> None:
+    SOFT_POLL_S = 2.0   # how often a waiter on a strict soft lock looks for claims of dead owners
+
+    def __init__(self, path: str | os.PathLike, timeout: float = -1,
+                 owner_gone: Callable[[str, int], bool] | None = None) -> None:
         self.path = Path(path)
         self.timeout = timeout
+        self.owner_gone = owner_gone
         self._lock: BaseFileLock | None = None
 
     @property
@@ -57,18 +71,50 @@ class RobustLock:
         return FileLock(str(self.path), timeout=self.timeout, fallback_to_soft=False)
 
     def acquire(self, timeout: float | None = None) -> "RobustLock":
+        wait = self.timeout if timeout is None else timeout
         lock = self._make()
         try:
-            lock.acquire(timeout=self.timeout if timeout is None else timeout)
+            self._acquire(lock, wait)
         except OSError as exc:
             if not flock_unsupported(exc) or self.soft:
                 raise
             log.warning("flock unsupported on %s (ENOSYS); using StrictSoftFileLock", self.path.parent)
             mark_soft(self.path.parent)
             lock = self._make()
-            lock.acquire(timeout=self.timeout if timeout is None else timeout)
+            self._acquire(lock, wait)
         self._lock = lock
         return self
+
+    def _acquire(self, lock: BaseFileLock, wait: float) -> None:
+        if not isinstance(lock, StrictSoftFileLock):
+            lock.acquire(timeout=wait)
+            return
+        deadline = None if wait is None or wait < 0 else time.monotonic() + wait
+        while True:
+            step = self.SOFT_POLL_S if deadline is None else max(0.0, min(self.SOFT_POLL_S,
+                                                                           deadline - time.monotonic()))
+            try:
+                lock.acquire(timeout=step)
+                return
+            except Timeout:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                self._break_dead_claims(lock)
+
+    def _break_dead_claims(self, lock: StrictSoftFileLock) -> None:
+        from faust_hpc.run.claim import pid_alive
+
+        here = socket.gethostname()
+        for claim in lock.claims:
+            gone = (not pid_alive(claim.pid) if claim.hostname == here
+                    else bool(self.owner_gone and self.owner_gone(claim.hostname, claim.pid)))
+            if gone:
+                log.warning("breaking the strict lock %s held by host %s pid %d (gone)", self.path, claim.hostname,
+                            claim.pid)
+                try:
+                    lock.force_break(claim.name)
+                except FileNotFoundError:
+                    pass
 
     def release(self) -> None:
         if self._lock is not None:

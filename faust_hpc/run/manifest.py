@@ -16,11 +16,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from faust_hpc.layout import RunLayout
 from faust_hpc.run.locks import RobustLock
-from faust_hpc.run.records import FreezeRecord, RunEvent, RunRecord, UnitEvent, UnitRecord, UnitStatus
+from faust_hpc.run.records import FreezeRecord, RunEvent, UnitEvent, UnitStatus
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,8 @@ class UnitState:
     pid: int | None = None
     started: float | None = None   # time of the latest start
     finished: float | None = None  # time of the latest done/failed/interrupted
+    launcher: str | None = None    # the launcher that claimed the latest attempt
+    final: bool = False            # the latest failure was final (its launcher gave up on it)
 
     @property
     def elapsed(self) -> float | None:
@@ -101,47 +103,64 @@ class UnitState:
         return max(0.0, end - self.started)
 
 
+def fold_unit(states: dict[str, UnitState], raw: dict) -> str | None:
+    """Fold one manifest line (a stored dict) into ``states``; the unit id it
+    touched, or None for a line that is no unit event.
+
+    Reads the stored dict by :class:`UnitRecord`'s field names without
+    building a typed record per line: a whole-program manifest has ~10^5-10^6
+    lines and every ``status`` and start folds them."""
+    uid = raw.get("unit")
+    event = raw.get("event")
+    if uid is None or event not in _UNIT_EVENTS:
+        return None
+    get = raw.get
+    st = states.get(uid)
+    if st is None:
+        st = states[uid] = UnitState(uid)
+    st.attempt = max(st.attempt, int(get("attempt") or 0))
+    if event == _INVALIDATED:
+        states[uid] = UnitState(uid, attempt=st.attempt)
+        return uid
+    st.rank, st.host, st.pid = get("rank", 0), get("host", ""), get("pid", 0)
+    if get("log"):
+        st.log = get("log")
+    if event == _STARTED:
+        st.status, st.started, st.finished = UnitStatus.RUNNING, get("time", 0.0), None
+        st.error = st.error_type = st.traceback = st.diverged = None
+        st.launcher = get("launcher")
+    elif event == _DONE:
+        st.status, st.finished = UnitStatus.DONE, get("time", 0.0)
+        st.outputs = list(get("outputs") or [])
+        st.checks = dict(get("checks") or {})
+        st.info = dict(get("info") or {})
+        st.error = st.error_type = st.traceback = st.diverged = None
+        st.failures = 0
+        st.final = False
+    elif event == _FAILED:
+        st.status, st.finished = UnitStatus.FAILED, get("time", 0.0)
+        st.error, st.error_type, st.traceback = get("error"), get("error_type"), get("traceback")
+        st.diverged = get("diverged")
+        st.failures += 1
+        st.outputs = list(get("outputs") or [])
+        st.final = bool(get("final"))
+    elif event == _INTERRUPTED:
+        st.status, st.finished = UnitStatus.INTERRUPTED, get("time", 0.0)
+        st.error = get("error")
+    return uid
+
+
 def derive_states(records: Iterable[dict]) -> dict[str, UnitState]:
     """Fold unit events in order into one :class:`UnitState` per unit id."""
     states: dict[str, UnitState] = {}
     for raw in records:
-        if raw.get("unit") is None or raw.get("event") not in _UNIT_EVENTS:
-            continue
-        rec = UnitRecord.from_json(raw)
-        uid = rec.unit
-        st = states.get(uid)
-        if st is None:
-            st = states[uid] = UnitState(uid)
-        st.attempt = max(st.attempt, int(rec.attempt or 0))
-        if rec.event == UnitEvent.INVALIDATED:
-            states[uid] = UnitState(uid, attempt=st.attempt)
-            continue
-        st.rank, st.host, st.pid = rec.rank, rec.host, rec.pid
-        if rec.log:
-            st.log = rec.log
-        if rec.event == UnitEvent.STARTED:
-            st.status, st.started, st.finished = UnitStatus.RUNNING, rec.time, None
-            st.error = st.error_type = st.traceback = st.diverged = None
-        elif rec.event == UnitEvent.DONE:
-            st.status, st.finished = UnitStatus.DONE, rec.time
-            st.outputs = list(rec.outputs or [])
-            st.checks = dict(rec.checks or {})
-            st.info = dict(rec.info or {})
-            st.error = st.error_type = st.traceback = st.diverged = None
-            st.failures = 0
-        elif rec.event == UnitEvent.FAILED:
-            st.status, st.finished = UnitStatus.FAILED, rec.time
-            st.error, st.error_type, st.traceback = rec.error, rec.error_type, rec.traceback
-            st.diverged = rec.diverged
-            st.failures += 1
-            st.outputs = list(rec.outputs or [])
-        elif rec.event == UnitEvent.INTERRUPTED:
-            st.status, st.finished = UnitStatus.INTERRUPTED, rec.time
-            st.error = rec.error
+        fold_unit(states, raw)
     return states
 
 
 _UNIT_EVENTS = frozenset(e.value for e in UnitEvent)
+_STARTED, _DONE, _FAILED = UnitEvent.STARTED.value, UnitEvent.DONE.value, UnitEvent.FAILED.value
+_INTERRUPTED, _INVALIDATED = UnitEvent.INTERRUPTED.value, UnitEvent.INVALIDATED.value
 
 
 def _as_json(record: Any) -> dict:
@@ -170,25 +189,83 @@ class Manifest:
         respect to other writers, durable on return."""
         if not records:
             return
-        payload = "".join(json.dumps(_as_json(r), separators=(",", ":"), default=str) + "\n" for r in records)
         self.ensure_dir()
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                size = os.fstat(fd).st_size
-                if size:
-                    # A crash mid-append leaves a torn line without newline: start on a fresh line.
-                    with open(self.path, "rb") as fh:
-                        fh.seek(size - 1)
-                        if fh.read(1) != b"\n":
-                            payload = "\n" + payload
-                data = payload.encode("utf-8")
-                while data:
-                    written = os.write(fd, data)
-                    data = data[written:]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            self.write_locked(records)
+
+    def write_locked(self, records: Iterable[Any], fault: Any = None) -> int:
+        """Append ``records`` with one write and ONE fsync; the caller holds
+        :attr:`lock`. Returns the file size after the write. ``fault`` (tests
+        only) is called with the fd and the payload instead of the write."""
+        payload = "".join(json.dumps(_as_json(r), separators=(",", ":"), default=str) + "\n" for r in records)
+        if not payload:
+            return self.size()
+        self.ensure_dir()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                # A crash mid-append leaves a torn line without newline: start on a fresh line.
+                with open(self.path, "rb") as fh:
+                    fh.seek(size - 1)
+                    if fh.read(1) != b"\n":
+                        payload = "\n" + payload
+            data = payload.encode("utf-8")
+            if fault is not None:
+                fault(fd, data)
+            end = size + len(data)
+            while data:
+                written = os.write(fd, data)
+                data = data[written:]
+            os.fsync(fd)
+            return end
+        finally:
+            os.close(fd)
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    READ_CHUNK_BYTES = 32 << 20
+
+    def iter_from(self, offset: int, chunk_bytes: int = READ_CHUNK_BYTES) -> Iterator[tuple[list[dict], int]]:
+        """:meth:`read_from` in pieces of about ``chunk_bytes``: (records, offset
+        after them) per piece, so a full scan of a big manifest never holds all
+        of its bytes and parsed records at once."""
+        try:
+            fh = open(self.path, "rb")
+        except FileNotFoundError:
+            return
+        with fh:
+            fh.seek(offset)
+            carry = b""
+            while True:
+                data = fh.read(chunk_bytes)
+                if not data:
+                    return
+                data = carry + data
+                cut = data.rfind(b"\n") + 1
+                carry = data[cut:]
+                if cut:
+                    offset += cut
+                    yield _parse_lines(data[:cut], self.path), offset
+
+    def read_from(self, offset: int) -> tuple[list[dict], int]:
+        """The complete records appended at or after byte ``offset``, and the
+        offset just after the last complete line (a line still being written,
+        or torn by a crash, is left for the next read)."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return [], 0
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            return [], offset
+        return _parse_lines(data[:cut], self.path), offset + cut
 
     def records(self) -> list[dict]:
         try:
@@ -200,11 +277,7 @@ class Manifest:
     def states(self, records: list[dict] | None = None) -> dict[str, UnitState]:
         return derive_states(self.records() if records is None else records)
 
-    # ---- run-level records
-    def run_records(self, records: list[dict] | None = None) -> list[RunRecord]:
-        recs = self.records() if records is None else records
-        return [RunRecord.from_json(r) for r in recs if r.get("event") == RunEvent.RUN]
-
+    # ---- run-level records (the folded view of every record kind is faust_hpc.run.snapshot.RunState)
     def frozen_nchunks(self, records: list[dict] | None = None) -> dict[str, int]:
         """Chunk counts per image key path, as frozen by the first run
         (later freeze records only add keys the first did not know)."""
@@ -215,17 +288,6 @@ class Manifest:
                 for key, n in FreezeRecord.from_json(rec).nchunks.items():
                     frozen.setdefault(key, int(n))
         return frozen
-
-    def first_spec_hash(self, records: list[dict] | None = None) -> str | None:
-        for rec in self.run_records(records):
-            if rec.spec_hash:
-                return rec.spec_hash
-        return None
-
-    def last_finish(self, records: list[dict] | None = None) -> dict | None:
-        """The latest ``finish`` record (as stored), if any."""
-        recs = self.records() if records is None else records
-        return next((r for r in reversed(recs) if r.get("event") == RunEvent.FINISH), None)
 
 
 __all__ = ["Manifest", "UnitState", "derive_states"]

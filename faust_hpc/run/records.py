@@ -1,4 +1,4 @@
-"""The run's records: one schema for every line of the manifest and the owner record.
+"""The run's records: one schema for every line of the manifest.
 
 Why typed records: the launcher writes them, and ``status``, ``rerun``,
 ``report``, resume and the batch scripts read them back; when each spelled the
@@ -15,7 +15,16 @@ Record kinds (``event``):
 - ``run`` (:class:`RunRecord`): one per launcher start (spec hash, ranks, host);
 - ``freeze`` (:class:`FreezeRecord`): the first run's chunk counts per image,
   so that resumes and runs with other rank counts cut the same chunks;
-- ``finish`` (:class:`FinishRecord`): how a launcher ended.
+- ``finish`` (:class:`FinishRecord`): how a launcher ended;
+- ``launcher`` (:class:`LauncherRecord`): a launcher joined the run (its id,
+  host, pid, Slurm job, lease length);
+- ``lease`` (:class:`LeaseRecord`): a launcher's heartbeat: its claims hold
+  until ``until`` (one record renews every unit it runs);
+- ``revoke`` (:class:`RevokeRecord`): ``--break-lock`` declared launchers dead.
+
+Every unit ``started`` record names its ``launcher``; rank 0 writes it before
+the unit is sent (write-ahead), and the end record (built from the worker's
+outcome by :func:`end_record`) after.
 """
 from __future__ import annotations
 
@@ -50,6 +59,9 @@ class RunEvent(StrEnum):
     RUN = "run"
     FREEZE = "freeze"
     FINISH = "finish"
+    LAUNCHER = "launcher"
+    LEASE = "lease"
+    REVOKE = "revoke"
 
 
 UNIT_EVENTS = tuple(e.value for e in UnitEvent)
@@ -110,7 +122,12 @@ class UnitRecord(_Record):
     holds ``stage``, ``reason``, ``nmajordone``, ``cap`` and ``channels``. A
     done one carries ``checks``: what each output looked like
     (:mod:`faust_hpc.run.fingerprint`; absent in records written before it
-    existed)."""
+    existed). ``launcher`` names the launcher that claimed the unit
+    (:mod:`faust_hpc.run.leases`); ``final`` on a failed record says that
+    launcher gave up on it (no retries left, or retrying cannot help), so
+    other launchers do not retry it either. A ``started`` record's ``pid`` is
+    the launcher's (written before the child exists); an end record's is the
+    child's."""
 
     ALWAYS: ClassVar[tuple[str, ...]] = ("unit", "event", "attempt", "rank", "host", "pid", "time", "outputs",
                                          "error")
@@ -134,6 +151,8 @@ class UnitRecord(_Record):
     checks: dict | None = None
     no_space: str | None = None
     diverged: dict | None = None
+    launcher: str | None = None
+    final: bool | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -168,6 +187,7 @@ class RunRecord(_Record):
     workers: int = 1
     ranks: int = 1
     command: str | None = None
+    launcher: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -198,23 +218,56 @@ class FinishRecord(_Record):
     exit_status: int | None = None
     loop_wall_s: float | None = None
     loop_cpu_s: float | None = None
+    launcher: str | None = None
+    slurm_job: str | None = None
     extra: dict = field(default_factory=dict)
 
 
 @dataclass
-class OwnerRecord(_Record):
-    """``owner.json``: the launcher that claims the run (host, pid, process start)."""
+class LauncherRecord(_Record):
+    """A launcher joined the run: who it is, where, and how long its lease lasts
+    without a heartbeat. ``id`` is unique per launcher process (host, pid,
+    process start); ``slurm_job`` (``SLURM_JOB_ID``) lets the next
+    incarnation of a requeued job know its earlier self is gone."""
 
-    host: str | None = None
-    pid: int = -1
+    event: str = RunEvent.LAUNCHER.value
+    id: str = ""
+    time: float = field(default_factory=now)
+    host: str = field(default_factory=hostname)
+    pid: int = field(default_factory=os.getpid)
     start_ticks: int | None = None
-    time: float | None = None
+    lease_s: float = 120.0
+    until: float = 0.0
+    ranks: int = 1
+    workers: int = 1
     command: str | None = None
+    slurm_job: str | None = None
+    slurm_array_task: str | None = None
+    slurm_restart: int | None = None
     extra: dict = field(default_factory=dict)
 
-    def describe(self) -> str:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.time)) if self.time else "?"
-        return f"host {self.host} pid {self.pid} (started {when})"
+
+@dataclass
+class LeaseRecord(_Record):
+    """A heartbeat: launcher ``launcher`` holds its claims until ``until``."""
+
+    event: str = RunEvent.LEASE.value
+    launcher: str = ""
+    until: float = 0.0
+    time: float = field(default_factory=now)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class RevokeRecord(_Record):
+    """``--break-lock``: the named launchers are dead from now on (their
+    claimed units are free for others, and are cleaned before they rerun)."""
+
+    event: str = RunEvent.REVOKE.value
+    launchers: list[str] = field(default_factory=list)
+    by: str | None = None
+    time: float = field(default_factory=now)
+    extra: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -252,10 +305,26 @@ COST_INFO_KEY = "cost"
 
 
 _BY_EVENT = {RunEvent.RUN.value: RunRecord, RunEvent.FREEZE.value: FreezeRecord,
-             RunEvent.FINISH.value: FinishRecord}
+             RunEvent.FINISH.value: FinishRecord, RunEvent.LAUNCHER.value: LauncherRecord,
+             RunEvent.LEASE.value: LeaseRecord, RunEvent.REVOKE.value: RevokeRecord}
 
 
-def parse_record(data: dict) -> UnitRecord | RunRecord | FreezeRecord | FinishRecord | None:
+def end_record(outcome: Any, *, launcher: str | None, final: bool = False) -> dict:
+    """The ``done`` / ``failed`` / ``interrupted`` record of a worker's outcome
+    (:class:`faust_hpc.launcher.worker.Outcome`): the one place an outcome
+    becomes a record, on rank 0 (workers never write the manifest)."""
+    failed = str(outcome.status) == UnitEvent.FAILED.value
+    return unit_record(
+        outcome.unit, str(outcome.status), attempt=outcome.attempt, rank=outcome.rank,
+        host=outcome.host or None, pid=outcome.pid or 0, outputs=outcome.outputs, error=outcome.error,
+        info=outcome.info, log=outcome.log, elapsed=round(float(outcome.elapsed or 0.0), 3),
+        threads=outcome.threads, error_type=outcome.error_type, traceback=outcome.traceback,
+        retry=None if not failed or outcome.retry else False, checks=outcome.checks or None,
+        no_space=outcome.no_space, diverged=outcome.diverged, launcher=launcher,
+        final=True if failed and final else None)
+
+
+def parse_record(data: dict) -> Any:
     """The typed record of one manifest line, or None for a line of no known kind."""
     event = data.get("event")
     if event in UNIT_EVENTS and data.get("unit") is not None:
@@ -265,5 +334,6 @@ def parse_record(data: dict) -> UnitRecord | RunRecord | FreezeRecord | FinishRe
 
 
 __all__ = ["UnitStatus", "UnitEvent", "RunEvent", "UnitRecord", "RunRecord", "FreezeRecord", "FinishRecord",
-           "OwnerRecord", "UnitCost", "COST_INFO_KEY", "unit_record", "parse_record", "hostname", "now", "UNIT_EVENTS", "RUN_EVENTS",
+           "LauncherRecord", "LeaseRecord", "RevokeRecord", "UnitCost", "COST_INFO_KEY", "unit_record", "end_record",
+           "parse_record", "hostname", "now", "UNIT_EVENTS", "RUN_EVENTS",
            "END_EVENTS"]

@@ -23,9 +23,15 @@ The rule (one for every unit, final or not):
   whatever is left of its outputs. So a finished run never reruns chunks for
   images it no longer needs, and a lost final cube (finalize) is remade
   together with its moments and QA -- with the chunks whose images are gone.
-- A unit that started and never finished (its launcher died), or failed, or
-  was interrupted, may have left partial products: its working directory and
-  any outputs the executor can name for it are deleted before it runs again.
+- A unit that started and never finished (its launcher died: see
+  :mod:`faust_hpc.run.leases`), or failed, or was interrupted, may have left
+  partial products: its working directory and any outputs the executor can
+  name for it are deleted before it runs again -- by the launcher that claims
+  it, right after the claim (:func:`make_cleaner`), never at start: another
+  launcher may claim it first, and must not find its working directory
+  deleted under it.
+- A unit running under another launcher that is alive is left alone
+  (``claimed``): that launcher finishes it, or dies and loses it.
 - A prepare unit already done grows the graph to its recorded chunk list, so
   the chunk units keep their ids and their records stay valid.
 """
@@ -41,8 +47,8 @@ from typing import Any, Callable
 
 from faust_hpc.layout import RunLayout
 from faust_hpc.run.fingerprint import mismatch
-from faust_hpc.run.manifest import Manifest, UnitState, derive_states
-from faust_hpc.run.records import UnitEvent, UnitStatus, unit_record
+from faust_hpc.run.manifest import UnitState
+from faust_hpc.run.records import UnitStatus
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +61,11 @@ CONSUMED_KINDS = ("chunk", "beam", "post")   # an image's intermediates (see the
 class ResumeState:
     done: set[str] = field(default_factory=set)
     attempts: dict[str, int] = field(default_factory=dict)  # highest attempt number per unit
-    stale: list[str] = field(default_factory=list)          # started but never finished
+    stale: list[str] = field(default_factory=list)          # started, never finished, its launcher is dead
     redo: list[str] = field(default_factory=list)           # done, outputs gone or changed: run again
     why: dict[str, str] = field(default_factory=dict)       # unit -> what was wrong with its outputs
-    cleaned: list[str] = field(default_factory=list)        # paths deleted
+    dirty: set[str] = field(default_factory=set)            # clean before running (stale, failed, interrupted, redo)
+    claimed: set[str] = field(default_factory=set)          # running under another launcher that is alive
 
 
 def apply_done_prepares(plan: Any, states: dict[str, UnitState]) -> None:
@@ -93,12 +100,13 @@ def partial_output_finder(executor: str) -> Callable[[Any, Any], list[str]] | No
     return getattr(module, "partial_outputs", None)
 
 
-def resume(plan: Any, manifest: Manifest, records: list[dict], spec: Any, product_dir: Path,
-           rank_host: str, write: bool = True) -> ResumeState:
-    states = derive_states(records)
+def resume(plan: Any, run_state: Any, spec: Any, product_dir: Path, me: str | None = None) -> ResumeState:
+    """What a launcher joining the run may trust (``run_state``: the folded
+    records, :class:`faust_hpc.run.snapshot.RunState`). Writes nothing and
+    deletes nothing (see the module doc)."""
+    states = run_state.units
     apply_done_prepares(plan, states)
     units = plan.units
-    layout = RunLayout(product_dir)
     state = ResumeState(attempts={uid: st.attempt for uid, st in states.items()})
 
     recorded_done = {uid for uid, st in states.items() if st.status == UnitStatus.DONE and uid in units}
@@ -155,30 +163,20 @@ def resume(plan: Any, manifest: Manifest, records: list[dict], spec: Any, produc
                 needed.clear()
     state.done = done
 
-    finder = partial_output_finder(getattr(spec.scheduler, "executor", "")) if spec is not None else None
-    stale_records = []
     for uid, st in states.items():
         if uid not in units or uid in done or (st.status not in _UNFINISHED and uid not in state.redo):
             continue
         if st.status == UnitStatus.RUNNING:
+            if st.launcher != me and run_state.alive(st.launcher):
+                state.claimed.add(uid)
+                continue
             state.stale.append(uid)
-            stale_records.append(unit_record(uid, UnitEvent.INTERRUPTED, attempt=st.attempt, rank=0,
-                                             host=rank_host,
-                                             error="its launcher stopped before it finished (found on resume)"))
-        paths = [layout.unit_workdir(uid)] + [Path(p) for p in st.outputs]
-        if finder is not None:
-            try:
-                paths += [Path(p) for p in finder(spec, units[uid])]
-            except Exception as exc:  # noqa: BLE001
-                log.warning("could not list partial outputs of %s: %s", uid, exc)
-        for p in paths:
-            if _remove(p):
-                state.cleaned.append(str(p))
-    if stale_records and write:
-        manifest.append(*stale_records)
+        state.dirty.add(uid)
     if state.stale:
-        log.info("resume: %d unit(s) had started without finishing; their partial outputs were removed",
-                 len(state.stale))
+        log.info("resume: %d unit(s) had started without finishing (their launcher is gone); their partial "
+                 "outputs are removed before they run again", len(state.stale))
+    if state.claimed:
+        log.info("resume: %d unit(s) are running under other launchers", len(state.claimed))
     if state.redo:
         for uid in sorted(state.redo)[:10]:
             log.warning("resume: redoing %s: %s", uid, state.why[uid])
@@ -187,4 +185,25 @@ def resume(plan: Any, manifest: Manifest, records: list[dict], spec: Any, produc
     return state
 
 
-__all__ = ["CONSUMED_KINDS", "ResumeState", "resume", "apply_done_prepares", "partial_output_finder"]
+def make_cleaner(plan: Any, run_state: Any, spec: Any, product_dir: Path) -> Callable[[str], list[str]]:
+    """``clean(uid)``: delete what an earlier attempt of ``uid`` may have left
+    (its working directory, the outputs its last record names, the executor's
+    partial outputs); returns the paths deleted. Called by the launcher that
+    has just claimed the unit."""
+    layout = RunLayout(product_dir)
+    finder = partial_output_finder(getattr(spec.scheduler, "executor", "")) if spec is not None else None
+
+    def clean(uid: str) -> list[str]:
+        st = run_state.units.get(uid)
+        paths = [layout.unit_workdir(uid)] + [Path(p) for p in (st.outputs if st is not None else [])]
+        unit = plan.units.get(uid)
+        if finder is not None and unit is not None:
+            try:
+                paths += [Path(p) for p in finder(spec, unit)]
+            except Exception as exc:  # noqa: BLE001
+                log.warning("could not list partial outputs of %s: %s", uid, exc)
+        return [str(p) for p in paths if _remove(p)]
+    return clean
+
+
+__all__ = ["CONSUMED_KINDS", "ResumeState", "resume", "make_cleaner", "apply_done_prepares", "partial_output_finder"]

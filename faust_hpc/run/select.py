@@ -2,7 +2,7 @@
 
 Why a restricted plan rather than a second driver: ``faust-hpc image``,
 ``moments`` and ``qa`` run their units through the same launcher, executor,
-manifest, resume and run claim as ``faust-hpc run``; they only run fewer of
+manifest, resume and leases as ``faust-hpc run``; they only run fewer of
 them. A selected unit whose dependency is outside the selection runs only
 when that dependency is done -- recorded done in the manifest, or, for the
 products of a cube made outside a run (the original pipeline's API), when its

@@ -1,8 +1,10 @@
-"""A read-only view of a run for ``status``, ``rerun`` and ``report``: spec + plan + manifest.
+"""A read-only view of a run for ``status``, ``rerun`` and ``report``: spec + plan + run state.
 
-The plan is rebuilt the way the launcher builds it (frozen chunk counts, grown
-by the chunk lists of done prepare units), so unit ids line up with the
-manifest's records. Nothing here writes.
+The run state is the snapshot plus the records after it
+(:mod:`faust_hpc.run.snapshot`), so ``status`` of a whole-program run does not
+parse every record since the start. The plan is rebuilt the way the launcher
+builds it (frozen chunk counts, grown by the chunk lists of done prepare
+units), so unit ids line up with the manifest's records. Nothing here writes.
 """
 from __future__ import annotations
 
@@ -10,11 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from faust_hpc.run.claim import RunClaim, owner_alive
-from faust_hpc.run.frozen import build_run_plan
-from faust_hpc.run.manifest import Manifest, UnitState, derive_states
+from faust_hpc.run.leases import LauncherState
+from faust_hpc.run.manifest import Manifest, UnitState
 from faust_hpc.run.records import UnitStatus
 from faust_hpc.run.resume import apply_done_prepares
+from faust_hpc.run.snapshot import RunState, build_state_plan, load_state
 from faust_hpc.runfile import load_runfile
 
 # status_of folded into the four columns status shows
@@ -62,10 +64,37 @@ class RunView:
     spec: Any
     plan: Any
     manifest: Manifest
-    records: list[dict]
+    state: RunState
     states: dict[str, UnitState]
-    owner: dict | None
-    live: bool  # a launcher is running this run now (as far as this host can tell)
+
+    @property
+    def launchers(self) -> list[LauncherState]:
+        """Every launcher that joined the run, in the order they joined."""
+        return sorted(self.state.launchers.values(), key=lambda ls: ls.joined)
+
+    @property
+    def live(self) -> bool:
+        """Is a launcher running this run now (as far as this host can tell)?"""
+        return bool(self.state.live_launchers())
+
+    def launcher_rows(self) -> list[dict]:
+        """Per launcher: who and where, alive or not, lease age, its running units."""
+        t = time.time()
+        running: dict[str, list[str]] = {}
+        for uid, st in self.states.items():
+            if st.status == UnitStatus.RUNNING and st.launcher:
+                running.setdefault(st.launcher, []).append(uid)
+        rows = []
+        for ls in self.launchers:
+            alive = ls.alive(t)
+            rows.append({"id": ls.id, "host": ls.host, "pid": ls.pid, "command": ls.command,
+                         "slurm_job": ls.slurm_job, "slurm_array_task": ls.slurm_array_task,
+                         "workers": ls.workers, "alive": alive,
+                         "state": "alive" if alive else ("finished" if ls.finished else
+                                                         "revoked" if ls.revoked else "gone"),
+                         "lease_age_s": round(t - (ls.until - ls.lease_s), 1), "lease_s": ls.lease_s,
+                         "running": sorted(running.get(ls.id, [])) if alive else []})
+        return rows
 
     def dependents(self, unit_ids: set[str]) -> set[str]:
         """``unit_ids`` and everything downstream of them in the plan."""
@@ -83,7 +112,7 @@ class RunView:
         st = self.states.get(uid)
         if st is None:
             return UnitStatus.PENDING
-        if st.status == UnitStatus.RUNNING and not self.live:
+        if st.status == UnitStatus.RUNNING and not self.state.alive(st.launcher):
             return UnitStatus.INTERRUPTED
         return st.status
 
@@ -100,13 +129,10 @@ class RunView:
 def load_view(runfile: str) -> RunView:
     spec = load_runfile(runfile, check_paths=False)
     manifest = Manifest(spec.product_dir)
-    records = manifest.records()
-    plan, _frozen = build_run_plan(spec, manifest, records)
-    states = derive_states(records)
-    apply_done_prepares(plan, states)
-    owner = RunClaim(spec.product_dir).read_owner()
-    live = bool(owner) and owner_alive(owner)
-    return RunView(spec, plan, manifest, records, states, owner, live)
+    state = load_state(manifest, outputs=False)   # status needs no outputs: the snapshot's small part
+    plan = build_state_plan(spec, manifest, state)
+    apply_done_prepares(plan, state.units)
+    return RunView(spec, plan, manifest, state, state.units)
 
 
 def spw_rows(view: RunView) -> list[dict]:
@@ -115,8 +141,9 @@ def spw_rows(view: RunView) -> list[dict]:
     done_states = [(u, st) for u, st in view.states.items() if u in units and st.status == UnitStatus.DONE]
     cost_done = sum(float(units[u].cost) for u, _st in done_states)
     time_done = sum((st.finished or 0) - (st.started or 0) for _u, st in done_states if st.started and st.finished)
-    runs = view.manifest.run_records(view.records)
-    workers = max(1, int(runs[-1].workers or 1)) if runs else 1
+    live = view.state.live_launchers()
+    last = view.state.last_run
+    workers = max(1, sum(ls.workers for ls in live) if live else int((last or {}).get("workers") or 1))
     total_cost = sum(float(u.cost) for u in units.values())
     now = time.time()
     rows = []
