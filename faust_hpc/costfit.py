@@ -78,7 +78,7 @@ from faust_hpc import costmodel
 from faust_hpc.costmodel import UNIT_OVERHEAD_S, Calibration
 from faust_hpc.layout import RunLayout
 from faust_hpc.run.manifest import Manifest, derive_states
-from faust_hpc.run.records import UnitCost, UnitEvent, UnitRecord, UnitStatus
+from faust_hpc.run.records import RunEvent, RunRecord, UnitCost, UnitEvent, UnitRecord, UnitStatus
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ def _spec_of(product_dir: Path, spec: Any, records: list[dict]) -> Any:
 
     if product_dir == Path(spec.product_dir):
         return spec
-    runs = Manifest(product_dir).run_records(records)
+    runs = [RunRecord.from_json(r) for r in records if r.get("event") == RunEvent.RUN]
     named = next((r.runfile for r in reversed(runs) if r.runfile), None)
     if named:
         try:

@@ -181,7 +181,12 @@ class SchedulerSettings:
     # 0 = node cores / ranks on that node (fewer ranks, more threads each).
     threads_per_unit: int = 1
     executor: str = IMAGING_EXECUTOR
-                   "executor", "learn_costs", "learn_from", "lease_s")
+    # costs learned from earlier runs (faust_hpc.costfit): this product dir's history, and
+    # the product dirs of ``learn_from`` (absolute paths)
+    learn_costs: bool = True
+    learn_from: tuple[Path, ...] = ()
+    # a launcher that stops renewing its claims for this long is dead: others take its units
+    lease_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -905,7 +910,9 @@ def _parse_scheduler(ck: _Checker, raw: dict[str, Any]) -> SchedulerSettings:
                                     sch.get("threads_per_unit", d.threads_per_unit), minimum=0,
                                     maximum=MAX_THREADS_PER_UNIT),
         executor=executor,
-                   "executor", "learn_costs", "learn_from", "lease_s")
+        learn_costs=ck.boolean(where, "learn_costs", sch.get("learn_costs", d.learn_costs)),
+        learn_from=_parse_learn_from(ck, where, sch.get("learn_from", [])),
+        lease_s=ck.number(where, "lease_s", sch.get("lease_s", d.lease_s), minimum=3.0),
     )
 
 
