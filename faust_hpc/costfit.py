@@ -353,8 +353,8 @@ def learn(spec: Any) -> Learned:
     finally:
         _FITTING.reset(token)
     fits = fit(samples)
-    if fits:
-        log.info("learned costs from %d units of %d run(s): %s", len(samples), len(sources),
+    if fits:  # debug: every command that plans learns (status, rerun ...); `faust-hpc plan` shows the table
+        log.debug("learned costs from %d units of %d run(s): %s", len(samples), len(sources),
                  ", ".join(f"{f.kind} {f.offset:.1f} s + {f.scale:.3g} x work" for f in fits.values()))
     return Learned(tuple(fits.values()), sizes, tuple(sources), len(samples))
 

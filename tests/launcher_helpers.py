@@ -143,6 +143,15 @@ def unit_child_pid(runfile: Path, unit_id: str) -> int | None:
     return None
 
 
+def unit_count(runfile: Path) -> int:
+    """Units of the run's plan (the run files here fix their chunk counts): the
+    graph's shape is the plan's business, not each test's arithmetic."""
+    from faust_hpc.plan import build_plan
+    from faust_hpc.runfile import load_runfile
+
+    return len(build_plan(load_runfile(runfile, check_paths=False)).units)
+
+
 def products(runfile: Path) -> dict[str, bytes]:
     root = runfile.parent / "products" / "cheap"
     return {p.name: p.read_bytes() for p in sorted(root.glob("*.txt"))}

@@ -13,11 +13,10 @@ import sys
 import pytest
 
 from faust_hpc.run.journal import FAULT_ENV
-from tests.launcher_helpers import (CONT, CS, KEY_CS, REPO, descendants, kill_tree, products, reaped, records, run,
+from tests.launcher_helpers import (unit_count, CONT, CS, KEY_CS, REPO, descendants, kill_tree, products, reaped, records, run,
                                     start, wait_for, write_run)
 
 NCHUNKS = {CS: 6, CONT: 6}
-NUNITS = 2 * (6 + 4)   # per window: prepare, 6 chunks, finalize, moments, qa
 
 
 def _events(recs: list[dict], event: str) -> list[dict]:
@@ -71,7 +70,7 @@ def test_three_launchers_one_killed_survivors_finish_every_unit_once(tmp_path):
     assert c.returncode == 0, out_c
     recs = records(runfile)
     done = _done_once(recs)
-    assert len(done) == NUNITS
+    assert len(done) == unit_count(runfile)
     launchers = {r["launcher"] for r in _events(recs, "started")}
     assert victim in launchers and len(launchers) == 3, launchers
     (redone,) = [r for r in _events(recs, "done") if r["unit"] == held]
@@ -95,7 +94,7 @@ def test_a_kill_during_a_group_commit_loses_at_most_the_buffered_records(tmp_pat
         done_before = set(_done_once(before))
         ended = {(r["unit"], r["attempt"]) for r in before if r.get("event") in ("done", "failed", "interrupted")}
         lost = {r["unit"] for r in _events(before, "started") if (r["unit"], r["attempt"]) not in ended}
-        assert 0 < len(done_before) < NUNITS and lost
+        assert 0 < len(done_before) < unit_count(runfile) and lost
         del env[FAULT_ENV]
         res = run(runfile, env)
         assert res.returncode == 0, res.stderr
@@ -104,7 +103,7 @@ def test_a_kill_during_a_group_commit_loses_at_most_the_buffered_records(tmp_pat
         assert not restarted & done_before
         never_started = set(_done_once(records(runfile))) - {r["unit"] for r in _events(before, "started")}
         assert lost <= restarted <= lost | never_started
-        assert len(_done_once(records(runfile))) == NUNITS
+        assert len(_done_once(records(runfile))) == unit_count(runfile)
         assert products(runfile) == reference, mode
 
 
@@ -143,8 +142,8 @@ def test_two_launchers_without_flock_use_the_strict_soft_lock_and_do_every_unit_
         assert p.returncode == 0, out
         assert "using StrictSoftFileLock" in out
     recs = records(runfile)
-    assert len(_done_once(recs)) == NUNITS
+    assert len(_done_once(recs)) == unit_count(runfile)
     started = [r["unit"] for r in _events(recs, "started")]
-    assert len(started) == len(set(started)) == NUNITS
+    assert len(started) == len(set(started)) == unit_count(runfile)
     assert len({r["launcher"] for r in _events(recs, "started")}) == 2
     assert products(runfile) == _reference(tmp_path)
