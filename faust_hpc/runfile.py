@@ -66,7 +66,7 @@ _IMAGING_KEYS = ("fields", "setup", "spws", "weightings", "arrays", "fullcube", 
 _SPW_KEYS = ("nchunks", "rms", "gain", "cyclefactor", "scales", "mask_ang_scales",
              "smallscalebias", "uvtaper", "automask", "moments_vwin_kms")
 _SCHEDULER_KEYS = ("retries", "unit_timeout_s", "node_memory_gb", "workers", "threads_per_unit",
-                   "executor")
+                   "executor", "warm_start")
 # Bounds of numbers (see the module doc): what makes sense, so that nothing absurd reaches CASA.
 MAX_RETRIES = 100
 """More attempts than this repeat one failure for hours; fix the cause instead."""
@@ -167,6 +167,9 @@ class SchedulerSettings:
     # 0 = node cores / ranks on that node (fewer ranks, more threads each).
     threads_per_unit: int = 1
     executor: str = IMAGING_EXECUTOR
+    # Units fork from a per-worker server with CASA preloaded (launcher/forkserver.py);
+    # false = a fresh Python process per unit (~2 s more per unit).
+    warm_start: bool = True
 
 
 @dataclass(frozen=True)
@@ -802,6 +805,7 @@ def _parse_scheduler(ck: _Checker, raw: dict[str, Any]) -> SchedulerSettings:
                                     sch.get("threads_per_unit", d.threads_per_unit), minimum=0,
                                     maximum=MAX_THREADS_PER_UNIT),
         executor=executor,
+        warm_start=ck.boolean(where, "warm_start", sch.get("warm_start", d.warm_start)),
     )
 
 
