@@ -170,6 +170,7 @@ def _become_unit(spawn: Spawn) -> int:
         sys.modules["numpy"].random.seed()
     from faust_hpc.launcher import unit_child
 
+    sys.argv = [unit_child.__file__, spawn.task]  # as a cold child's (casaconfig parses it)
     return unit_child.run(Path(spawn.task), "warm", parent_pid=spawn.server_pid)
 
 
