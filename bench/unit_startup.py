@@ -38,8 +38,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 GOAL_S = 0.3
 LABEL = "244.936GHz_CS"
-IMAGING = {"spws": [LABEL], "arrays": ["12m"], "imsize": 64, "cell_arcsec": 0.15}
-SPW_SETTINGS = {LABEL: {"nchunks": 2, "scales": [0]}}
 
 
 # ---------------------------------------------------------------------------- executors (run in the unit child)
@@ -75,20 +73,11 @@ def timed_imaging_unit(spec: Any, unit: Any, workdir: Path) -> Any:
 
 # ---------------------------------------------------------------------------- driver
 def _runfile(root: Path, executor: str) -> Path:
-    (root / "data" / "CB68-Setup2").mkdir(parents=True, exist_ok=True)
-    runfile = root / "run.toml"
-    runfile.write_text(f"""[run]
-name = "startup"
-data_dir = "data"
-product_dir = "products"
-[imaging]
-fields = ["CB68"]
-setup = 2
-spws = ["{LABEL}"]
-[scheduler]
-executor = "{executor}"
-node_memory_gb = 1000
-""")
+    """The launcher tests' cheap-unit run file, with ``executor``."""
+    from tests.launcher_helpers import write_run
+
+    runfile, _env = write_run(root, nchunks={LABEL: 2}, spws=(LABEL,))
+    runfile.write_text(runfile.read_text().replace('"tests.units_cheap:run_unit"', f'"{executor}"'))
     return runfile
 
 
@@ -146,6 +135,7 @@ def imaging_units(workdir: Path, sim_dir: Path | None) -> dict[str, Any]:
     from faust_hpc.runfile import load_runfile
     from faust_hpc.simulate import SimResult
     from faust_hpc.simulate.runfiles import write_runfile_variant
+    from tests.test_launcher_casa import IMAGING, SPW_SETTINGS  # the launcher's CASA test run, as small
 
     if sim_dir is None:
         sim_dir = workdir / "sim"

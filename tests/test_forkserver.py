@@ -23,16 +23,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from astropy.io import fits
 
 from tests.launcher_helpers import CS, KEY_CS, records, run, start, wait_for, write_run
+from tests.test_launcher_casa import IMAGING, SPW, SPW_SETTINGS, _science_products
 from tests.units_cheap import run_unit as cheap_unit
 
-CASA_SPW = "244.936GHz_CS"
-IMAGING = {"spws": [CASA_SPW], "arrays": ["12m"], "imsize": 64, "cell_arcsec": 0.15}
-SPW_SETTINGS = {CASA_SPW: {"nchunks": 2, "scales": [0]}}
 MARKER = "faust-hpc test marker for unit "
 
 
@@ -73,14 +69,6 @@ def _gone(pid: int) -> bool:
 
 
 # ---------------------------------------------------------------------------- products
-def _fits_data(product_dir: Path) -> dict[str, np.ndarray]:
-    found = {}
-    for path in sorted(product_dir.glob("images/CB68/*.fits")) + sorted(product_dir.glob("moments/CB68/*.fits")):
-        with fits.open(path) as hdul:
-            found[path.name] = np.array(hdul[0].data)
-    return found
-
-
 @pytest.mark.casa
 def test_warm_and_cold_runs_of_tiny_data_give_bit_identical_products(sim_tiny, make_runfile, tmp_path):
     env = dict(os.environ)
@@ -101,8 +89,8 @@ def test_warm_and_cold_runs_of_tiny_data_give_bit_identical_products(sim_tiny, m
         if mode == "warm":  # one fork server served every unit, and the worker is not it
             servers = {r["info"]["fork_server_pid"] for r in done}
             assert len(servers) == 1 and servers != {r["pid"] for r in done}
-    cold, warm = _fits_data(runs["cold"]), _fits_data(runs["warm"])
-    assert f"CB68_{CASA_SPW}_12m_0.5_clean.image.pbcor.common.fits" in cold
+    cold, warm = _science_products(runs["cold"]), _science_products(runs["warm"])
+    assert f"CB68_{SPW}_12m_0.5_clean.image.pbcor.common.fits" in cold
     assert any(".mom0" in name for name in cold)
     assert cold.keys() == warm.keys()
     for name, data in cold.items():
