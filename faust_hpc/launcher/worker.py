@@ -184,6 +184,10 @@ class WorkerContext:
         self._start_forkserver()
         return self._usable_forkserver()
 
+    def await_forkserver(self) -> None:
+        """Wait (bounded) until a fork server, if any, has preloaded (replacing a dead one)."""
+        self._usable_forkserver()
+
     def spawn(self, task_path: Path, out_path: Path, workdir: Path) -> "tuple[Any, str]":
         """Start the child of one unit: (a Popen-like handle, ``"warm"`` or ``"cold"``)."""
         server = self._usable_forkserver()
@@ -210,6 +214,7 @@ class RunningUnit:
         self.ctx = ctx
         self.unit = unit
         self.attempt = attempt
+        ctx.await_forkserver()  # its one-time preload is no part of this unit's time (or timeout)
         self.t0 = time.time()
         self.stop_reason: str | None = None
         self.timed_out = False
