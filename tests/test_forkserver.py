@@ -149,6 +149,34 @@ def test_dead_fork_server_fails_its_running_unit_only_and_is_replaced(tmp_path):
     assert before == {server} and after and server not in after
 
 
+def test_stopped_fork_server_does_not_hang_its_worker(tmp_path):
+    """A server that stops reporting (here: SIGSTOP) while its unit ends: the
+    worker gives that attempt up after a bounded wait, replaces the server,
+    and the retry finishes the run."""
+    victim = f"{KEY_CS}/chunk00"
+    runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,), retries=1,
+                             control={"sleep": {victim: {"seconds": 2, "attempts": [1]}}})
+    proc = start(runfile, env)
+    try:
+        rec = wait_for(lambda: next((r for r in records(runfile)
+                                     if r.get("unit") == victim and r.get("event") == "started"), None),
+                       what="the victim unit to start")
+        server = _ppid(rec["pid"])
+        os.kill(server, signal.SIGSTOP)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    recs = records(runfile)
+    (failed,) = _by_event(recs, "failed")
+    assert failed["unit"] == victim and "fork server stopped answering" in failed["error"]
+    assert _gone(server)
+    done = {r["unit"]: r for r in _by_event(recs, "done")}
+    assert done[victim]["attempt"] == 2 and done[victim]["info"]["fork_server_pid"] != server
+
+
 def test_fork_server_and_its_unit_die_with_their_worker(tmp_path):
     victim = f"{KEY_CS}/chunk00"
     runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,),

@@ -59,6 +59,7 @@ REPLY_TIMEOUT_S = 30.0      # a fork is milliseconds; a silent server is replace
 LOST_CHILD_WAIT_S = 5.0     # a dead server's children get SIGKILL; how long to watch them go
 MAX_SERVER_STARTS = 3       # a server that keeps dying: cold starts from then on
 SERVER_LOST = "fork server died (the unit's process was killed with it)"
+SERVER_SILENT = "fork server stopped answering (the unit's process ended; its exit status is unknown)"
 # Not ``-m``: that would import this module twice (once as __main__).
 SERVER_COMMAND = "import sys; from faust_hpc.launcher.forkserver import server_main; sys.exit(server_main(sys.argv[1:]))"
 
@@ -363,6 +364,7 @@ class WarmChild:
         self.args = [f"fork server {server.pid}", f"child {pid}"]
         self.returncode: int | None = None
         self.lost: str | None = None   # why the exit status is not the child's own
+        self._ended_unreported: float | None = None  # when it was first seen ended but not reported
 
     def poll(self) -> int | None:
         if self.returncode is not None:
@@ -374,6 +376,12 @@ class WarmChild:
         elif self.server.dead or not self.server.usable():
             self._wait_gone()
             self.lost, self.returncode = SERVER_LOST, -signal.SIGKILL
+        elif not _alive(self.pid):  # ended (a zombie): the server should say so at once
+            self._ended_unreported = self._ended_unreported or time.time()
+            if time.time() - self._ended_unreported > LOST_CHILD_WAIT_S:
+                self.server.reason = f"fork server {self.server.pid} stopped reporting its children"
+                self.server.close()
+                self.lost, self.returncode = SERVER_SILENT, -signal.SIGKILL
         return self.returncode
 
     def _wait_gone(self) -> None:
