@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import faust_hpc.execute  # noqa: F401 - so that a fork server preloading this module has the imaging code too
+
 REPO = Path(__file__).resolve().parents[1]
 GOAL_S = 0.3
 LABEL = "244.936GHz_CS"
