@@ -105,6 +105,16 @@ def _run_units(ctx: Any, units: list[Any], first_attempt: int = 1) -> list[dict]
     return rows
 
 
+def _memory_mb(pid: int) -> dict[str, float] | None:
+    """The fork server's memory: resident, proportional share, and its own (anonymous) pages."""
+    try:
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    except OSError:
+        return None
+    kb = {parts[0].rstrip(":"): int(parts[1]) for parts in (ln.split() for ln in lines) if len(parts) == 3}
+    return {name.lower(): round(kb.get(name, 0) / 1024, 1) for name in ("Rss", "Pss", "Pss_Anon")}
+
+
 def trivial_units(workdir: Path, n: int) -> dict[str, Any]:
     from faust_hpc.plan import build_plan
     from faust_hpc.runfile import load_runfile
@@ -116,9 +126,11 @@ def trivial_units(workdir: Path, n: int) -> dict[str, Any]:
         ctx = _context(spec, spec.scheduler.executor, mode == "warm")
         t0 = time.time()
         ready_s = None
+        memory = None
         if ctx.forkserver is not None:
             ctx.forkserver.wait_ready()
             ready_s = time.time() - t0
+            memory = _memory_mb(ctx.forkserver.pid)
         rows = _run_units(ctx, [unit] * n)
         ctx.close()
         if {r["mode"] for r in rows} != {mode}:
@@ -128,7 +140,7 @@ def trivial_units(workdir: Path, n: int) -> dict[str, Any]:
                      "max_s": max(startup), "mean_s": statistics.fmean(startup),
                      "median_to_executor_s": statistics.median(r["to_executor_s"] for r in rows),
                      "median_unit_wall_s": statistics.median(r["unit_wall_s"] for r in rows),
-                     "server_ready_s": ready_s}
+                     "server_ready_s": ready_s, "server_memory_mb": memory}
     return out
 
 
@@ -187,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         r = trivial[mode]
         print(f"{mode:<16} {r['units']:>3} {r['median_s']:>9.3f} {r['min_s']:>7.3f} {r['max_s']:>7.3f} "
               f"{r['median_to_executor_s']:>14.3f}")
-    print(f"fork server preload (once per worker): {warm['server_ready_s']:.2f} s")
+    print(f"fork server preload (once per worker): {warm['server_ready_s']:.2f} s; its memory (MB): "
+          f"{warm['server_memory_mb']}")
     ratio = warm["median_s"] / cold["median_s"]
     print(f"warm/cold start-up to the first CASA call: {ratio:.3f} (cold/warm {1 / ratio:.1f}x); "
           f"goal warm < {GOAL_S} s: {'met' if warm['median_s'] < GOAL_S else 'NOT met'}")

@@ -141,6 +141,12 @@ class WorkerContext:
             self._spec_for_child = None
         if warm_start is None:
             warm_start = bool(getattr(getattr(spec, "scheduler", None), "warm_start", True))
+        if warm_start and threads > 1:
+            # OpenBLAS (numpy's, scipy's and CASA's) starts its thread pool when loaded:
+            # a server that preloaded it could not fork safely.
+            log.warning("rank %d: units start cold: warm start needs threads_per_unit = 1 (this rank gives "
+                        "each unit %d threads, and OpenBLAS starts threads when it is loaded)", rank, threads)
+            warm_start = False
         self.warm_start = warm_start
         self.forkserver: ForkServer | None = None
         self._server_starts = 0
