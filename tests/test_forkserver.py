@@ -229,3 +229,14 @@ def test_warm_start_must_be_true_or_false(tmp_path):
     (line,) = res.stderr.strip().splitlines()
     assert "[scheduler] warm_start: expected true or false" in line, line
     assert not (runfile.parent / "products").exists()
+
+
+def test_units_with_more_than_one_thread_start_cold_and_say_why(tmp_path):
+    runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,))
+    runfile.write_text(runfile.read_text() + "threads_per_unit = 2\n")
+    res = run(runfile, env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "units start cold: warm start needs threads_per_unit = 1" in res.stderr
+    done = _by_event(records(runfile), "done")
+    assert len(done) == 6 and {r["info"]["unit_start"] for r in done} == {"cold"}
+    assert {r["threads"] for r in _by_event(records(runfile), "started")} == {2}
