@@ -3,9 +3,10 @@
 A cold unit child (``python -m faust_hpc.launcher.unit_child``) spends about
 2 s before its first CASA call: the interpreter, CASA's compiled libraries
 and the scipy/matplotlib stack casatasks imports. Each worker rank (or local
-slot) instead starts one fork server (:func:`server_main`), with the worker's child environment (thread budget set before anything
-is imported), which preloads all of that (:func:`faust_hpc.casa_env.preload`,
-plus the unit code and the executor's module) and then forks one child per
+slot) instead starts one fork server (:func:`server_main`) with the worker's
+child environment (thread budget set before anything is imported), which
+preloads all of that (:func:`faust_hpc.casa_env.preload`, plus the unit
+code and the executor's module) and then forks one child per
 unit on request. Still one process per unit, so a crash, a SIGKILL or a
 timeout ends that unit only.
 
@@ -31,12 +32,13 @@ server answers ``{"id": n, "pid": ..}`` (or ``"error"``) and later
 :class:`WarmChild` (the part of :class:`subprocess.Popen` it uses): its pid,
 its exit status or signal, terminate/kill. End of file on either side means
 the other is gone: the server exits; the worker reports its running unit as
-failed ("fork server died") and starts a new server for the next unit.
+failed ("fork server died") and starts a new server for the next unit. A
+server that stops reporting (its child ended, no word for 5 s) is killed and
+replaced the same way, so a worker never waits on it for ever.
 """
 from __future__ import annotations
 
 import atexit
-import ctypes
 import json
 import logging
 import os
@@ -53,7 +55,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
 READY_TIMEOUT_S = 180.0     # preloading on a loaded node; past this the worker starts units cold
 REPLY_TIMEOUT_S = 30.0      # a fork is milliseconds; a silent server is replaced
 LOST_CHILD_WAIT_S = 5.0     # a dead server's children get SIGKILL; how long to watch them go
@@ -61,7 +62,8 @@ MAX_SERVER_STARTS = 3       # a server that keeps dying: cold starts from then o
 SERVER_LOST = "fork server died (the unit's process was killed with it)"
 SERVER_SILENT = "fork server stopped answering (the unit's process ended; its exit status is unknown)"
 # Not ``-m``: that would import this module twice (once as __main__).
-SERVER_COMMAND = "import sys; from faust_hpc.launcher.forkserver import server_main; sys.exit(server_main(sys.argv[1:]))"
+SERVER_COMMAND = ("import sys; from faust_hpc.launcher.forkserver import server_main; "
+                  "sys.exit(server_main(sys.argv[1:]))")
 
 
 def thread_count() -> int:
@@ -70,15 +72,6 @@ def thread_count() -> int:
         return len(os.listdir("/proc/self/task"))
     except OSError:
         return 1
-
-
-def _set_pdeathsig(expected_parent: int) -> bool:
-    """SIGKILL this process when its parent dies; False if it already has."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except OSError:
-        pass
-    return os.getppid() == expected_parent
 
 
 def _send(sock: socket.socket, message: dict) -> None:
@@ -178,9 +171,9 @@ def _become_unit(spawn: Spawn) -> int:
 def server_main(argv: list[str]) -> int:
     """The server process (:data:`SERVER_COMMAND` ``FD WORKER_PID [MODULE ...]``)."""
     sock = socket.socket(fileno=int(argv[0]))
-    worker_pid = int(argv[1])
-    if not _set_pdeathsig(worker_pid):
-        return 0
+    from faust_hpc.launcher.unit_child import die_with_parent
+
+    die_with_parent(int(argv[1]))  # the worker
     # Drain signals and Ctrl-C are the launcher's to act on; the server dies with its worker.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)

@@ -37,10 +37,11 @@ log = logging.getLogger("faust_hpc.launcher.unit_child")
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
     """If the worker rank is killed (kill -9, node job teardown), take this
     unit down with it, so no orphan keeps writing products into a run that a
-    later launcher is resuming."""
+    later launcher is resuming. (A warm unit's parent is its worker's fork
+    server, which does the same with its worker.)"""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -112,7 +113,7 @@ def run(task_path: Path, start: str, parent_pid: int | None = None) -> int:
     t_entry = time.time()
     task = pickle.loads(Path(task_path).read_bytes())
     parent_pid = task["parent_pid"] if parent_pid is None else parent_pid
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     # Walltime drain signals are for the launcher; the unit keeps running.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
