@@ -8,9 +8,11 @@ logs and the products:
   start, whose units all report that they were forked by one fork server;
 - a unit killed by SIGKILL or ending in ``os.abort`` fails alone: the next
   unit (and its retry) start from the same fork server and the run completes;
-- a fork server killed under a running unit fails that unit only, and the
-  next units start from a new server; a worker killed with ``kill -9`` takes
-  its fork server and the unit with it (no orphan keeps writing);
+- a fork server killed under a running unit, or one that stops answering,
+  fails that unit only, and the next units start from a new server; a
+  worker killed with ``kill -9`` takes its fork server and the unit with it
+  (no orphan keeps writing); a rank with more than one thread per unit
+  starts units cold and says why;
 - each unit's CASA log goes to its own file, warm or cold.
 """
 from __future__ import annotations
@@ -68,6 +70,25 @@ def _gone(pid: int) -> bool:
     return state == "Z"
 
 
+def _hit_while_running(runfile: Path, env: dict, victim: str, hit: Any) -> tuple[int, str, dict]:
+    """Start the serial launcher, wait until ``victim`` has started, call
+    ``hit(its started record, the launcher)``, and return the launcher's exit
+    status and output and that record (the launcher is killed if it is still
+    running at the end)."""
+    proc = start(runfile, env)
+    try:
+        rec = wait_for(lambda: next((r for r in records(runfile)
+                                     if r.get("unit") == victim and r.get("event") == "started"), None),
+                       what="the victim unit to start")
+        hit(rec, proc)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out, rec
+
+
 # ---------------------------------------------------------------------------- products
 @pytest.mark.casa
 def test_warm_and_cold_runs_of_tiny_data_give_bit_identical_products(sim_tiny, make_runfile, tmp_path):
@@ -120,81 +141,53 @@ def test_killed_or_aborted_warm_unit_fails_alone_and_the_next_starts_from_the_sa
         assert f"unit {unit} attempt 1: warm start" in out.read_text()
 
 
-def test_dead_fork_server_fails_its_running_unit_only_and_is_replaced(tmp_path):
+@pytest.mark.parametrize("sig, sleep_s, error", [(signal.SIGKILL, 60, "fork server died"),
+                                                  (signal.SIGSTOP, 2, "fork server stopped answering")],
+                         ids=["killed", "stopped"])
+def test_dead_or_silent_fork_server_fails_its_running_unit_only_and_is_replaced(tmp_path, sig, sleep_s, error):
+    """A fork server killed under a running unit (which dies with it), or one
+    that stops reporting (SIGSTOP) while its unit ends: that attempt fails
+    (after a bounded wait), the server is replaced, the retry and the later
+    units start from the new one, and the run completes."""
     victim = f"{KEY_CS}/chunk00"
     runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,), retries=1,
-                             control={"sleep": {victim: {"seconds": 60, "attempts": [1]}}})
-    proc = start(runfile, env)
-    try:
-        rec = wait_for(lambda: next((r for r in records(runfile)
-                                     if r.get("unit") == victim and r.get("event") == "started"), None),
-                       what="the victim unit to start")
-        server = _ppid(rec["pid"])
-        assert server != proc.pid
-        os.kill(server, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, out
+                             control={"sleep": {victim: {"seconds": sleep_s, "attempts": [1]}}})
+    servers = []
+
+    def hit_server(rec: dict, launcher: subprocess.Popen) -> None:
+        servers.append(_ppid(rec["pid"]))
+        assert servers[0] != launcher.pid
+        os.kill(servers[0], sig)
+
+    status, out, rec = _hit_while_running(runfile, env, victim, hit_server)
+    assert status == 0, out
+    (server,) = servers
     recs = records(runfile)
     (failed,) = _by_event(recs, "failed")
-    assert failed["unit"] == victim and "fork server died" in failed["error"]
-    assert _gone(rec["pid"])
+    assert failed["unit"] == victim and error in failed["error"]
+    assert _gone(rec["pid"]) and _gone(server)
     done = _by_event(recs, "done")
     assert {r["info"]["unit_start"] for r in done} == {"warm"}
+    assert {r["unit"]: r["attempt"] for r in done}[victim] == 2
     before = {r["info"]["fork_server_pid"] for r in done if r["time"] < failed["time"]}
     after = {r["info"]["fork_server_pid"] for r in done if r["time"] > failed["time"]}
     assert before == {server} and after and server not in after
-
-
-def test_stopped_fork_server_does_not_hang_its_worker(tmp_path):
-    """A server that stops reporting (here: SIGSTOP) while its unit ends: the
-    worker gives that attempt up after a bounded wait, replaces the server,
-    and the retry finishes the run."""
-    victim = f"{KEY_CS}/chunk00"
-    runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,), retries=1,
-                             control={"sleep": {victim: {"seconds": 2, "attempts": [1]}}})
-    proc = start(runfile, env)
-    try:
-        rec = wait_for(lambda: next((r for r in records(runfile)
-                                     if r.get("unit") == victim and r.get("event") == "started"), None),
-                       what="the victim unit to start")
-        server = _ppid(rec["pid"])
-        os.kill(server, signal.SIGSTOP)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, out
-    recs = records(runfile)
-    (failed,) = _by_event(recs, "failed")
-    assert failed["unit"] == victim and "fork server stopped answering" in failed["error"]
-    assert _gone(server)
-    done = {r["unit"]: r for r in _by_event(recs, "done")}
-    assert done[victim]["attempt"] == 2 and done[victim]["info"]["fork_server_pid"] != server
 
 
 def test_fork_server_and_its_unit_die_with_their_worker(tmp_path):
     victim = f"{KEY_CS}/chunk00"
     runfile, env = write_run(tmp_path, nchunks={CS: 2}, spws=(CS,),
                              control={"sleep": {victim: 60}})
-    proc = start(runfile, env)
-    try:
-        rec = wait_for(lambda: next((r for r in records(runfile)
-                                     if r.get("unit") == victim and r.get("event") == "started"), None),
-                       what="the victim unit to start")
-        child, server = rec["pid"], _ppid(rec["pid"])
-        assert _ppid(server) == proc.pid
-        proc.kill()  # the worker (here the serial launcher) alone
-        proc.wait()
-        wait_for(lambda: _gone(server) and _gone(child), timeout=20, what="the fork server and its unit to die")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    seen = {}
+
+    def kill_worker(rec: dict, launcher: subprocess.Popen) -> None:
+        seen.update(child=rec["pid"], server=_ppid(rec["pid"]))
+        assert _ppid(seen["server"]) == launcher.pid
+        launcher.kill()  # the worker (here the serial launcher) alone
+
+    _hit_while_running(runfile, env, victim, kill_worker)
+    wait_for(lambda: _gone(seen["server"]) and _gone(seen["child"]), timeout=20,
+             what="the fork server and its unit to die")
 
 
 # ---------------------------------------------------------------------------- logs
