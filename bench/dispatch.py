@@ -56,7 +56,7 @@ def mpi_part(n: int, with_manifest: bool, product_dir: str) -> None:
                 manifest.append(unit_record(unit.id, "done", attempt=attempt, rank=rank, outputs=[]))
             return Outcome(unit.id, attempt, "done", rank)
 
-        mpi_worker_main(comm, lambda r, k: WorkerContext(spec, None, r, 1, "x:y", 0), run_inline)
+        mpi_worker_main(comm, lambda r, k: WorkerContext(spec, None, r, 1, "x:y", 0, warm_start=False), run_inline)
         return
     key = ImageKey("CB68", "244.936GHz_CS", "joint", "0.5")
     units = {}

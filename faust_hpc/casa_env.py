@@ -17,11 +17,22 @@ for this process naming
 ``CASASITECONFIG`` is read once, when casatools is first imported, so
 :func:`configure` must run before that; later calls can still move the log
 with :func:`set_log_file`.
+
+:func:`preload` is for a process that will ``fork`` unit children (the
+per-worker fork server, :mod:`faust_hpc.launcher.forkserver`): it loads
+CASA's compiled libraries and the Python packages casatasks imports, but not
+casatools' initialisation, which starts gRPC threads (its log sink) and reads
+the site config; each child then initialises CASA itself, cheaply, with its
+own log file, exactly as a fresh process would.
 """
 from __future__ import annotations
 
+import ast
+import importlib
+import importlib.util
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -35,6 +46,12 @@ ENV_DATA_DIR = "FAUST_CASA_DATA"
 ENV_LOG = "FAUST_CASA_LOG"
 
 _state: dict[str, Any] = {"configured": False, "data_dir": None, "log_path": None}
+
+# The slow, thread-free imports under ``import casatasks`` (measured with
+# ``python -X importtime``: ~2.5 s of its ~3 s are these, not CASA itself).
+THIRD_PARTY_PRELOAD = ("numpy", "scipy.stats", "scipy.interpolate", "scipy.optimize", "scipy.signal",
+                       "scipy.ndimage", "matplotlib", "matplotlib.pyplot", "pylab", "distutils.dir_util",
+                       "numpy.f2py", "urllib.request", "erfa", "certifi")
 
 
 def default_data_dir() -> Path:
@@ -92,6 +109,60 @@ def _imported() -> set[str]:
     import sys
 
     return {name for name in ("casatools", "casatasks") if name in sys.modules}
+
+
+def _casatools_library_imports(package_dir: Path) -> list[str]:
+    """The submodules casatools' ``__init__`` imports before its first
+    statement that does anything else (loading the compiled libraries, in
+    its own order: ``image`` first defines symbols the others need)."""
+    tree = ast.parse((package_dir / "__init__.py").read_text())
+    names: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            names.append(node.module)
+        elif not isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign, ast.Expr)) or (
+                isinstance(node, ast.Expr) and not isinstance(node.value, ast.Constant)):
+            break
+    return names
+
+
+def preload(extra: tuple[str, ...] = ()) -> list[str]:
+    """Import, in this process, everything slow that a unit child needs from
+    CASA *except* casatools' initialisation: its compiled libraries (imported
+    under a placeholder package so that ``casatools/__init__.py`` does not
+    run), the third-party packages casatasks imports, then ``extra``
+    modules. A later ``import casatools`` (in a forked child) runs the real
+    ``__init__``, which finds the libraries loaded. Returns what could not be
+    imported (each with its reason); raises if this would initialise CASA
+    (casatools or casaconfig imported for real: a config read too early, gRPC
+    threads in a process meant to fork)."""
+    if _imported():
+        raise RuntimeError("casatools is already imported; preload must run before it")
+    failed: list[str] = []
+    found = importlib.util.find_spec("casatools")
+    if found is None or not found.submodule_search_locations:
+        failed.append("casatools: not installed")
+    else:
+        package_dir = Path(list(found.submodule_search_locations)[0])
+        placeholder = ModuleType("casatools")
+        placeholder.__path__ = [str(package_dir)]  # type: ignore[attr-defined]
+        sys.modules["casatools"] = placeholder
+        try:
+            for name in _casatools_library_imports(package_dir):
+                importlib.import_module(f"casatools.{name}")
+        except Exception as exc:  # noqa: BLE001 - the child imports it the ordinary way
+            failed.append(f"casatools libraries: {type(exc).__name__}: {exc}")
+        finally:
+            del sys.modules["casatools"]
+    for name in (*THIRD_PARTY_PRELOAD, *extra):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - optional: the child imports what it needs
+            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+    initialised = _imported() | {m for m in ("casaconfig", "casaconfig.config") if m in sys.modules}
+    if initialised:
+        raise RuntimeError(f"preloading initialised CASA ({', '.join(sorted(initialised))} imported)")
+    return failed
 
 
 def casatools() -> ModuleType:

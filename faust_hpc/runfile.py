@@ -80,7 +80,7 @@ _IMAGING_KEYS = ("fields", "setup", "spws", "weightings", "arrays", "fullcube", 
 _SPW_KEYS = ("nchunks", "rms", "gain", "cyclefactor", "scales", "mask_ang_scales",
              "smallscalebias", "uvtaper", "automask", "moments_vwin_kms")
 _SCHEDULER_KEYS = ("retries", "unit_timeout_s", "node_memory_gb", "workers", "threads_per_unit",
-                   "executor", "learn_costs", "learn_from", "lease_s")
+                   "executor", "learn_costs", "learn_from", "lease_s", "warm_start")
 # Bounds of numbers (see the module doc): what makes sense, so that nothing absurd reaches CASA.
 MAX_RETRIES = 100
 """More attempts than this repeat one failure for hours; fix the cause instead."""
@@ -187,6 +187,9 @@ class SchedulerSettings:
     learn_from: tuple[Path, ...] = ()
     # a launcher that stops renewing its claims for this long is dead: others take its units
     lease_s: float = 120.0
+    # Units fork from a per-worker server with CASA preloaded (launcher/forkserver.py);
+    # false = a fresh Python process per unit (~2 s more per unit).
+    warm_start: bool = True
 
 
 @dataclass(frozen=True)
@@ -913,6 +916,7 @@ def _parse_scheduler(ck: _Checker, raw: dict[str, Any]) -> SchedulerSettings:
         learn_costs=ck.boolean(where, "learn_costs", sch.get("learn_costs", d.learn_costs)),
         learn_from=_parse_learn_from(ck, where, sch.get("learn_from", [])),
         lease_s=ck.number(where, "lease_s", sch.get("lease_s", d.lease_s), minimum=3.0),
+        warm_start=ck.boolean(where, "warm_start", sch.get("warm_start", d.warm_start)),
     )
 
 

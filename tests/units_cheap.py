@@ -7,7 +7,7 @@ list — and its behaviour is driven by a JSON control file named by the
 environment variable ``FAUST_CHEAP_CONTROL`` (inherited by the unit children):
 
     {"sleep":   {"<glob on unit id>": seconds | {"seconds": s, "attempts": [1]}},  # first match wins
-     "fail":    {"<glob>": {"mode": "raise"|"bad_input"|"diverge"|"exit"|"segfault"|"kill9"|"hang",
+     "fail":    {"<glob>": {"mode": "raise"|"bad_input"|"diverge"|"exit"|"segfault"|"abort"|"kill9"|"hang",
                             "attempts": [1, 2]}},             # attempts to fail (default: all)
      "gate":    {"<glob>": "/path"},                          # wait until that file exists (<= 120 s)
      "nchunks": {"<glob on prepare id>": n},                  # the real chunk count a prepare reports
@@ -82,6 +82,8 @@ def _fail(mode: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if mode == "segfault":
         ctypes.string_at(0)  # a real SIGSEGV in this process
+    if mode == "abort":
+        os.abort()  # SIGABRT, as a failed assertion in CASA's C++ ends a unit
     if mode == "hang":
         while True:
             time.sleep(1)

@@ -151,6 +151,8 @@ class LocalTransport:
         for rank in list(self.running):
             self.interrupt(rank, "launcher shut down")
         self.poll(0)
+        for ctx in self.contexts.values():
+            ctx.close()  # their fork servers
 
 
 # ============================================================================ MPI
@@ -252,6 +254,7 @@ def mpi_worker_main(comm: Any, make_context: Callable[[int, int], WorkerContext]
         tag = status.Get_tag()
         msg = comm.recv(source=0, tag=tag)
         if tag == TAG_STOP:
+            ctx.close()  # its fork server
             return 0
         if tag == TAG_INTERRUPT:
             continue  # arrived after its unit ended: nothing to stop

@@ -1,4 +1,6 @@
-"""The child process that runs exactly one unit: ``python -m faust_hpc.launcher.unit_child TASK``.
+"""The child process that runs exactly one unit: ``python -m faust_hpc.launcher.unit_child TASK``
+(a cold start), or a child forked by the worker's fork server
+(:mod:`faust_hpc.launcher.forkserver`, a warm start); both run :func:`run`.
 
 Why a separate process per unit: a CASA segfault, an out-of-memory kill or a
 timeout then ends this process only, and the worker rank reports the unit as
@@ -35,10 +37,11 @@ log = logging.getLogger("faust_hpc.launcher.unit_child")
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
     """If the worker rank is killed (kill -9, node job teardown), take this
     unit down with it, so no orphan keeps writing products into a run that a
-    later launcher is resuming."""
+    later launcher is resuming. (A warm unit's parent is its worker's fork
+    server, which does the same with its worker.)"""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -100,13 +103,20 @@ def divergence_fields(exc: DivergenceError) -> dict[str, Any]:
             "channels": [int(c) for c in exc.channels]}
 
 
-def main(argv: list[str]) -> int:
-    task_path = Path(argv[0])
-    task = pickle.loads(task_path.read_bytes())
-    _die_with_parent(task["parent_pid"])
+def run(task_path: Path, start: str, parent_pid: int | None = None) -> int:
+    """Run the unit of one task file in this process (which exists for it
+    alone) and write its result file; the exit status. The one implementation
+    for both ways a unit's process starts: ``start`` is ``"cold"`` (a fresh
+    ``python -m faust_hpc.launcher.unit_child``, whose parent is the worker
+    named in the task) or ``"warm"`` (forked by the worker's fork server,
+    ``parent_pid``), and goes into the result's ``info`` as ``unit_start``."""
+    t_entry = time.time()
+    task = pickle.loads(Path(task_path).read_bytes())
+    parent_pid = task["parent_pid"] if parent_pid is None else parent_pid
+    die_with_parent(parent_pid)
     # Walltime drain signals are for the launcher; the unit keeps running.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     result_path = Path(task["result_path"])
     workdir = Path(task["workdir"])
@@ -114,6 +124,11 @@ def main(argv: list[str]) -> int:
     os.chdir(workdir)  # CASA drops scratch files into the cwd: keep them per unit
     os.environ["FAUST_HPC_ATTEMPT"] = str(task.get("attempt", 1))
     os.environ["FAUST_HPC_UNIT_LOG"] = str(task["log_path"])
+    start_info: dict[str, Any] = {"unit_start": start}
+    if start == "warm":
+        start_info["fork_server_pid"] = parent_pid
+    log.info("unit %s attempt %s: %s start (%.3f s after the worker asked)", getattr(task["unit"], "id", "?"),
+             task.get("attempt", 1), start, t_entry - float(task.get("requested_at", t_entry)))
     t0 = time.time()
     spec: Any = None
     try:
@@ -128,7 +143,7 @@ def main(argv: list[str]) -> int:
         missing = [p for p in outputs if not os.path.exists(p)]
         if missing:
             raise RuntimeError(f"executor reported outputs that do not exist: {missing[:3]}")
-        _write_result(result_path, {"status": "done", "outputs": outputs, "info": info,
+        _write_result(result_path, {"status": "done", "outputs": outputs, "info": {**info, **start_info},
                                     "checks": fingerprints(outputs), "elapsed": time.time() - t0})
         return 0
     except BaseException as exc:  # noqa: BLE001 - everything is a unit failure here
@@ -143,8 +158,13 @@ def main(argv: list[str]) -> int:
                                     "retry": not isinstance(exc, (UserInputError, DivergenceError)),
                                     "no_space": str(spec_dir) if full and spec_dir else None,
                                     "diverged": divergence_fields(exc) if diverged else None,
-                                    "elapsed": time.time() - t0})
+                                    "info": start_info, "elapsed": time.time() - t0})
         return 1
+
+
+def main(argv: list[str]) -> int:
+    """The cold start: ``python -m faust_hpc.launcher.unit_child TASK``."""
+    return run(Path(argv[0]), "cold")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Running one unit on this rank: a child process, its log, its outcome.
 
 A worker (an MPI rank, or the serial launcher's local slot) never runs CASA in
-its own process: each unit runs in ``python -m faust_hpc.launcher.unit_child``
-with
+its own process: each unit runs in a child process of its own, forked warm by
+the worker's fork server (:mod:`.forkserver`, ``[scheduler] warm_start``, the
+default) or started cold as ``python -m faust_hpc.launcher.unit_child``, with
 
 - its own working directory ``work/<unit id with / → __>/`` (CASA scratch),
 - its own CASA log ``logs/<unit id with / → __>.attempt<N>.casa.log``, a
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from faust_hpc.launcher import space
+from faust_hpc.launcher.forkserver import MAX_SERVER_STARTS, ForkServer, ForkServerError
 from faust_hpc.layout import RunLayout
 from faust_hpc.run.records import UnitStatus, hostname
 
@@ -122,7 +124,8 @@ class WorkerContext:
 
     def __init__(self, spec: Any, runfile: Path | None, rank: int, threads: int,
                  executor: str, timeout_s: float,
-                 python: str | None = None, import_root: str | None = None) -> None:
+                 python: str | None = None, import_root: str | None = None,
+                 warm_start: bool | None = None) -> None:
         self.spec = spec
         self.runfile = runfile
         self.rank = rank
@@ -132,15 +135,85 @@ class WorkerContext:
         self.product_dir = Path(spec.product_dir)
         self.python = python or sys.executable
         self.host = hostname()
-        self.env = child_environment(threads, import_root or os.getcwd())
+        self.import_root = import_root or os.getcwd()
+        self.env = child_environment(threads, self.import_root)
         try:
             pickle.dumps(spec)
             self._spec_for_child: Any = spec
         except Exception:  # noqa: BLE001 - an unpicklable spec is re-read from the run file
             self._spec_for_child = None
+        if warm_start is None:
+            warm_start = bool(getattr(getattr(spec, "scheduler", None), "warm_start", True))
+        if warm_start and threads > 1:
+            # OpenBLAS (numpy's, scipy's and CASA's) starts its thread pool when loaded:
+            # a server that preloaded it could not fork safely.
+            log.warning("rank %d: units start cold: warm start needs threads_per_unit = 1 (this rank gives "
+                        "each unit %d threads, and OpenBLAS starts threads when it is loaded)", rank, threads)
+            warm_start = False
+        self.warm_start = warm_start
+        self.forkserver: ForkServer | None = None
+        self._server_starts = 0
+        if warm_start:
+            self._start_forkserver()  # preloads while rank 0 plans
 
     def start(self, unit: Any, attempt: int) -> "RunningUnit":
         return RunningUnit(self, unit, attempt)
+
+    # ------------------------------------------------------------------ child processes
+    def _start_forkserver(self) -> None:
+        self._server_starts += 1
+        self.forkserver = ForkServer(self.python, self.env, self.import_root,
+                                     preload=(self.executor.partition(":")[0],))
+
+    def _cold_from_now(self, reason: str) -> None:
+        log.warning("rank %d: units start cold from now on (%s)", self.rank, reason)
+        self.warm_start = False
+        if self.forkserver is not None:
+            self.forkserver.close()
+            self.forkserver = None
+
+    def _usable_forkserver(self) -> ForkServer | None:
+        """The fork server to start the next unit from, or None (cold start).
+        A server that never became ready (preloading failed or left threads)
+        means cold starts from now on; one that died after being ready is
+        replaced, up to MAX_SERVER_STARTS servers in all."""
+        server = self.forkserver
+        if not self.warm_start or server is None:
+            return None
+        server.wait_ready()  # bounded; at once after the first unit
+        if server.usable():
+            return server
+        if not server.ready:
+            self._cold_from_now(server.reason or "the fork server did not start")
+            return None
+        if self._server_starts >= MAX_SERVER_STARTS:
+            self._cold_from_now(f"{self._server_starts} fork servers died, the last: {server.reason}")
+            return None
+        log.warning("rank %d: %s; starting a new fork server", self.rank, server.reason)
+        self._start_forkserver()
+        return self._usable_forkserver()
+
+    def await_forkserver(self) -> None:
+        """Wait (bounded) until a fork server, if any, has preloaded (replacing a dead one)."""
+        self._usable_forkserver()
+
+    def spawn(self, task_path: Path, out_path: Path, workdir: Path) -> "tuple[Any, str]":
+        """Start the child of one unit: (a Popen-like handle, ``"warm"`` or ``"cold"``)."""
+        server = self._usable_forkserver()
+        if server is not None:
+            try:
+                return server.spawn(task_path, out_path, workdir), "warm"
+            except ForkServerError as exc:
+                log.warning("rank %d: this unit starts cold (%s)", self.rank, exc)
+        with open(out_path, "ab") as out:
+            return subprocess.Popen([self.python, "-m", "faust_hpc.launcher.unit_child", str(task_path)],
+                                    cwd=workdir, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL), "cold"
+
+    def close(self) -> None:
+        """Stop this worker's fork server (also done at exit, and by pdeathsig if the worker is killed)."""
+        if self.forkserver is not None:
+            self.forkserver.close()
 
 
 class RunningUnit:
@@ -150,6 +223,7 @@ class RunningUnit:
         self.ctx = ctx
         self.unit = unit
         self.attempt = attempt
+        ctx.await_forkserver()  # its one-time preload is no part of this unit's time (or timeout)
         self.t0 = time.time()
         self.stop_reason: str | None = None
         self.timed_out = False
@@ -170,12 +244,9 @@ class RunningUnit:
                 "unit": unit, "executor": ctx.executor, "workdir": str(self.workdir),
                 "log_path": str(self.log_path), "result_path": str(self.result_path),
                 "traceback_path": str(self.traceback_path),
-                "parent_pid": os.getpid(), "attempt": attempt}
+                "parent_pid": os.getpid(), "attempt": attempt, "requested_at": self.t0}
         self.task_path.write_bytes(pickle.dumps(task))
-        with open(self.out_path, "ab") as out:
-            self.proc = subprocess.Popen([ctx.python, "-m", "faust_hpc.launcher.unit_child", str(self.task_path)],
-                                         cwd=self.workdir, env=ctx.env, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+        self.proc, self.start_mode = ctx.spawn(self.task_path, self.out_path, self.workdir)
 
     # ------------------------------------------------------------------ control
     def poll(self) -> "Outcome | None":
@@ -258,7 +329,7 @@ class RunningUnit:
             # Slurm/mpirun tearing the job down signals every process; not the unit's fault.
             outcome.status, outcome.error = UnitStatus.INTERRUPTED, describe_exit(rc)
         else:
-            outcome.error = result.get("error") or describe_exit(rc)
+            outcome.error = result.get("error") or getattr(self.proc, "lost", None) or describe_exit(rc)
             outcome.error_type = result.get("error_type")
             outcome.retry = bool(result.get("retry", True))
             outcome.diverged = result.get("diverged") or None
