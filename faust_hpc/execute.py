@@ -241,8 +241,9 @@ def _run_concat(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResult
     return UnitResult(outputs=_existing(_concat_outputs(chunked.get_imagebase(ext=spec.ext), exts)))
 
 
-def _run_finalize(spec: Any, unit: Unit, config: Any) -> UnitResult:
-    final = _concat_outputs(config.get_imagebase(ext=spec.ext), FINAL_PRODUCT_EXTS)
+def _run_finalize(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResult:
+    chunked = _frozen_chunks(spec, config, workdir)   # (a clear error before the prepare unit ran)
+    final = _concat_outputs(chunked.get_imagebase(ext=spec.ext), FINAL_PRODUCT_EXTS)
     missing = [p for p in final if not os.path.exists(p)]
     if missing:
         raise PrerequisiteError(f"{unit.id}: {len(missing)} final product(s) missing ({missing[0]}, ...): "
@@ -299,7 +300,7 @@ def run_unit(spec: Any, unit: Unit, workdir: str | os.PathLike) -> UnitResult:
     elif unit.kind == "concat":
         result = _run_concat(spec, unit, config, workdir)
     elif unit.kind == "finalize":
-        result = _run_finalize(spec, unit, config)
+        result = _run_finalize(spec, unit, config, workdir)
     elif unit.kind == "moments":
         result = _run_moments(spec, unit, config)
     elif unit.kind == "qa":
@@ -330,7 +331,7 @@ def partial_outputs(spec: Any, unit: Unit) -> list[str]:
         chunks: Iterable[int | None] = (unit.chunk_index,)
     elif unit.kind == "post":
         chunks = post_chunk_range(unit)
-    elif unit.kind in ("prepare", "beam"):
+    elif unit.kind in ("prepare", "beam", "finalize"):   # finalize: after every concat, so the image's are safe
         chunks = (None,)
     else:
         return []
