@@ -13,21 +13,19 @@ The rule (one for every unit, final or not):
   gone, and a remade input may differ).
 - The one exception is an image's intermediates (:data:`CONSUMED_KINDS`: the
   chunk images, the recorded common beam, the postprocessed chunk images,
-  and what the concat units wrote): once the image's final cube exists the
-  chunk images may go (a user clearing disk, the original's
-  ``remove_all_files``) without making the finished image redo.
+  and what the concat units wrote -- the final cubes and FITS, which are the
+  finalize unit's outputs too and so are checked once, as its: a lost one
+  redoes finalize, and first the concat units that made it):
+  once the image's final cube exists the chunk images may go (a user clearing
+  disk, the original's ``remove_all_files``) without making the finished image redo.
   Their outputs are therefore checked only while a unit that reads them still
   has to run -- a reader being any dependent, followed through the
   intermediates to the image's finalize (a chunk's images are read by the
-  beam, the post units and, concatenated, by the concat units): lost or
-  damaged then, the unit is redone first; once all its readers are done, it
-  is done whatever is left of its outputs. The concatenated extensions and
-  FITS are the finalize unit's outputs (it reports every one), so they are
-  checked once, as finalize's: a lost final cube redoes finalize, which makes
-  its concat units (and, through them, whatever is gone of their inputs) run
-  again first. So a finished run never reruns chunks for images it no
-  longer needs, and a lost final cube is remade together with its moments
-  and QA -- with the chunks whose images are gone.
+  beam, the post units and, concatenated, by the concat units): lost or damaged then,
+  the unit is redone first; once all its readers are done, it is done
+  whatever is left of its outputs. So a finished run never reruns chunks for
+  images it no longer needs, and a lost final cube (finalize) is remade
+  together with its moments and QA -- with the chunks whose images are gone.
 - A unit that started and never finished (its launcher died), or failed, or
   was interrupted, may have left partial products: its working directory and
   any outputs the executor can name for it are deleted before it runs again.
