@@ -326,7 +326,8 @@ def partial_outputs(spec: Any, unit: Unit) -> list[str]:
     image_dir = glob_escape(str(full.parent))
     if unit.kind == "concat":   # only its own extensions: other concat units of the image may be running
         names = (Path(p).name for p in _concat_outputs(config.get_imagebase(ext=spec.ext), concat_exts(unit)))
-        return sorted({p for name in names for p in glob(os.path.join(image_dir, f"{TEMP_PREFIX}*-{glob_escape(name)}"))})
+        return sorted({p for name in names
+                       for p in glob(os.path.join(image_dir, f"{TEMP_PREFIX}*-{glob_escape(name)}"))})
     if unit.kind == "chunk" and unit.chunk_index is not None:
         chunks: Iterable[int | None] = (unit.chunk_index,)
     elif unit.kind == "post":
