@@ -11,7 +11,7 @@ All figures are simulated with the launcher's own policy
    with ``nchunks = "auto"`` (goal <= 1.10) and with the documented default
    counts (4/40/20/80, reported). ``tight LB`` is a lower bound no schedule can
    beat (critical path; total/P; per image prepare + chunk work / P + beam +
-   post work / P + finalize + products) — when it is above total/P, no scheduler reaches 1.0.
+   post work / P + the largest concat + finalize + products) — when it is above total/P, no scheduler reaches 1.0.
 2. The original pipeline's setup-wide parallel script
    (``run_pipe_cb68_all_setup1_cont_parallel.py``): one list per field of every
    narrow SPW whole (prepare, its default chunks one after another, postprocess,
@@ -64,7 +64,8 @@ def strided_makespan(default_plan: Plan, workers: int) -> float:
         if catalog.get_spw(key.label).is_continuum:
             before += [u.cost for u in units if u.kind == "prepare"]
             items += [u.cost for u in units if u.kind == "chunk"]
-            after.append(sum(u.cost for u in units if u.kind in ("beam", "post", "finalize", "moments", "qa")))
+            after.append(sum(u.cost for u in units if u.kind in ("beam", "post", "concat", "finalize", "moments",
+                                                                  "qa")))
         else:
             items.append(sum(u.cost for u in units))
     # continuum chunks after the narrow SPWs of the same Setup (the script's list order)
@@ -83,7 +84,7 @@ def strided_makespan(default_plan: Plan, workers: int) -> float:
 
 def binding_image(plan: Plan, workers: int) -> dict:
     """The image whose own chain (prepare + chunk work / P + beam + post work / P
-    + finalize + largest product) is longest: what a perfect scheduler still waits for."""
+    + the largest concat + finalize + largest product) is longest: what a perfect scheduler still waits for."""
     best: dict = {}
     for key in plan.keys:
         units = plan.units_of(key)
@@ -93,6 +94,7 @@ def binding_image(plan: Plan, workers: int) -> dict:
                  "chunks_over_workers_s": max(sum(chunks) / workers, max(chunks)),
                  "beam_s": sum(u.cost for u in units if u.kind == "beam"),
                  "posts_over_workers_s": max(sum(posts) / workers, max(posts)) if posts else 0.0,
+                 "largest_concat_s": max((u.cost for u in units if u.kind == "concat"), default=0.0),
                  "finalize_s": sum(u.cost for u in units if u.kind == "finalize"),
                  "product_s": max(u.cost for u in units if u.kind in ("moments", "qa"))}
         total = sum(parts.values())

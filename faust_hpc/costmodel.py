@@ -71,19 +71,25 @@ Other units:
     480 px an FFT takes milliseconds, so that time is per-plane overhead
     (``K_POST_CHAN``) plus :data:`POST_PIXEL_PASSES` passes over the pixels
     (:data:`K_PIXEL_PASS` each), which only matter at FAUST's 1350-3600 px.
-  - finalize = concatenation + FITS (:func:`concat_estimate`): imageconcat of
-    each of the nine image extensions reads and writes every pixel once, and
-    the three FITS exports (plus a read for DATAMIN/DATAMAX) read and write
-    theirs: :data:`CONCAT_PIXEL_PASSES` passes, a small per-plane term, and a
-    term per chunk (``K_CONCAT_CHUNK``: every input image of every extension
-    is opened and appended, and its mask copied -- thousands of chunks are
-    not free). At FAUST size this is the one big serial step left: a 3500 px,
-    3840-channel continuum cube is ~190 GB per extension, and its
-    concatenation + FITS is estimated at ~28,000 s.
+  - concat, one per group of final image extensions (:func:`concat_estimate`,
+    :func:`concat_ext_work_s` per extension): imageconcat of one extension
+    reads and writes every pixel once (:data:`CONCAT_PIXEL_PASSES`) and, for
+    an extension with a final FITS, the export (plus a read for
+    DATAMIN/DATAMAX) reads and writes it again (:data:`FITS_PIXEL_PASSES`);
+    a small per-plane term per concatenation or export, and a term per chunk
+    (``K_CONCAT_CHUNK`` over the nine extensions: every input image is opened
+    and appended, and its mask copied -- thousands of chunks are not free).
+    A 3500 px, 3840-channel continuum cube is ~190 GB per extension: its
+    nine concatenations + three FITS are ~28,000 s of work, which as one
+    unit bound the whole program; one extension is at most ~4,700 s.
+    :func:`concat_groups` merges neighbouring extensions whose share is
+    below a unit's start-up.
+  - finalize (:func:`final_check_estimate`): start-up and a stat of the
+    final products the concat units made.
 
-  :func:`finalize_estimate` is the three together as one serial step (the
-  documented ``ChunkedConfigSet.postprocess``). Whether a chunk gets a post
-  unit of its own or shares one with its neighbours is
+  :func:`finalize_estimate` is beam, posts and concatenation together as one
+  serial step (the documented ``ChunkedConfigSet.postprocess``). Whether a
+  chunk gets a post unit of its own or shares one with its neighbours is
   :func:`post_chunks_per_unit`: a unit's start-up must not outweigh its work.
 * moments / QA: one read pass over the final cube (``K_PRODUCTS`` per
   channel-pixel).
@@ -110,6 +116,7 @@ from functools import lru_cache
 
 from faust_hpc import catalog, spectral
 from faust_hpc.geometry import Geometry
+from faust_hpc.layout import FINAL_PRODUCT_EXTS, final_fits_ext
 
 # --- calibration constants (reference machine: 2 cores) ---------------------
 UNIT_OVERHEAD_S = 15.0
@@ -134,11 +141,14 @@ K_BEAM_CHAN = 1.0e-3    # s per plane: its beam checked against the chosen commo
 K_POST_CHAN = 0.18      # s per channel: per-plane overhead of imsmooth x2 / impbcor / residual stats / PB masks
                         # (with the pixel passes: the reference's ~21 s finalize of a 480 px x 62 channel cube)
 POST_PIXEL_PASSES = 8   # residual stats 1, impbcor 3 (image, pb -> pbcor), two imsmooths 2 each (counted)
-K_CONCAT_CHAN = 0.03    # s per channel: per-plane overhead of 9 concatenations and 3 FITS exports
-CONCAT_PIXEL_PASSES = 24  # 9 extensions read + written (18); 3 FITS exports ~2 each (measured 4.4e-8 s
-                          # per pixel-channel: exportfits + the DATAMIN/DATAMAX read)
+K_CONCAT_OP_CHAN = 0.0025  # s per channel: per-plane overhead of one concatenation or one FITS export
+                           # (0.03 s per channel for the 9 concatenations and 3 exports of an image)
+CONCAT_PIXEL_PASSES = 2   # one extension's concatenation: read + write
+FITS_PIXEL_PASSES = 2     # one FITS export (measured 4.4e-8 s per pixel-channel: exportfits + the
+                          # DATAMIN/DATAMAX read)
 K_CONCAT_CHUNK = 0.15   # s per chunk: 9 input images opened, appended and their masks copied
                         # (imageconcat measured ~0.015 s per input image at 128 px)
+K_STAT_OUTPUT = 0.01    # s per final product the finalize unit checks (a stat; more on a busy parallel filesystem)
 K_PRODUCTS = 2.0e-8     # s per pixel per channel: one read pass over the final cube
 
 # --- emission model -----------------------------------------------------------
@@ -169,7 +179,6 @@ WORK_PLANES = 10        # per channel in flight: residual, model, psf, pb, mask,
 CUBE_PLANES = 1.5       # cube planes tclean keeps cached over the chunk
 CHUNK_OUTPUT_CUBES = 8  # cubes a chunk leaves: dirty, nomask, image, residual, model, psf, pb, mask
 POST_OUTPUT_CUBES = 3   # per chunk: image.pbcor, image.common, image.pbcor.common
-FINAL_OUTPUT_CUBES = 12  # the nine concatenated extensions and the three FITS cubes
 
 # --- nominal visibilities (when the MSs are not available) --------------------
 NOMINAL_EBS = {
@@ -362,9 +371,24 @@ def post_work_s(m: ImageModel, nchan: float) -> float:
     return nchan * (K_POST_CHAN + POST_PIXEL_PASSES * K_PIXEL_PASS * m.npix)
 
 
-def concat_work_s(m: ImageModel, nchunks: int) -> float:
-    """Concatenating ``nchunks`` chunks into the full cube and exporting the FITS, start-up aside."""
-    return m.nchan * (K_CONCAT_CHAN + CONCAT_PIXEL_PASSES * K_PIXEL_PASS * m.npix) + nchunks * K_CONCAT_CHUNK
+def concat_ext_work_s(m: ImageModel, nchunks: int, im_ext: str) -> float:
+    """Concatenating ``nchunks`` chunk images of final extension ``im_ext`` and,
+    if it has a final FITS, exporting it; start-up aside."""
+    exports = 1 if final_fits_ext(im_ext) else 0
+    passes = CONCAT_PIXEL_PASSES + exports * FITS_PIXEL_PASSES
+    return m.nchan * ((1 + exports) * K_CONCAT_OP_CHAN + passes * K_PIXEL_PASS * m.npix) + \
+        nchunks * K_CONCAT_CHUNK / len(FINAL_PRODUCT_EXTS)
+
+
+def concat_work_s(m: ImageModel, nchunks: int, im_exts: tuple[str, ...] = FINAL_PRODUCT_EXTS) -> float:
+    """Concatenating ``nchunks`` chunks of the extensions ``im_exts`` (default:
+    all, the full cube) and exporting their FITS, start-up aside."""
+    return sum(concat_ext_work_s(m, nchunks, e) for e in im_exts)
+
+
+def _output_cubes(im_exts: tuple[str, ...]) -> int:
+    """Cubes a concatenation of ``im_exts`` writes: each extension and its FITS, if any."""
+    return sum(1 + (1 if final_fits_ext(e) else 0) for e in im_exts)
 
 
 def beam_estimate(m: ImageModel, nchunks: int) -> Estimate:
@@ -378,10 +402,39 @@ def post_estimate(m: ImageModel, nchan: int) -> Estimate:
                     _plane_gb(m.npix) * nchan * POST_OUTPUT_CUBES)
 
 
-def concat_estimate(m: ImageModel, nchunks: int) -> Estimate:
-    """The finalize unit: concatenation of ``nchunks`` chunks and FITS export."""
-    return Estimate(m.calibrate("finalize", UNIT_OVERHEAD_S + concat_work_s(m, nchunks)), _finish_mem_gb(m),
-                    _plane_gb(m.npix) * m.nchan * FINAL_OUTPUT_CUBES)
+def concat_estimate(m: ImageModel, nchunks: int, im_exts: tuple[str, ...] = FINAL_PRODUCT_EXTS) -> Estimate:
+    """A concat unit: concatenation of ``nchunks`` chunks of the extensions
+    ``im_exts`` and their FITS export."""
+    return Estimate(m.calibrate("concat", UNIT_OVERHEAD_S + concat_work_s(m, nchunks, im_exts)), _finish_mem_gb(m),
+                    _plane_gb(m.npix) * m.nchan * _output_cubes(im_exts))
+
+
+def final_check_estimate(m: ImageModel) -> Estimate:
+    """The finalize unit: start-up and a stat of every final product (the concat units made them)."""
+    nfinal = _output_cubes(FINAL_PRODUCT_EXTS)
+    return Estimate(m.calibrate("finalize", UNIT_OVERHEAD_S + nfinal * K_STAT_OUTPUT), BASE_MEM_GB)
+
+
+def concat_groups(m: ImageModel, nchunks: int) -> list[tuple[int, int]]:
+    """``(first extension, extension count)`` of each concat unit, in
+    :data:`~faust_hpc.layout.FINAL_PRODUCT_EXTS` order: neighbouring extensions
+    share a unit until its work outweighs a unit's start-up
+    (:data:`UNIT_OVERHEAD_S`); a short tail joins the group before it. Like
+    :func:`post_chunks_per_unit` it reads only the run file's model and the
+    chunk count, so the concat ids of an image are the same on any rank count,
+    on resume and after more history."""
+    m = m.as_planned
+    groups: list[list[int]] = []
+    work = 0.0
+    for index, im_ext in enumerate(FINAL_PRODUCT_EXTS):
+        if not groups or work >= UNIT_OVERHEAD_S:
+            groups.append([index, 0])
+            work = 0.0
+        groups[-1][1] += 1
+        work += concat_ext_work_s(m, max(1, int(nchunks)), im_ext)
+    if len(groups) > 1 and work < UNIT_OVERHEAD_S:
+        groups[-2][1] += groups.pop()[1]
+    return [(first, count) for first, count in groups]
 
 
 def finalize_estimate(m: ImageModel, nchunks: int = 1) -> Estimate:
@@ -390,7 +443,8 @@ def finalize_estimate(m: ImageModel, nchunks: int = 1) -> Estimate:
     less the start-ups they do not share (the model's, never calibrated: a
     learned correction is per unit kind)."""
     cost = UNIT_OVERHEAD_S + beam_work_s(m, nchunks) + post_work_s(m, m.nchan) + concat_work_s(m, nchunks)
-    return Estimate(cost, _finish_mem_gb(m), _plane_gb(m.npix) * m.nchan * (FINAL_OUTPUT_CUBES + POST_OUTPUT_CUBES))
+    return Estimate(cost, _finish_mem_gb(m),
+                    _plane_gb(m.npix) * m.nchan * (_output_cubes(FINAL_PRODUCT_EXTS) + POST_OUTPUT_CUBES))
 
 
 def post_chunks_per_unit(m: ImageModel, nchunks: int) -> int:

@@ -14,8 +14,12 @@ run`` and in the serial mode of ``faust-hpc image`` / ``moments`` / ``qa``
   ``<imagebase>_<ext>.common_beam.json`` (exact floats).
 - ``postNN``: postprocess a group of chunks (residual check, pbcor,
   smoothing to the recorded common beam, PB mask).
-- ``finalize``: concatenation of the postprocessed chunks, FITS export.
-  Together these are the three steps of ``ChunkedConfigSet.postprocess``
+- ``concatNN``: concatenation of one group of final image extensions
+  (:data:`~faust_hpc.layout.FINAL_PRODUCT_EXTS`, the unit's ``ext_start`` /
+  ``ext_count``) from the chunks, and the FITS export of those that have one.
+- ``finalize``: checks that every final product is there and reports them
+  (what moments, QA, resume and status follow).
+  Together these are the steps of ``ChunkedConfigSet.postprocess``
   (the same methods), so the products are the serial finalize's, bit for bit.
   Chunk images stay (as the original's): ``postprocess(use_existing_except=...)``
   and ``faust-hpc rerun --chunk`` redo one chunk against the others' images.
@@ -46,7 +50,8 @@ from faust_hpc.errors import PrerequisiteError, UserInputError
 from faust_hpc.imaging import ImageConfig
 from faust_hpc.imaging.dataset import visibility_rows
 from faust_hpc.imaging.image_tools import TEMP_PREFIX, glob_escape
-from faust_hpc.layout import CHUNK_POST_EXTS, CHUNK_PRODUCT_EXTS, FINAL_FITS_EXTS, FINAL_PRODUCT_EXTS, IMAGE_EXT, RunLayout
+from faust_hpc.layout import (CHUNK_POST_EXTS, CHUNK_PRODUCT_EXTS, FINAL_PRODUCT_EXTS, IMAGE_EXT,
+                              RunLayout, final_fits_ext)
 from faust_hpc.products import moments, qa
 from faust_hpc.run.records import COST_INFO_KEY, UnitCost
 from faust_hpc.units import ImageKey, Unit
@@ -212,16 +217,38 @@ def _run_post(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResult:
     return UnitResult(outputs=outputs, info={"max_residual_sigma": resid})
 
 
-def _run_finalize(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResult:
+def concat_exts(unit: Unit) -> tuple[str, ...]:
+    """The final image extensions a concat unit concatenates (its plan parameters)."""
+    params = dict(unit.params)
+    start = int(params["ext_start"])
+    return FINAL_PRODUCT_EXTS[start:start + int(params["ext_count"])]
+
+
+def _concat_outputs(base: str, im_exts: Iterable[str]) -> list[str]:
+    """``<base>.<ext>`` and its final FITS, if any, per extension."""
+    return [f"{base}.{name}" for e in im_exts for name in (e, final_fits_ext(e)) if name]
+
+
+def _run_concat(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResult:
     chunked = _frozen_chunks(spec, config, workdir)
     missing = chunked.unpostprocessed(ext=spec.ext)
     if missing:
         raise PrerequisiteError(f"{unit.id}: chunk(s) {', '.join(map(str, missing[:5]))} have no postprocessed "
                                 f"images ({', '.join(CHUNK_POST_EXTS)}): run the image's post units first")
-    chunked.concat_and_export(ext=spec.ext)
-    base = chunked.get_imagebase(ext=spec.ext)
-    outputs = _existing([f"{base}.{e}" for e in (*FINAL_FITS_EXTS, *FINAL_PRODUCT_EXTS)])
-    return UnitResult(outputs=outputs)
+    exts = concat_exts(unit)
+    for im_ext in exts:
+        chunked.concat_extension(im_ext, ext=spec.ext)
+    return UnitResult(outputs=_existing(_concat_outputs(chunked.get_imagebase(ext=spec.ext), exts)))
+
+
+def _run_finalize(spec: Any, unit: Unit, config: Any, workdir: Path) -> UnitResult:
+    chunked = _frozen_chunks(spec, config, workdir)   # (a clear error before the prepare unit ran)
+    final = _concat_outputs(chunked.get_imagebase(ext=spec.ext), FINAL_PRODUCT_EXTS)
+    missing = [p for p in final if not os.path.exists(p)]
+    if missing:
+        raise PrerequisiteError(f"{unit.id}: {len(missing)} final product(s) missing ({missing[0]}, ...): "
+                                f"run the image's concat units first")
+    return UnitResult(outputs=final)
 
 
 def _final_image_path(spec: Any, config: Any) -> str:
@@ -270,6 +297,8 @@ def run_unit(spec: Any, unit: Unit, workdir: str | os.PathLike) -> UnitResult:
         result = _run_beam(spec, unit, config, workdir)
     elif unit.kind == "post":
         result = _run_post(spec, unit, config, workdir)
+    elif unit.kind == "concat":
+        result = _run_concat(spec, unit, config, workdir)
     elif unit.kind == "finalize":
         result = _run_finalize(spec, unit, config, workdir)
     elif unit.kind == "moments":
@@ -294,15 +323,19 @@ def partial_outputs(spec: Any, unit: Unit) -> list[str]:
         return sorted(qa.partial_outputs(_final_image_path(spec, config), RunLayout(spec.product_dir).plots_dir))
     key = unit.key
     full = config.layout.image_base(key.field, key.label, key.array, key.weighting)
+    image_dir = glob_escape(str(full.parent))
+    if unit.kind == "concat":   # only its own extensions: other concat units of the image may be running
+        names = (Path(p).name for p in _concat_outputs(config.get_imagebase(ext=spec.ext), concat_exts(unit)))
+        return sorted({p for name in names
+                       for p in glob(os.path.join(image_dir, f"{TEMP_PREFIX}*-{glob_escape(name)}"))})
     if unit.kind == "chunk" and unit.chunk_index is not None:
         chunks: Iterable[int | None] = (unit.chunk_index,)
     elif unit.kind == "post":
         chunks = post_chunk_range(unit)
-    elif unit.kind in ("prepare", "beam", "finalize"):
+    elif unit.kind in ("prepare", "beam", "finalize"):   # finalize: after every concat, so the image's are safe
         chunks = (None,)
     else:
         return []
-    image_dir = glob_escape(str(full.parent))
     found: set[str] = set()
     for index in chunks:
         base = config.layout.image_base(key.field, key.label, key.array, key.weighting, chunk=index)
@@ -310,4 +343,5 @@ def partial_outputs(spec: Any, unit: Unit) -> list[str]:
     return sorted(found)
 
 
-__all__ = ["UnitResult", "run_unit", "config_for", "partial_outputs", "post_chunk_range", "weighting_value"]
+__all__ = ["UnitResult", "run_unit", "config_for", "partial_outputs", "post_chunk_range", "concat_exts",
+           "weighting_value"]

@@ -61,6 +61,12 @@ CHUNK_POST_EXTS = (PBCOR_EXT, COMMON_EXT, PBCOR_COMMON_EXT)
 FINAL_PRODUCT_EXTS = ("image", "image.common", "image.pbcor", "image.pbcor.common", "mask", "model", "pb",
                       "psf", "residual")
 
+
+def final_fits_ext(im_ext: str) -> str | None:
+    """The FITS file (one of :data:`FINAL_FITS_EXTS`) exported from final image extension ``im_ext``, if any."""
+    fits = f"{im_ext}{FITS_SUFFIX}"
+    return fits if fits in FINAL_FITS_EXTS else None
+
 # The image-extension tail of a product path (labels and weightings contain dots,
 # so os.path.splitext cannot find it).
 _EXT_RE = re.compile(r"\.(image|mask|residual|pb|psf|model|sumwt|weight)(\..*)?$")
@@ -361,5 +367,6 @@ def parse(path: str | os.PathLike, require_image_ext: bool = False) -> ProductNa
 
 
 __all__ = ["RunLayout", "unit_slug", "image_stem_name", "chunk_stem_glob", "split_image_ext", "chunk_index_of",
-           "CHUNK_PRODUCT_EXTS", "CHUNK_POST_EXTS", "FINAL_PRODUCT_EXTS", "FINAL_FITS_EXT", "FINAL_FITS_EXTS", "ProductName", "parse",
+           "CHUNK_PRODUCT_EXTS", "CHUNK_POST_EXTS", "FINAL_PRODUCT_EXTS", "FINAL_FITS_EXT", "FINAL_FITS_EXTS",
+           "final_fits_ext", "ProductName", "parse",
            "product_dir_of", "moment_map_name", "qa_plot_stem", "qa_plot_name", "qa_plot_prefix"]

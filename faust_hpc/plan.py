@@ -3,7 +3,8 @@
 Per image key (field x SPW x array x weighting)::
 
     <key>/prepare -> <key>/chunkNN (one per chunk) -> <key>/beam -> <key>/postNN (one per group of chunks)
-                  -> <key>/finalize -> <key>/moments, <key>/qa
+                  -> <key>/concatNN (one per group of final image extensions) -> <key>/finalize
+                  -> <key>/moments, <key>/qa
 
 * prepare: sum-of-weights stamp -> common coverage -> the frozen chunk list;
 * chunkNN: dirty -> nomask -> seed mask -> clean of one channel range;
@@ -11,13 +12,20 @@ Per image key (field x SPW x array x weighting)::
 * postNN: residual check, pbcor, smoothing to the common beam, PB mask of a
   group of neighbouring chunks (:func:`costmodel.post_chunks_per_unit`: as many
   as make the work outweigh a unit's start-up);
-* finalize: concatenation of the chunks and FITS export (the final outputs);
+* concatNN: concatenation of the chunks of one group of final image
+  extensions and their FITS export (:func:`costmodel.concat_groups`: one
+  extension each, or neighbours merged where one's share is below a unit's
+  start-up), so the ~28,000 s serial step of the largest cube spreads over
+  workers;
+* finalize: a cheap check that every final product is there (the image's
+  final outputs, what moments, QA, resume and status follow);
 * moments, qa: the products layer.
 
 Links grow linearly with the chunks: every chunk -> beam, beam -> every post,
-every post -> finalize (the "all chunks done" barrier is the one beam unit,
-not chunks x posts links). The post units read their chunks' images, which
-the beam unit's dependency already waits for.
+every post -> every concat (at most nine), every concat -> finalize (the "all
+chunks done" barrier is the one beam unit, not chunks x posts links). The
+post and concat units read their chunks' images, which the beam unit's
+dependency already waits for.
 
 The chunk units are a *prediction* until the prepare unit has run: it reports
 the real count, and :meth:`Plan.expand` replaces the predicted chunks (ids are
@@ -58,11 +66,12 @@ from typing import Iterable, Mapping
 from faust_hpc import catalog, costfit, costmodel
 from faust_hpc.costmodel import ImageModel
 from faust_hpc.geometry import geometry_for, nominal_data_geometry
+from faust_hpc.layout import FINAL_PRODUCT_EXTS
 from faust_hpc.runfile import RunSpec
 # "auto" chunking runs the policy; scheduler never imports plan
 from faust_hpc.scheduler import SimResult, simulate_schedule
 from faust_hpc.spectral import split_channels  # the one contiguous-split rule (chunks, post groups)
-from faust_hpc.units import GROUPS, ImageKey, Unit, chunk_part, post_part
+from faust_hpc.units import GROUPS, ImageKey, Unit, chunk_part, concat_part, post_part
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +86,7 @@ mostly overhead), then refines around the best k."""
 @dataclass
 class Plan:
     """The unit graph of one run. ``units`` holds every unit (built key by key, each
-    as prepare, chunks, beam, posts, finalize, moments, qa, in the run file's order; an image
+    as prepare, chunks, beam, posts, concats, finalize, moments, qa, in the run file's order; an image
     :meth:`expand` re-shapes gets its new units at the end of the table);
     :meth:`units_of` gives one image's units in graph order.
 
@@ -150,7 +159,7 @@ class Plan:
         return counts
 
     def count_by_group(self) -> dict[str, int]:
-        """Unit counts keyed by :data:`faust_hpc.units.GROUPS` (prepare/chunk/beam/post/finalize/products)."""
+        """Unit counts keyed by :data:`faust_hpc.units.GROUPS` (prepare/chunk/beam/post/concat/finalize/products)."""
         counts = dict.fromkeys(GROUPS, 0)
         for unit in self.units.values():
             counts[unit.group] += 1
@@ -214,7 +223,7 @@ class Plan:
 
     # ------------------------------------------------------------- expansion
     def expand(self, prepare_id: str, nchunks: int) -> list[Unit]:
-        """Replace the chunk, beam and post units of ``prepare_id``'s image by
+        """Replace the chunk, beam, post and concat units of ``prepare_id``'s image by
         those of ``nchunks`` chunks (as the prepare unit reported them) and
         re-wire finalize; returns the new chunk units. Idempotent for the same
         count. O(units of that image)."""
@@ -226,8 +235,9 @@ class Plan:
         key = prepare.key
         model = self.models[key.path]
         chunks = _chunk_units(key, model, int(nchunks), prepare_id)
-        # the image re-wired: its new chunks, beam and posts in place of the old, finalize waiting on the posts
-        middle = [*chunks, *_post_units(key, model, chunks)]
+        # the image re-wired: its new chunks, beam, posts and concats in place of the old,
+        # finalize waiting on the concats
+        middle = [*chunks, *_finishing_units(key, model, chunks)]
         finalize_id = key.unit_id("finalize")
         image: list[Unit] = []
         for unit in self.units_of(key):
@@ -235,8 +245,7 @@ class Plan:
                 continue
             if unit.id == finalize_id:
                 image.extend(middle)
-                unit = replace(unit, deps=tuple(u.id for u in middle if u.kind == "post"),
-                               **_finalize_fields(model, len(chunks)))
+                unit = replace(unit, deps=tuple(u.id for u in middle if u.kind == "concat"))
             image.append(unit)
         self.replace_image(key, image)
         return chunks
@@ -341,7 +350,7 @@ def _chunk_units(key: ImageKey, model: ImageModel, nchunks: int, prepare_id: str
     return units
 
 
-_REPLANNED_KINDS = ("chunk", "beam", "post")   # what a prepare's real chunk count re-shapes
+_REPLANNED_KINDS = ("chunk", "beam", "post", "concat")   # what a prepare's real chunk count re-shapes
 
 
 def post_groups(nchunks: int, chunks_per_unit: int) -> list[tuple[int, int]]:
@@ -373,19 +382,38 @@ def _post_units(key: ImageKey, model: ImageModel, chunks: list[Unit],
     return [beam, *posts]
 
 
-def _finalize_fields(model: ImageModel, nchunks: int) -> dict[str, float]:
-    est = costmodel.concat_estimate(model, nchunks)
-    return {"cost": est.cost, "mem_gb": est.mem_gb, "out_gb": est.out_gb}
+def _concat_units(key: ImageKey, model: ImageModel, nchunks: int, posts: list[Unit],
+                  groups: list[tuple[int, int]] | None = None) -> list[Unit]:
+    """One concat unit per group of final image extensions (after every post):
+    ``groups`` forces the ``(first extension, count)`` grouping (tests); by
+    default :func:`costmodel.concat_groups`."""
+    groups = costmodel.concat_groups(model, nchunks) if groups is None else groups
+    units = []
+    for index, (first, count) in enumerate(groups):
+        est = costmodel.concat_estimate(model, nchunks, FINAL_PRODUCT_EXTS[first:first + count])
+        units.append(Unit(id=key.unit_id(concat_part(index, len(groups))), kind="concat", key=key,
+                          deps=tuple(p.id for p in posts), cost=est.cost, mem_gb=est.mem_gb, out_gb=est.out_gb,
+                          nchunks=nchunks, params=(("ext_start", first), ("ext_count", count))))
+    return units
 
 
-def _key_units(key: ImageKey, model: ImageModel, nchunks: int, chunks_per_post: int | None = None) -> list[Unit]:
+def _finishing_units(key: ImageKey, model: ImageModel, chunks: list[Unit], chunks_per_post: int | None = None,
+                     concat_groups: list[tuple[int, int]] | None = None) -> list[Unit]:
+    """Beam, posts and concats of an image (what its chunk count shapes)."""
+    posts = _post_units(key, model, chunks, chunks_per_post)
+    return [*posts, *_concat_units(key, model, len(chunks), [u for u in posts if u.kind == "post"], concat_groups)]
+
+
+def _key_units(key: ImageKey, model: ImageModel, nchunks: int, chunks_per_post: int | None = None,
+               concat_groups: list[tuple[int, int]] | None = None) -> list[Unit]:
     prep = costmodel.prepare_estimate(model)
     prepare = Unit(id=key.unit_id("prepare"), kind="prepare", key=key, cost=prep.cost, mem_gb=prep.mem_gb,
                    nchunks=nchunks)
     chunks = _chunk_units(key, model, nchunks, prepare.id)
-    finishing = _post_units(key, model, chunks, chunks_per_post)
+    finishing = _finishing_units(key, model, chunks, chunks_per_post, concat_groups)
+    check = costmodel.final_check_estimate(model)
     finalize = Unit(id=key.unit_id("finalize"), kind="finalize", key=key,
-                    deps=tuple(u.id for u in finishing if u.kind == "post"), **_finalize_fields(model, len(chunks)))
+                    deps=tuple(u.id for u in finishing if u.kind == "concat"), cost=check.cost, mem_gb=check.mem_gb)
     prod = costmodel.products_estimate(model)
     products = [Unit(id=key.unit_id(kind), kind=kind, key=key, deps=(finalize.id,), cost=prod.cost,
                      mem_gb=prod.mem_gb) for kind in ("moments", "qa")]

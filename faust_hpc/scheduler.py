@@ -70,7 +70,7 @@ from typing import Any, Hashable, Iterable, Mapping, Protocol
 from faust_hpc.units import ImageKey, Unit
 
 DEFAULT_NODE = "local"
-_FINISHING = ("beam", "post", "finalize", "moments", "qa")
+_FINISHING = ("beam", "post", "concat", "finalize", "moments", "qa")
 
 
 class UnitGraph(Protocol):
@@ -441,8 +441,9 @@ def image_lower_bound(plan: UnitGraph, workers: int) -> float:
     """A tighter makespan bound no schedule can beat: the largest of the
     critical path, total work / workers, and, per image, its own chain:
     prepare + its chunk work spread over all workers (but at least its largest
-    chunk) + beam + its post work spread likewise + finalize + its largest
-    product (each step of an image waits for the one before it)."""
+    chunk) + beam + its post work spread likewise + its largest concat unit
+    (they run side by side) + finalize + its largest product (each step of an
+    image waits for the one before it)."""
     total = plan.total_cost
     bound = max(plan.critical_path()[0], total / workers)
     by_key: dict[Any, dict[str, list[float]]] = {}
@@ -456,7 +457,8 @@ def image_lower_bound(plan: UnitGraph, workers: int) -> float:
         if not kinds.get("chunk"):
             continue
         chain = sum(kinds.get("prepare", ())) + spread(kinds["chunk"]) + sum(kinds.get("beam", ())) + \
-            spread(kinds.get("post", [])) + sum(kinds.get("finalize", ())) + \
+            spread(kinds.get("post", [])) + max(kinds.get("concat", []), default=0.0) + \
+            sum(kinds.get("finalize", ())) + \
             max(kinds.get("moments", []) + kinds.get("qa", []), default=0.0)
         bound = max(bound, chain)
     return bound

@@ -9,19 +9,22 @@ can be trusted by a resumed one:
 
 PART is ``prepare``, ``chunkNN`` (zero-padded to two digits, or more when
 there are over 100 chunks), ``beam``, ``postNN`` (one per group of chunks,
-numbered and padded as the chunks), ``finalize``, ``moments`` or ``qa``.
+numbered and padded as the chunks), ``concatNN`` (one per group of final
+image extensions, numbered in :data:`faust_hpc.layout.FINAL_PRODUCT_EXTS`
+order), ``finalize``, ``moments`` or ``qa``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Iterable
 
-UNIT_KINDS = ("prepare", "chunk", "beam", "post", "finalize", "moments", "qa")
+UNIT_KINDS = ("prepare", "chunk", "beam", "post", "concat", "finalize", "moments", "qa")
 # `faust-hpc plan --json` groups moments and QA as "products"; the groups in this order.
-KIND_GROUP = {"prepare": "prepare", "chunk": "chunk", "beam": "beam", "post": "post", "finalize": "finalize",
-              "moments": "products", "qa": "products"}
+KIND_GROUP = {"prepare": "prepare", "chunk": "chunk", "beam": "beam", "post": "post", "concat": "concat",
+              "finalize": "finalize", "moments": "products", "qa": "products"}
 GROUPS = tuple(dict.fromkeys(KIND_GROUP.values()))
-IMAGE_STEP_KINDS = ("prepare", "chunk", "beam", "post", "finalize")
+IMAGE_STEP_KINDS = ("prepare", "chunk", "beam", "post", "concat", "finalize")
+NUMBERED_KINDS = ("chunk", "post", "concat")   # kinds whose part carries a number
 """The kinds that make an image's final cube (what ``faust-hpc image --no-products`` runs)."""
 
 
@@ -47,11 +50,17 @@ def post_part(index: int, ngroups: int) -> str:
     return _numbered("post", index, ngroups)
 
 
+def concat_part(index: int, ngroups: int) -> str:
+    """``concatNN``: the concatenation unit of the ``index``-th group of final image extensions."""
+    return _numbered("concat", index, ngroups)
+
+
 def kind_of_id(unit_id: str) -> str:
-    """The kind a unit id names (``.../chunk07`` -> ``chunk``, ``.../post03`` -> ``post``)."""
+    """The kind a unit id names (``.../chunk07`` -> ``chunk``, ``.../post03`` -> ``post``,
+    ``.../concat02`` -> ``concat``)."""
     part = unit_id.rsplit("/", 1)[-1]
     stem = part.rstrip("0123456789")
-    return stem if stem in ("chunk", "post") and stem != part else part
+    return stem if stem in NUMBERED_KINDS and stem != part else part
 
 
 @dataclass(frozen=True, order=True)

@@ -142,13 +142,14 @@ def fake_history(spec, seconds: dict[str, float], extra: list[dict] = ()) -> Non
     cost = UnitCost(stages={"prepare": 1.0}, nchan=17, npix=4096, rows=1440.0).to_info()
     recs: list = [RunRecord(runfile=str(spec.path)), done("prepare", seconds["prepare"], nchunks=3,
                                                           **{COST_INFO_KEY: cost})]
-    for unit in build_plan(costfit.without_learning(spec)).units.values():   # chunks, beam, posts, finalize, products
+    for unit in build_plan(costfit.without_learning(spec)).units.values():   # chunks, beam, posts, concats, ...
         if unit.kind != "prepare":
             recs.append(done(unit.id.rsplit("/", 1)[1], seconds[unit.kind]))
     Manifest(spec.product_dir).append(*recs, *extra)
 
 
-SECONDS = {"prepare": 8.0, "chunk": 20.0, "beam": 3.0, "post": 6.0, "finalize": 12.0, "moments": 4.0, "qa": 5.0}
+SECONDS = {"prepare": 8.0, "chunk": 20.0, "beam": 3.0, "post": 6.0, "concat": 10.0, "finalize": 12.0, "moments": 4.0,
+           "qa": 5.0}
 
 
 def test_learning_reads_done_units_only_and_their_measured_sizes(tmp_path):
@@ -160,7 +161,7 @@ def test_learning_reads_done_units_only_and_their_measured_sizes(tmp_path):
     learned = costfit.learn(spec)
     assert learned.samples == len(build_plan(costfit.without_learning(spec)).units) and learned.sources == (str(spec.product_dir),)
     assert learned.sizes == {KEY: {"nchan": 17.0, "npix": 4096.0, "rows": 1440.0}}
-    assert {f.kind for f in learned.fits} == {"prepare", "chunk", "beam", "post", "finalize", "products"}
+    assert {f.kind for f in learned.fits} == {"prepare", "chunk", "beam", "post", "concat", "finalize", "products"}
     plan = build_plan(spec)
     assert plan.models[KEY].nchan == 17 and plan.models[KEY].rows == 1440.0
     for uid, unit in plan.units.items():
@@ -191,7 +192,7 @@ def test_plan_prints_predicted_vs_actual(tmp_path):
     res = cli("plan", str(spec.path), "--ranks", "2", "--json")
     assert res.returncode == 0, res.stderr
     by_kind = json.loads(res.stdout)["learned_costs"]["by_kind"]
-    assert set(by_kind) == {"prepare", "chunk", "beam", "post", "finalize", "moments", "qa"}
+    assert set(by_kind) == {"prepare", "chunk", "beam", "post", "concat", "finalize", "moments", "qa"}
     assert by_kind["chunk"]["count"] == 3 and by_kind["chunk"]["actual"] == {"median": 20.0, "total": 60.0}
     assert all(row["error_learned"] < row["error_model"] for row in by_kind.values())
     text = cli("plan", str(spec.path), "--ranks", "2")

@@ -260,8 +260,10 @@ def test_rerun_by_channel_redoes_that_chunk_and_its_dependents_only(tmp_path):
     n = len(records(runfile))
     assert run(runfile, env).returncode == 0
     redone = [r["unit"] for r in _events(records(runfile)[n:], "started")]
-    # the chunk, the beam and posts made from it (one post per chunk at FAUST size), finalize, products
+    # the chunk, the beam and posts made from it (one post per chunk at FAUST size), the concats
+    # (one per extension at FAUST size), finalize, products
     assert sorted(redone) == sorted(f"{KEY_CS}/{p}" for p in ("chunk01", "beam", "post00", "post01", "post02",
+                                                               *(f"concat{i:02d}" for i in range(9)),
                                                                "finalize", "moments", "qa"))
     bad = subprocess.run(cli + ["--chunk", "9"], cwd=REPO, capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "has chunks 0..2" in bad.stderr
@@ -274,7 +276,7 @@ def test_resume_remakes_lost_final_products_but_not_consumed_intermediates(tmp_p
     assert run(runfile, env).returncode == 0
     cheap = runfile.parent / "products" / "cheap"
     (cheap / (f"{KEY_CS}/qa".replace("/", "__") + ".txt")).unlink()          # a final product
-    (cheap / (f"{KEY_CS}/chunk00".replace("/", "__") + ".txt")).unlink()     # read by beam/posts/finalize, all done
+    (cheap / (f"{KEY_CS}/chunk00".replace("/", "__") + ".txt")).unlink()     # read by beam/posts/concats, all done
     n = len(records(runfile))
     assert run(runfile, env).returncode == 0
     assert [r["unit"] for r in _events(records(runfile)[n:], "started")] == [f"{KEY_CS}/qa"]

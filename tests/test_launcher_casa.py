@@ -98,13 +98,13 @@ def test_serial_image_and_mpi_run_give_identical_products(sim_tiny, make_runfile
     started = [r["unit"] for r in records if r.get("event") == "started"]
     assert sorted(done) == sorted(set(done)) == sorted(started)
     assert {u.rsplit("/", 1)[1] for u in done} == {"prepare", "chunk00", "chunk01", "beam", "post00", "post01",
-                                                   "finalize", "moments", "qa"}
+                                                   "concat00", "finalize", "moments", "qa"}
     assert all(r["rank"] in (1, 2) for r in records if r.get("event") == "done")
 
     # Issue 13 (items 1, 2) on real CASA products: a re-run trusts the checked
     # products (moments and QA reading the final images change none of their
     # checks), and a final FITS cut to half its size is remade -- with its chunks
-    # (whose images finalize reads; reading them changed their table files), the
+    # (whose images the concat unit reads; reading them changed their table files), the
     # beam and posts made from them, moments and QA -- pixel for pixel.
     mpi_dir = tmp_path / "mpi" / "products"
 
@@ -120,7 +120,8 @@ def test_serial_image_and_mpi_run_give_identical_products(sim_tiny, make_runfile
     assert rerun_started() == []
     cube = mpi_dir / "images" / "CB68" / final
     cube.write_bytes(cube.read_bytes()[: cube.stat().st_size // 2])
-    assert rerun_started() == ["beam", "chunk00", "chunk01", "finalize", "moments", "post00", "post01", "qa"]
+    assert rerun_started() == ["beam", "chunk00", "chunk01", "concat00", "finalize", "moments", "post00", "post01",
+                               "qa"]
     assert _science_products(mpi_dir).keys() == mpi_products.keys()
     for name, data in _science_products(mpi_dir).items():
         assert np.array_equal(data, mpi_products[name], equal_nan=True), f"{name} differs after the remake"

@@ -201,7 +201,7 @@ def test_report_of_a_real_launcher_run_with_a_failed_unit(tmp_path: Path) -> Non
     md = (report / "report.md").read_text()
     cs = next(line for line in md.splitlines() if line.startswith(f"| {CS} "))
     cont = next(line for line in md.splitlines() if line.startswith(f"| {CONT} "))
-    # the plan's units count: prepare + 2 chunks + beam + 2 posts + finalize + moments + qa
-    assert "| failed | 8/9 |" in cs and "qa #2 (failed)" in cs
-    assert "| done | 9/9 |" in cont and "chunk01 #1 (failed)" in cont
+    # the plan's units count: prepare + 2 chunks + beam + 2 posts + 9 concats (FAUST size) + finalize + moments + qa
+    assert "| failed | 17/18 |" in cs and "qa #2 (failed)" in cs
+    assert "| done | 18/18 |" in cont and "chunk01 #1 (failed)" in cont
     assert (report / "timeline.png").stat().st_size > 20_000

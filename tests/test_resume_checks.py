@@ -39,9 +39,10 @@ AFTER_FINALIZE = sorted(f"{KEY_CS}/{p}" for p in ("finalize", "moments", "qa"))
 
 
 def _finishing(runfile: Path) -> list[str]:
-    """The image's beam and post units (as many posts as the plan groups its chunks into)."""
+    """The image's beam, post and concat units (as many posts and concats as the plan groups
+    its chunks and extensions into)."""
     return sorted({r["unit"] for r in records(runfile) if r.get("event") == "done"
-                   and r["unit"].rsplit("/", 1)[1].startswith(("beam", "post"))})
+                   and r["unit"].rsplit("/", 1)[1].startswith(("beam", "post", "concat"))})
 
 
 def test_deleted_final_cube_is_remade_with_its_moments_and_qa(tmp_path):
@@ -107,7 +108,7 @@ def test_done_records_carry_the_checks_and_old_records_stay_readable(tmp_path):
 
 def test_chunk_images_removed_by_finalize_do_not_make_chunks_rerun(tmp_path):
     """The consumed-intermediate rule: once every unit that reads a chunk's
-    images (beam, posts, finalize) is done, its lost or changed images do not
+    images (beam, posts, concats) is done, its lost or changed images do not
     count; when its finalize must run again they do, and the chunk is redone
     first (and with it the beam and posts made from it)."""
     runfile, env = _finished(tmp_path)

@@ -80,11 +80,13 @@ def test_finalize_starts_while_other_chunks_still_run(tmp_path):
         assert start[CS + "/finalize"] < last_cont_chunk
         assert start[CS + "/qa"] < last_cont_chunk
         assert sim.lower_bound <= sim.tight_lower_bound <= sim.makespan + 1e-6
-    # finishing first: the beam the moment the last chunk is done, finalize the moment the
-    # last post is done, products right after
+    # finishing first: the beam the moment the last chunk is done, the concats the moment the
+    # last post is done, finalize the moment the last concat is done, products right after
     assert start[CS + "/beam"] == pytest.approx(max(end[u] for u in end if u.startswith(CS + "/chunk")))
     assert min(start[u] for u in start if u.startswith(CS + "/post")) == pytest.approx(end[CS + "/beam"])
-    assert start[CS + "/finalize"] == pytest.approx(max(end[u] for u in end if u.startswith(CS + "/post")))
+    assert min(start[u] for u in start if u.startswith(CS + "/concat")) == \
+        pytest.approx(max(end[u] for u in end if u.startswith(CS + "/post")))
+    assert start[CS + "/finalize"] == pytest.approx(max(end[u] for u in end if u.startswith(CS + "/concat")))
     assert start[CS + "/moments"] == pytest.approx(end[CS + "/finalize"])
 
 
@@ -139,7 +141,7 @@ def test_scheduler_expansion_fail_retry_and_blocking(tmp_path):
     sched.fail(first, retry=True)                              # back to ready
     assert first in sched.ready_ids() and 1 not in sched.running
     sched.fail(second, retry=False)                            # dead: beam, posts, finalize, products blocked
-    posts = [uid for uid, u in plan.units.items() if u.kind == "post"]
+    posts = [uid for uid, u in plan.units.items() if u.kind in ("post", "concat")]
     assert posts and sched.blocked_ids() == sorted([CS + "/beam", CS + "/finalize", CS + "/moments", CS + "/qa",
                                                     *posts])
     while not sched.finished:

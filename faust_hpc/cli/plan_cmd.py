@@ -10,7 +10,7 @@ prediction lets memory limit each unit, not how many run at once); the lower
 bound is max(critical path, total work / workers) (the
 JSON also has ``image_lower_bound``, which adds each image's own chain:
 prepare + its chunk work spread over all workers + beam + its post work
-spread likewise + finalize + products).
+spread likewise + its largest concat + finalize + products).
 
 Costs learned from earlier runs (:mod:`faust_hpc.costfit`, ``[scheduler]
 learn_costs`` / ``learn_from``): the plan uses them, and on a product dir
@@ -118,7 +118,8 @@ def render_text(s: dict, spec) -> str:
         lines.append("costs: catalog channel counts and nominal FAUST visibility counts (the prepare "
                      "units report the real chunk lists when the run starts)")
     lines.append(f"units: {kinds['prepare']} prepare, {kinds['chunk']} chunk, {kinds['beam']} beam, "
-                 f"{kinds['post']} post, {kinds['finalize']} finalize, {kinds['products']} products "
+                 f"{kinds['post']} post, {kinds['concat']} concat, {kinds['finalize']} finalize, "
+                 f"{kinds['products']} products "
                  f"({s['units']} total)")
     lines.append(f"total cost: {_hours(s['total_cost'])} ({s['cost_unit']})")
     cp = s["critical_path"]

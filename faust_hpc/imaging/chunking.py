@@ -29,7 +29,7 @@ from faust_hpc import spectral
 from faust_hpc.catalog import imaging_defaults, parse_frequency_hz
 from faust_hpc.errors import PrerequisiteError
 from faust_hpc.imaging.image_tools import ImageManager, log_post, publish, temp_name
-from faust_hpc.layout import CHUNK_POST_EXTS, FINAL_PRODUCT_EXTS
+from faust_hpc.layout import CHUNK_POST_EXTS, COMMON_EXT, FINAL_PRODUCT_EXTS, final_fits_ext
 from faust_hpc.spectral import split_channels  # the one chunk-split rule (the cost model uses it too)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -341,8 +341,8 @@ class ChunkedConfigSet:
         return written
 
     # -- finalize, in three steps: common beam -> per-chunk postprocess -> concatenation + FITS.
-    # The serial postprocess() below and the run's beam / postNN / finalize units call the
-    # same three methods, so both give the same bytes.
+    # The serial postprocess() below and the run's beam / postNN / concatNN units call the
+    # same methods (concat_and_export is concat_extension per extension), so both give the same bytes.
     def common_beam_path(self, ext: str = "clean") -> str:
         """Where the beam unit records the common beam (:meth:`RunLayout.common_beam`)."""
         full = self.configs[0]
@@ -386,19 +386,33 @@ class ChunkedConfigSet:
                 missing.append(config.chunk.index)
         return missing
 
-    def concat_and_export(self, ext: str = "clean", make_hanning: bool = False,
-                          make_fits: bool = True) -> list[str]:
-        """Step 3: concatenate the chunks' images, optionally Hanning smooth,
-        and export the final FITS (``.image.pbcor.common``, ``.mask``, ``.pb``)."""
-        from faust_hpc.imaging.postprocess import export_final_products, hanning_smooth_image
+    def concat_extension(self, im_ext: str, ext: str = "clean", make_hanning: bool = False,
+                         make_fits: bool = True) -> list[str]:
+        """Step 3 for one final image extension (what a concat unit runs per
+        extension): concatenate the chunks' ``.<im_ext>`` images, Hanning smooth
+        ``.image.common`` if asked, and export the extension's final FITS if it
+        has one (:func:`~faust_hpc.layout.final_fits_ext`: ``.image.pbcor.common``,
+        ``.mask``, ``.pb``) with the archive header keywords. Extensions do not
+        read each other, so they may run in any order or at the same time."""
+        from faust_hpc.imaging.postprocess import export_fits, hanning_smooth_image
 
         imagebase = self.get_imagebase(ext=ext)
         with self.configs[0].stage_workdir("concat"):
-            written = self.concat_cubes(ext=ext)
-            if make_hanning:
-                written.append(hanning_smooth_image(f"{imagebase}.image.common"))
-            if make_fits:
-                written += export_final_products(imagebase, object_name=self.configs[0].dset.field)
+            written = self.concat_cubes(ext=ext, im_exts=[im_ext])
+            if make_hanning and im_ext == COMMON_EXT:
+                written.append(hanning_smooth_image(f"{imagebase}.{COMMON_EXT}"))
+            if make_fits and final_fits_ext(im_ext):
+                written.append(export_fits(f"{imagebase}.{im_ext}", object_name=self.configs[0].dset.field))
+        return written
+
+    def concat_and_export(self, ext: str = "clean", make_hanning: bool = False,
+                          make_fits: bool = True) -> list[str]:
+        """Step 3: concatenate the chunks' images, optionally Hanning smooth,
+        and export the final FITS (``.image.pbcor.common``, ``.mask``, ``.pb``):
+        :meth:`concat_extension` for every extension of :attr:`DEFAULT_CONCAT_EXTS`."""
+        written = []
+        for im_ext in self.DEFAULT_CONCAT_EXTS:
+            written += self.concat_extension(im_ext, ext=ext, make_hanning=make_hanning, make_fits=make_fits)
         return written
 
     def postprocess(self, ext: str = "clean", use_existing_except: Iterable[int] | None = None,

@@ -39,8 +39,8 @@ from faust_hpc.units import UNIT_KINDS, ImageKey, kind_of_id
 log = logging.getLogger(__name__)
 
 KIND_ORDER = UNIT_KINDS
-KIND_HATCH = {"prepare": "////", "chunk": "", "beam": "\\\\", "post": "||", "finalize": "", "moments": "....",
-              "qa": "xxxx"}
+KIND_HATCH = {"prepare": "////", "chunk": "", "beam": "\\\\", "post": "||", "concat": "--", "finalize": "",
+              "moments": "....", "qa": "xxxx"}
 unit_kind = kind_of_id
 
 

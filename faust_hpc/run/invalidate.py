@@ -3,8 +3,8 @@
 The documented restart-one-chunk workflow in batch form (``faust-hpc
 rerun``): an ``invalidated`` record resets a unit to pending, so the next
 ``faust-hpc run`` redoes exactly the chosen units and what is made from them
-(the image's beam, post units, finalize, moments and QA; the other chunks'
-images are reused). A channel is mapped to its chunk through the chunk list the run froze
+(the image's beam, post units, concat units, finalize, moments and QA; the
+other chunks' images are reused). A channel is mapped to its chunk through the chunk list the run froze
 (the prepare unit's done record), so the chunk is the one that holds that
 channel in *this* run.
 """

@@ -12,13 +12,16 @@ The rule (one for every unit, final or not):
   that depends on it, transitively (their products were made from what is now
   gone, and a remade input may differ).
 - The one exception is an image's intermediates (:data:`CONSUMED_KINDS`: the
-  chunk images, the recorded common beam, the postprocessed chunk images):
-  once the image's final cube exists they may go (a user clearing disk, the
-  original's ``remove_all_files``) without making the finished image redo.
+  chunk images, the recorded common beam, the postprocessed chunk images,
+  and what the concat units wrote -- the final cubes and FITS, which are the
+  finalize unit's outputs too and so are checked once, as its: a lost one
+  redoes finalize, and first the concat units that made it):
+  once the image's final cube exists the chunk images may go (a user clearing
+  disk, the original's ``remove_all_files``) without making the finished image redo.
   Their outputs are therefore checked only while a unit that reads them still
   has to run -- a reader being any dependent, followed through the
   intermediates to the image's finalize (a chunk's images are read by the
-  beam, the post units and, concatenated, by finalize): lost or damaged then,
+  beam, the post units and, concatenated, by the concat units): lost or damaged then,
   the unit is redone first; once all its readers are done, it is done
   whatever is left of its outputs. So a finished run never reruns chunks for
   images it no longer needs, and a lost final cube (finalize) is remade
@@ -54,7 +57,7 @@ log = logging.getLogger(__name__)
 
 _UNFINISHED = (UnitStatus.RUNNING, UnitStatus.FAILED, UnitStatus.INTERRUPTED)
 CHECK_THREADS = 8             # outputs checked concurrently on resume
-CONSUMED_KINDS = ("chunk", "beam", "post")   # an image's intermediates (see the rule above)
+CONSUMED_KINDS = ("chunk", "beam", "post", "concat")   # an image's intermediates (see the rule above)
 
 
 @dataclass
