@@ -22,7 +22,7 @@ demo: venv
 	$(VENV)/bin/faust-hpc demo $(DEMO_DIR) --ranks $(RANKS)
 
 test: venv
-	$(VENV)/bin/python -m pytest -ra
+	$(VENV)/bin/python -m pytest -ra -n 2 --dist loadfile
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -26,6 +26,9 @@ GROUPS = tuple(dict.fromkeys(KIND_GROUP.values()))
 IMAGE_STEP_KINDS = ("prepare", "chunk", "beam", "post", "concat", "finalize")
 NUMBERED_KINDS = ("chunk", "post", "concat")   # kinds whose part carries a number
 """The kinds that make an image's final cube (what ``faust-hpc image --no-products`` runs)."""
+REPORTING_KINDS = ("finalize",)
+"""Kinds whose outputs other units made (finalize checks and reports the concat
+units' products): cleaning one before it runs again must never delete them."""
 
 
 def format_weighting(weighting: float | int | str) -> str:

@@ -103,7 +103,7 @@ def test_killed_or_crashing_unit_children_are_retried(tmp_path):
                                                 "fail": {f"{KEY_CS}/chunk01": {"mode": "segfault", "attempts": [1]}}})
     proc = start(runfile, env, 3)
     try:
-        pid = wait_for(lambda: unit_child_pid(runfile, victim), what="the victim unit to start")
+        pid = wait_for(lambda: unit_child_pid(runfile, victim), timeout=300, what="the victim unit to start")
         os.kill(pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=120)
     finally:

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from faust_hpc.layout import RunLayout
+from faust_hpc.units import REPORTING_KINDS
 from faust_hpc.run.fingerprint import mismatch
 from faust_hpc.run.manifest import UnitState
 from faust_hpc.run.records import UnitStatus
@@ -198,8 +199,9 @@ def make_cleaner(plan: Any, run_state: Any, spec: Any, product_dir: Path) -> Cal
 
     def clean(uid: str) -> list[str]:
         st = run_state.units.get(uid)
-        paths = [layout.unit_workdir(uid)] + [Path(p) for p in (st.outputs if st is not None else [])]
         unit = plan.units.get(uid)
+        own = st is not None and unit is not None and unit.kind not in REPORTING_KINDS   # finalize's are the concats'
+        paths = [layout.unit_workdir(uid)] + [Path(p) for p in (st.outputs if own else [])]
         if finder is not None and unit is not None:
             try:
                 paths += [Path(p) for p in finder(spec, unit)]
