@@ -109,7 +109,7 @@ def test_ngc5921_from_the_run_file(ngc5921, tmp_path):
     status = _cli_run(tmp_path, "status", str(runfile), "--json")
     assert status.returncode == 0, status.stderr
     totals = json.loads(status.stdout)["totals"]
-    assert totals["done"] == totals["total"] == 5
+    assert totals["done"] == totals["total"] == len(build_plan(load_runfile(runfile, check_paths=False)).units)
 
     report = _cli_run(tmp_path, "report", str(runfile))
     assert report.returncode == 0, report.stderr[-2000:]
